@@ -1,0 +1,51 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let package = Package(
+    name: "LogPipe",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "LogPipe", targets: ["LogPipe"]),
+        .executable(name: "logpipe", targets: ["logpipe"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.80.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.0.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+    ],
+    targets: [
+        .target(
+            name: "LogPipe",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "logpipe",
+            dependencies: [
+                "LogPipe",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "EmbeddingExample",
+            dependencies: ["LogPipe"],
+            path: "Examples/Embedding"
+        ),
+        .testTarget(
+            name: "LogPipeTests",
+            dependencies: ["LogPipe"],
+            exclude: ["../Fixtures"]
+        ),
+        .testTarget(
+            name: "LogPipeCLITests",
+            dependencies: ["logpipe", "LogPipe"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

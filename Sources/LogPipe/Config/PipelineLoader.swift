@@ -1,0 +1,392 @@
+import Foundation
+import Yams
+
+/// Reads a pipeline file, checks it strictly, and builds a ``Pipeline``.
+///
+/// Every problem is reported at once, each with file, line, column and a
+/// hint: YAML syntax, unset variables, unknown sections, stage types and
+/// options (with the closest valid name), bad values, missing or cyclic
+/// inputs, sources with inputs, sinks used as inputs, duplicate names, and
+/// (as a warning) stages whose output goes nowhere.
+public struct PipelineLoader: Sendable {
+    /// The stage types the file may use.
+    public var registry: StageRegistry
+    /// Values for `${VAR}` interpolation.
+    public var environment: [String: String]
+
+    /// What loading produced: the pipeline when there were no errors, and
+    /// every diagnostic (errors and warnings).
+    public struct Result: Sendable {
+        /// The runnable pipeline, or `nil` if any error was found.
+        public var pipeline: Pipeline?
+        /// Errors and warnings, in file order.
+        public var diagnostics: [Diagnostic]
+        /// The errors only.
+        public var errors: [Diagnostic] { diagnostics.filter { $0.severity == .error } }
+    }
+
+    /// Top-level keys of a pipeline file.
+    static let topLevelKeys = ["data_dir", "shutdown_timeout", "edge_capacity", "sources", "transforms", "sinks"]
+
+    /// Creates a loader.
+    public init(registry: StageRegistry = .standard(), environment: [String: String] = ProcessInfo.processInfo.environment) {
+        self.registry = registry
+        self.environment = environment
+    }
+
+    /// Loads the pipeline file at `path`, applying `overrides` of the form
+    /// `stage.option=value` (or `setting=value` for top-level settings).
+    public func load(file path: String, overrides: [String] = []) -> Result {
+        let text: String
+        do {
+            let data = try Data(contentsOf: URL(fileURLWithPath: path))
+            guard let decoded = String(data: data, encoding: .utf8) else {
+                return Result(diagnostics: [Diagnostic("\(path) is not valid UTF-8 text", hint: "save the pipeline file as UTF-8", at: nil)])
+            }
+            text = decoded
+        } catch {
+            return Result(diagnostics: [
+                Diagnostic("cannot read pipeline file \(path): \(error.localizedDescription)", hint: "check the path and its permissions", at: nil)
+            ])
+        }
+        return load(yaml: text, file: path, overrides: overrides)
+    }
+
+    /// Loads a pipeline from YAML text; `file` names it in diagnostics.
+    public func load(yaml: String, file: String = "<pipeline>", overrides: [String] = []) -> Result {
+        var builder = Builder(file: file, registry: registry, environment: environment)
+        return builder.build(yaml: yaml, overrides: overrides)
+    }
+}
+
+private struct Builder {
+    let file: String
+    let registry: StageRegistry
+    let environment: [String: String]
+    var diagnostics: [Diagnostic] = []
+
+    init(file: String, registry: StageRegistry, environment: [String: String]) {
+        self.file = file
+        self.registry = registry
+        self.environment = environment
+    }
+
+    mutating func error(_ message: String, hint: String? = nil, at location: SourceLocation?) {
+        diagnostics.append(Diagnostic(.error, message, hint: hint, at: location))
+    }
+
+    func location(_ mark: Mark?) -> SourceLocation? {
+        mark.map { SourceLocation(file: file, line: $0.line, column: $0.column) }
+    }
+
+    struct StageEntry {
+        var name: String
+        var nameLocation: SourceLocation?
+        var section: StageKind
+        var node: ConfigNode
+        var definition: StageDefinition?
+        /// The kind of the stage's type when known, else its section's.
+        var kind: StageKind
+        var inputs: [String]
+        var inputLocations: [SourceLocation?]
+    }
+
+    mutating func build(yaml: String, overrides: [String]) -> PipelineLoader.Result {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: yaml)
+        } catch let yamlError as YamlError {
+            reportYAML(yamlError)
+            return PipelineLoader.Result(pipeline: nil, diagnostics: diagnostics)
+        } catch {
+            self.error("cannot parse YAML: \(error)", at: nil)
+            return PipelineLoader.Result(pipeline: nil, diagnostics: diagnostics)
+        }
+        guard let root else {
+            self.error("the pipeline file is empty", hint: "define 'sources:' and 'sinks:' (see `logpipe stages`)", at: SourceLocation(file: file, line: 1, column: 1))
+            return PipelineLoader.Result(pipeline: nil, diagnostics: diagnostics)
+        }
+        var config = convert(root)
+        applyOverrides(overrides, to: &config)
+        guard let topEntries = config.entries else {
+            error("a pipeline file is a map with 'sources', 'transforms' and 'sinks'", at: config.location)
+            return PipelineLoader.Result(pipeline: nil, diagnostics: diagnostics)
+        }
+
+        // Pipeline settings.
+        var settings = PipelineSettings()
+        let unknownTopLevel = topEntries.filter { !PipelineLoader.topLevelKeys.contains($0.key) }
+        for entry in unknownTopLevel {
+            let hint = closestMatch(to: entry.key, among: PipelineLoader.topLevelKeys).map { "did you mean '\($0)'?" }
+            error(
+                "unknown top-level key '\(entry.key)'",
+                hint: hint ?? "valid keys: \(PipelineLoader.topLevelKeys.joined(separator: ", "))",
+                at: entry.keyLocation
+            )
+        }
+        if let value = config["data_dir"] {
+            if let text = value.scalar { settings.dataDirectory = text } else { error("'data_dir' must be a path", at: value.location) }
+        }
+        if let value = config["shutdown_timeout"] {
+            if let duration = value.scalar.flatMap(Units.duration) {
+                settings.shutdownTimeout = duration
+            } else {
+                error("'shutdown_timeout' must be a duration", hint: "for example 30s or 2m", at: value.location)
+            }
+        }
+        if let value = config["edge_capacity"] {
+            if let capacity = value.scalar.flatMap({ Int($0) }), capacity >= 1 {
+                settings.edgeCapacity = capacity
+            } else {
+                error("'edge_capacity' must be a whole number of batches, at least 1", at: value.location)
+            }
+        }
+
+        // Stages, section by section.
+        var stages: [StageEntry] = []
+        var seenNames: [String: SourceLocation?] = [:]
+        for kind in StageKind.allCases {
+            guard let sectionNode = config[kind.section] else { continue }
+            if case .scalar(nil) = sectionNode.value { continue }
+            guard let entries = sectionNode.entries else {
+                error("'\(kind.section)' must be a map of stage names to stages", at: sectionNode.location)
+                continue
+            }
+            for entry in entries {
+                if let previous = seenNames[entry.key] {
+                    error(
+                        "duplicate stage name '\(entry.key)'",
+                        hint: "stage names must be unique across sources, transforms and sinks; the first is at \(previous.map(\.description) ?? "another section")",
+                        at: entry.keyLocation
+                    )
+                    continue
+                }
+                seenNames[entry.key] = entry.keyLocation
+                if let stage = parseStage(entry, section: kind) { stages.append(stage) }
+            }
+        }
+
+        // Graph rules. A misspelt section would make every graph rule fire
+        // on what is missing; the unknown key alone says what to fix.
+        let check = GraphCheck(nodes: stages.map { .init(name: $0.name, kind: $0.kind, inputs: $0.inputs) })
+        for problem in unknownTopLevel.isEmpty ? check.problems() : [] {
+            var location: SourceLocation?
+            switch problem.subject {
+            case .stage(let name):
+                location = stages.first { $0.name == name }?.nameLocation ?? (name.isEmpty ? config.location : nil)
+            case .input(let name, let index):
+                let stage = stages.first { $0.name == name }
+                location = stage.flatMap { index < $0.inputLocations.count ? $0.inputLocations[index] : nil } ?? stage?.nameLocation
+            }
+            diagnostics.append(Diagnostic(problem.isWarning ? .warning : .error, problem.message, hint: problem.hint, at: location))
+        }
+
+        guard !diagnostics.contains(where: { $0.severity == .error }) else {
+            return PipelineLoader.Result(pipeline: nil, diagnostics: sorted(diagnostics))
+        }
+
+        // Build the stages.
+        var pipeline = Pipeline(settings: settings)
+        for stage in stages {
+            guard let definition = stage.definition else { continue }
+            let options = StageOptions(stageName: stage.name, node: stage.node, specs: definition.options, settings: settings)
+            do {
+                let instance = try definition.make(options)
+                try pipeline.add(Pipeline.Node(name: stage.name, stage: instance, inputs: stage.inputs, typeName: definition.type))
+            } catch let optionError as OptionError {
+                error("stage '\(stage.name)': \(optionError.message)", hint: optionError.hint, at: optionError.location ?? stage.nameLocation)
+            } catch {
+                self.error("stage '\(stage.name)' could not be set up: \(error)", at: stage.nameLocation)
+            }
+        }
+        let hasErrors = diagnostics.contains { $0.severity == .error }
+        return PipelineLoader.Result(pipeline: hasErrors ? nil : pipeline, diagnostics: sorted(diagnostics))
+    }
+
+    func sorted(_ diagnostics: [Diagnostic]) -> [Diagnostic] {
+        diagnostics.enumerated().sorted { lhs, rhs in
+            let left = lhs.element.location.map { ($0.line, $0.column) } ?? (Int.max, lhs.offset)
+            let right = rhs.element.location.map { ($0.line, $0.column) } ?? (Int.max, rhs.offset)
+            return left != right ? left < right : lhs.offset < rhs.offset
+        }.map(\.element)
+    }
+
+    mutating func parseStage(_ entry: ConfigNode.Entry, section: StageKind) -> StageEntry? {
+        let name = entry.key
+        if name.isEmpty || !name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "-") }) {
+            error("invalid stage name '\(name)'", hint: "use letters, digits, '_' and '-'", at: entry.keyLocation)
+        }
+        guard entry.value.entries != nil else {
+            error("stage '\(name)' must be a map with a 'type'", hint: "for example:\n      \(name):\n        type: stdin", at: entry.value.location ?? entry.keyLocation)
+            return nil
+        }
+        var stage = StageEntry(name: name, nameLocation: entry.keyLocation, section: section, node: entry.value, definition: nil, kind: section, inputs: [], inputLocations: [])
+
+        // inputs
+        if let inputs = entry.value["inputs"] {
+            if let items = inputs.list {
+                for item in items {
+                    if let text = item.scalar {
+                        stage.inputs.append(text)
+                        stage.inputLocations.append(item.location)
+                    } else {
+                        error("'inputs' of '\(name)' must list stage names", at: item.location)
+                    }
+                }
+            } else if let text = inputs.scalar {
+                stage.inputs = [text]
+                stage.inputLocations = [inputs.location]
+            } else {
+                error("'inputs' of '\(name)' must be a list of stage names", hint: "inputs: [other_stage]", at: inputs.location)
+            }
+        }
+
+        // type
+        let registry = self.registry
+        let kindsTypes = { (kind: StageKind) in registry.all.filter { $0.kind == kind }.map(\.type) }
+        let typeList = { (kind: StageKind) -> String in
+            let types = kindsTypes(kind)
+            return types.isEmpty
+                ? "no \(kind) types are registered"
+                : "\(kind) types: \(types.joined(separator: ", ")) (see `logpipe stages`)"
+        }
+        guard let typeNode = entry.value["type"] else {
+            error(
+                "stage '\(name)' has no 'type'",
+                hint: typeList(section),
+                at: entry.keyLocation
+            )
+            return stage
+        }
+        guard let type = typeNode.scalar else {
+            error("'type' of '\(name)' must be a stage type name", at: typeNode.location)
+            return stage
+        }
+        guard let definition = registry.definition(for: type) else {
+            let suggestion = closestMatch(to: type, among: kindsTypes(section)) ?? closestMatch(to: type, among: registry.all.map(\.type))
+            error(
+                "unknown \(section) type '\(type)'",
+                hint: (suggestion.map { "did you mean '\($0)'? " } ?? "") + typeList(section),
+                at: typeNode.location
+            )
+            return stage
+        }
+        stage.kind = definition.kind
+        guard definition.kind == section else {
+            error(
+                "'\(type)' is a \(definition.kind) type, but stage '\(name)' is under '\(section.section)'",
+                hint: "move '\(name)' under '\(definition.kind.section):'",
+                at: typeNode.location
+            )
+            return stage
+        }
+        stage.definition = definition
+        OptionValidator.validate(
+            entry.value,
+            specs: definition.options,
+            path: "",
+            ignoring: ["type", "inputs"],
+            location: entry.keyLocation,
+            diagnostics: &diagnostics
+        )
+        return stage
+    }
+
+    mutating func convert(_ node: Node) -> ConfigNode {
+        switch node {
+        case .scalar(let scalar):
+            let location = location(scalar.mark)
+            if scalar.style == .plain, node.null != nil {
+                return ConfigNode(.scalar(nil), location: location)
+            }
+            do {
+                return ConfigNode(.scalar(try Interpolation.apply(scalar.string, environment: environment)), location: location)
+            } catch let failure as Interpolation.Failure {
+                error(failure.message, hint: failure.hint, at: location)
+                return ConfigNode(.scalar(scalar.string), location: location)
+            } catch {
+                return ConfigNode(.scalar(scalar.string), location: location)
+            }
+        case .mapping(let mapping):
+            var entries: [ConfigNode.Entry] = []
+            for (key, value) in mapping {
+                guard let keyText = key.scalar?.string else {
+                    error("map keys must be plain names", at: location(key.mark))
+                    continue
+                }
+                entries.append(ConfigNode.Entry(key: keyText, keyLocation: location(key.mark), value: convert(value)))
+            }
+            return ConfigNode(.map(entries), location: location(mapping.mark))
+        case .sequence(let sequence):
+            return ConfigNode(.list(sequence.map { convert($0) }), location: location(sequence.mark))
+        case .alias:
+            error("YAML aliases are not supported in pipeline files", hint: "write the value out", at: location(node.mark))
+            return ConfigNode(.scalar(nil), location: location(node.mark))
+        }
+    }
+
+    mutating func reportYAML(_ yamlError: YamlError) {
+        switch yamlError {
+        case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
+            .composer(let context, let problem, let mark, _):
+            error(
+                "invalid YAML: \(problem)" + (context.map { " (\($0.text))" } ?? ""),
+                hint: "check indentation and quoting near here",
+                at: location(mark)
+            )
+        case .duplicatedKeysInMapping(let duplicates, let context):
+            error(
+                "duplicate key\(duplicates.count > 1 ? "s" : "") \(duplicates.map { "'\($0)'" }.joined(separator: ", ")) in one map (the first is here)",
+                hint: "each key (and each stage name) may appear once; rename or merge them",
+                at: location(context.mark)
+            )
+        default:
+            error("invalid YAML: \(yamlError)", at: nil)
+        }
+    }
+
+    mutating func applyOverrides(_ overrides: [String], to config: inout ConfigNode) {
+        for override in overrides {
+            guard let equals = override.firstIndex(of: "="), equals != override.startIndex else {
+                error("--set '\(override)' must look like stage.option=value", at: nil)
+                continue
+            }
+            let path = override[..<equals].split(separator: ".").map(String.init)
+            let rawValue = String(override[override.index(after: equals)...])
+            var value = ConfigNode(.scalar(rawValue))
+            if rawValue.hasPrefix("[") || rawValue.hasPrefix("{"), let parsed = try? Yams.compose(yaml: rawValue) {
+                value = convert(parsed)
+                value.location = nil
+            }
+            if path.count == 1 {
+                config.set(path, to: value)
+                continue
+            }
+            let stageName = path[0]
+            guard let section = StageKind.allCases.first(where: { config[$0.section]?[stageName] != nil }) else {
+                error("--set '\(override)': no stage named '\(stageName)'", at: nil)
+                continue
+            }
+            config.set([section.section] + path, to: value)
+        }
+    }
+}
+
+extension ConfigNode {
+    /// Sets the value at `path`, creating maps on the way.
+    mutating func set(_ path: [String], to newValue: ConfigNode) {
+        guard let key = path.first else {
+            self = newValue
+            return
+        }
+        var entries = self.entries ?? []
+        if let index = entries.firstIndex(where: { $0.key == key }) {
+            entries[index].value.set(Array(path.dropFirst()), to: newValue)
+        } else {
+            var child = ConfigNode(.map([]))
+            child.set(Array(path.dropFirst()), to: newValue)
+            entries.append(Entry(key: key, value: child))
+        }
+        value = .map(entries)
+    }
+}

@@ -1,0 +1,85 @@
+/// Parsers for the duration and size notations of pipeline files.
+public enum Units {
+    /// Parses a duration such as `500ms`, `30s`, `5m`, `2h`, `1d` or `1h30m`.
+    ///
+    /// Units: `ns`, `us`, `ms`, `s`, `m`, `h`, `d`. A bare `0` means zero.
+    /// - Returns: `nil` when the text is not a duration.
+    public static func duration(_ text: String) -> Duration? {
+        let text = text.trimmingSpaces
+        if text == "0" { return .zero }
+        var total = Duration.zero
+        var rest = Substring(text)
+        guard !rest.isEmpty else { return nil }
+        while !rest.isEmpty {
+            let number = rest.prefix { $0.isASCII && ($0.isNumber || $0 == ".") }
+            guard !number.isEmpty, let value = Double(number) else { return nil }
+            rest = rest.dropFirst(number.count)
+            let unit = rest.prefix { $0.isLetter }
+            rest = rest.dropFirst(unit.count)
+            let nanosecondsPerUnit: Double
+            switch unit {
+            case "ns": nanosecondsPerUnit = 1
+            case "us", "µs": nanosecondsPerUnit = 1e3
+            case "ms": nanosecondsPerUnit = 1e6
+            case "s": nanosecondsPerUnit = 1e9
+            case "m": nanosecondsPerUnit = 60e9
+            case "h": nanosecondsPerUnit = 3600e9
+            case "d": nanosecondsPerUnit = 86400e9
+            default: return nil
+            }
+            let nanoseconds = value * nanosecondsPerUnit
+            guard nanoseconds.isFinite, nanoseconds < 9e18 else { return nil }
+            total += .nanoseconds(Int64(nanoseconds))
+        }
+        return total
+    }
+
+    /// Parses a size such as `64KiB`, `1MiB`, `2GiB`, `500KB` or `4096`.
+    ///
+    /// `KiB`/`MiB`/`GiB`/`TiB` are powers of 1024, `KB`/`MB`/`GB`/`TB` powers of
+    /// 1000 (also written lower-case, or as `k`, `K`), and a bare number is bytes.
+    /// - Returns: `nil` when the text is not a size.
+    public static func size(_ text: String) -> Int? {
+        let text = text.trimmingSpaces
+        let number = text.prefix { $0.isASCII && ($0.isNumber || $0 == ".") }
+        guard !number.isEmpty, let value = Double(number) else { return nil }
+        let unit = text.dropFirst(number.count).trimmingPrefixSpaces
+        let multiplier: Double
+        switch unit.lowercased() {
+        case "", "b": multiplier = 1
+        case "k", "kb": multiplier = 1e3
+        case "m", "mb": multiplier = 1e6
+        case "g", "gb": multiplier = 1e9
+        case "t", "tb": multiplier = 1e12
+        case "kib": multiplier = 1024
+        case "mib": multiplier = 1024 * 1024
+        case "gib": multiplier = 1024 * 1024 * 1024
+        case "tib": multiplier = 1024 * 1024 * 1024 * 1024
+        default: return nil
+        }
+        let bytes = value * multiplier
+        guard bytes.isFinite, bytes < 9e18, bytes == bytes.rounded() else { return nil }
+        return Int(bytes)
+    }
+
+    /// Formats a duration the way pipeline files write it (`30s`, `500ms`).
+    public static func format(_ duration: Duration) -> String {
+        let (seconds, attoseconds) = duration.components
+        let milliseconds = seconds * 1000 + attoseconds / 1_000_000_000_000_000
+        if milliseconds % 86_400_000 == 0, milliseconds > 0 { return "\(milliseconds / 86_400_000)d" }
+        if milliseconds % 3_600_000 == 0, milliseconds > 0 { return "\(milliseconds / 3_600_000)h" }
+        if milliseconds % 60_000 == 0, milliseconds > 0 { return "\(milliseconds / 60_000)m" }
+        if milliseconds % 1000 == 0 { return "\(milliseconds / 1000)s" }
+        return "\(milliseconds)ms"
+    }
+}
+
+extension StringProtocol {
+    var trimmingSpaces: String {
+        String(self.drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
+    }
+
+    var trimmingPrefixSpaces: Substring {
+        Substring(self.drop { $0 == " " })
+    }
+}

@@ -1,0 +1,139 @@
+import Synchronization
+
+/// How a record's journey through the pipeline ended.
+///
+/// When a record reaches several sinks (fan-out), the record's final status is
+/// the most significant one among its branches: `failed` over `delivered` over
+/// `dropped`.
+public enum DeliveryStatus: UInt8, Sendable, Hashable, Comparable, CustomStringConvertible {
+    /// A filter removed the record on purpose. It counts as done.
+    case dropped = 0
+    /// A sink finished with it (written, flushed, acknowledged by a server).
+    case delivered = 1
+    /// A sink gave up on it under a policy the user chose (for example a
+    /// message the server refuses). Sources may treat it as done or keep it.
+    case failed = 2
+
+    public static func < (lhs: DeliveryStatus, rhs: DeliveryStatus) -> Bool { lhs.rawValue < rhs.rawValue }
+
+    public var description: String {
+        switch self {
+        case .dropped: "dropped"
+        case .delivered: "delivered"
+        case .failed: "failed"
+        }
+    }
+}
+
+/// One record of a batch that every downstream branch is done with.
+public struct CompletedRecord: Sendable, Hashable {
+    /// The record's position in the batch its source emitted.
+    public var index: Int
+    /// How the record ended (see ``DeliveryStatus``).
+    public var status: DeliveryStatus
+}
+
+/// Tracks, for one batch a source emitted, when every sink is done with each record.
+///
+/// The runtime creates a token for every batch a source emits and stamps each
+/// record with it. Downstream, a record is *held* once per branch it travels
+/// (fan-out adds holds); a sink that finishes with a record, or a filter that
+/// drops it, releases one hold. When a record's last hold is released the
+/// token reports it, exactly once, to the handler the source gave.
+///
+/// Handlers run on the releasing task (usually a sink's); keep them short and
+/// non-blocking, for example record the indices and signal the source.
+public final class AcknowledgementToken: Sendable {
+    /// Called with records whose last hold was just released.
+    public typealias Handler = @Sendable (_ token: AcknowledgementToken, _ completed: [CompletedRecord]) -> Void
+
+    private struct State: ~Copyable {
+        var holds: [UInt32]
+        var statuses: [DeliveryStatus]
+        var remaining: Int
+    }
+
+    /// The number of records the batch had when its source emitted it.
+    public let count: Int
+    private let state: Mutex<State>
+    private let handler: Handler?
+
+    /// Creates a token for `count` records, each held once.
+    public init(count: Int, handler: Handler?) {
+        self.count = count
+        self.handler = handler
+        self.state = Mutex(
+            State(
+                holds: Array(repeating: 1, count: count),
+                statuses: Array(repeating: .dropped, count: count),
+                remaining: count
+            )
+        )
+    }
+
+    /// Whether every record of the batch is done.
+    public var isComplete: Bool { state.withLock { $0.remaining == 0 } }
+
+    /// The number of records not yet done.
+    public var pendingCount: Int { state.withLock { $0.remaining } }
+
+    /// Adds `extra` holds to each record in `indices` (used by fan-out).
+    func retain(_ indices: Range<Int>, extra: UInt32) {
+        state.withLock { state in
+            for index in indices where state.holds[index] > 0 {
+                state.holds[index] += extra
+            }
+        }
+    }
+
+    /// Releases one hold of each record in `indices` with `status`.
+    func release(_ indices: Range<Int>, status: DeliveryStatus) {
+        var completed: [CompletedRecord] = []
+        state.withLock { state in
+            for index in indices {
+                let holds = state.holds[index]
+                // A record already complete cannot complete twice; a stray
+                // extra release is ignored instead of corrupting the count.
+                guard holds > 0 else { continue }
+                if status > state.statuses[index] { state.statuses[index] = status }
+                state.holds[index] = holds - 1
+                if holds == 1 {
+                    state.remaining -= 1
+                    completed.append(CompletedRecord(index: index, status: state.statuses[index]))
+                }
+            }
+        }
+        if !completed.isEmpty, let handler {
+            handler(self, completed)
+        }
+    }
+}
+
+/// A record's link to the token of the batch its source emitted.
+@usableFromInline
+struct AcknowledgementSlot: Sendable {
+    @usableFromInline let token: AcknowledgementToken
+    @usableFromInline let index: Int
+}
+
+extension Collection where Element == Record {
+    /// Applies `body` to each maximal run of consecutive records that share a
+    /// token and have consecutive slots, so a whole batch costs one lock.
+    func forEachAcknowledgementRun(_ body: (AcknowledgementToken, Range<Int>) -> Void) {
+        var runToken: AcknowledgementToken?
+        var runStart = 0
+        var runEnd = 0
+        for record in self {
+            guard let slot = record.acknowledgement else { continue }
+            if let token = runToken, token === slot.token, slot.index == runEnd {
+                runEnd += 1
+                continue
+            }
+            if let token = runToken { body(token, runStart..<runEnd) }
+            runToken = slot.token
+            runStart = slot.index
+            runEnd = slot.index + 1
+        }
+        if let token = runToken { body(token, runStart..<runEnd) }
+    }
+}

@@ -1,0 +1,68 @@
+/// The unit that moves between stages: a group of records.
+///
+/// Stages exchange batches, never single lines, so every async hop is paid
+/// once per hundreds of records. Every record carries a link to the
+/// acknowledgement token of the batch its source emitted, so a batch may mix
+/// records of several sources (fan-in) and may be filtered or reordered
+/// freely; acknowledgements still reach the right source.
+///
+/// A stage that removes records must acknowledge them as dropped; use
+/// ``removeAll(where:)`` which does it. A sink calls ``acknowledge(_:)`` once
+/// the records are safely delivered.
+public struct Batch: Sendable {
+    /// The records, in order.
+    public var records: [Record]
+
+    /// Creates a batch of records. Records built by a source are linked to an
+    /// acknowledgement token when the source emits them.
+    public init(records: [Record]) {
+        self.records = records
+    }
+
+    /// The number of records.
+    public var count: Int { records.count }
+
+    /// Whether the batch has no records.
+    public var isEmpty: Bool { records.isEmpty }
+
+    /// Removes the records for which `shouldDrop` is true and acknowledges them
+    /// as ``DeliveryStatus/dropped``.
+    public mutating func removeAll(where shouldDrop: (Record) throws -> Bool) rethrows {
+        var kept: [Record] = []
+        kept.reserveCapacity(records.count)
+        var dropped: [Record] = []
+        for record in records {
+            if try shouldDrop(record) {
+                dropped.append(record)
+            } else {
+                kept.append(record)
+            }
+        }
+        if !dropped.isEmpty {
+            Batch.acknowledge(dropped, status: .dropped)
+        }
+        records = kept
+    }
+
+    /// Reports every record of the batch done with `status`, releasing this
+    /// branch's hold on it. Call it once per batch a sink received.
+    public func acknowledge(_ status: DeliveryStatus = .delivered) {
+        Batch.acknowledge(records, status: status)
+    }
+
+    /// Reports the given records done with `status`.
+    public static func acknowledge(_ records: some Collection<Record>, status: DeliveryStatus = .delivered) {
+        records.forEachAcknowledgementRun { token, range in
+            token.release(range, status: status)
+        }
+    }
+
+    /// Adds `extra` holds to every record, so that `extra + 1` branches must
+    /// each acknowledge it before it is done.
+    func retainAcknowledgements(extra: Int) {
+        guard extra > 0 else { return }
+        records.forEachAcknowledgementRun { token, range in
+            token.retain(range, extra: UInt32(extra))
+        }
+    }
+}

@@ -1,0 +1,124 @@
+/// A text with `{field}` placeholders filled from a record: subjects, file
+/// paths, keys.
+///
+/// Placeholders: `{host}`, `{partition}`, `{severity}`, `{source}`, `{origin}`,
+/// `{subject}`, and any named field of the record (for example a named regex
+/// capture). `{{` and `}}` stand for literal braces. A placeholder whose value
+/// the record does not have renders as `unknown`, so a file path or subject is
+/// never left with an empty component.
+public struct Template: Sendable, Hashable, CustomStringConvertible {
+    /// Why a template could not be parsed.
+    public struct ParseError: Error, CustomStringConvertible {
+        /// What is wrong.
+        public var message: String
+        /// How to fix it.
+        public var hint: String?
+        public var description: String { message }
+    }
+
+    /// A built-in record attribute a placeholder may name.
+    public enum Attribute: String, Sendable, Hashable, CaseIterable {
+        case host, partition, severity, source, origin, subject
+    }
+
+    enum Segment: Sendable, Hashable {
+        case literal(String)
+        case attribute(Attribute)
+        case field(String)
+    }
+
+    let segments: [Segment]
+    /// The template as written.
+    public let text: String
+
+    /// Parses `text`.
+    public init(_ text: String) throws {
+        self.text = text
+        var segments: [Segment] = []
+        var literal = ""
+        var index = text.startIndex
+        while index < text.endIndex {
+            let character = text[index]
+            let next = text.index(after: index)
+            if character == "{" {
+                if next < text.endIndex, text[next] == "{" {
+                    literal.append("{")
+                    index = text.index(after: next)
+                    continue
+                }
+                guard let close = text[next...].firstIndex(of: "}") else {
+                    throw ParseError(message: "template '\(text)' has '{' without a closing '}'", hint: "write {{ for a literal {")
+                }
+                let name = String(text[next..<close])
+                guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" }) else {
+                    throw ParseError(
+                        message: "template '\(text)' has an invalid placeholder '{\(name)}'",
+                        hint: "placeholders are {host}, {partition}, {severity}, {source}, {origin}, {subject} or a field name"
+                    )
+                }
+                if !literal.isEmpty {
+                    segments.append(.literal(literal))
+                    literal = ""
+                }
+                segments.append(Attribute(rawValue: name).map(Segment.attribute) ?? .field(name))
+                index = text.index(after: close)
+            } else if character == "}" {
+                guard next < text.endIndex, text[next] == "}" else {
+                    throw ParseError(message: "template '\(text)' has '}' without an opening '{'", hint: "write }} for a literal }")
+                }
+                literal.append("}")
+                index = text.index(after: next)
+            } else {
+                literal.append(character)
+                index = next
+            }
+        }
+        if !literal.isEmpty { segments.append(.literal(literal)) }
+        self.segments = segments
+    }
+
+    /// Whether the template has no placeholders (renders the same for every record).
+    public var isConstant: Bool {
+        segments.allSatisfy { if case .literal = $0 { true } else { false } }
+    }
+
+    /// The placeholder names used, in order.
+    public var placeholders: [String] {
+        segments.compactMap {
+            switch $0 {
+            case .literal: nil
+            case .attribute(let attribute): attribute.rawValue
+            case .field(let name): name
+            }
+        }
+    }
+
+    /// Fills the placeholders from `record`; each value passes through
+    /// `escape` first (a file sink uses it to keep values inside one path
+    /// component).
+    public func render(_ record: Record, escape: (String) -> String = { $0 }) -> String {
+        if segments.count == 1, case .literal(let text) = segments[0] { return text }
+        var result = ""
+        for segment in segments {
+            switch segment {
+            case .literal(let text): result += text
+            case .attribute(let attribute): result += escape(Template.value(of: attribute, in: record) ?? "unknown")
+            case .field(let name): result += escape(record.fields[name] ?? "unknown")
+            }
+        }
+        return result
+    }
+
+    static func value(of attribute: Attribute, in record: Record) -> String? {
+        switch attribute {
+        case .host: record.host.isEmpty ? nil : record.host
+        case .partition: record.partition.map(String.init)
+        case .severity: record.severity?.description
+        case .source: record.source
+        case .origin: record.origin
+        case .subject: record.subject
+        }
+    }
+
+    public var description: String { text }
+}

@@ -1,0 +1,221 @@
+import NIOCore
+import Synchronization
+
+/// Thrown by ``BoundedChannel/send(_:)`` when the consumer has gone away.
+public struct ChannelClosedError: Error, CustomStringConvertible {
+    public var description: String { "the downstream stage stopped receiving" }
+}
+
+/// A multi-producer, single-consumer queue with a fixed capacity whose `send`
+/// suspends while the queue is full.
+///
+/// This is what makes backpressure real: a producer that outpaces its consumer
+/// waits instead of growing memory. (`AsyncStream.Continuation.yield` never
+/// waits, so it can only buffer without bound or drop.) Waiting senders are
+/// resumed in the order they arrived, so each producer's elements keep their
+/// order. The channel ends once every producer called ``finishProducer()`` and
+/// the queue is drained.
+public final class BoundedChannel<Element: Sendable>: Sendable {
+    private struct Waiter {
+        var id: UInt64
+        var element: Element
+        var continuation: CheckedContinuation<Void, any Error>
+    }
+
+    private struct State: ~Copyable {
+        var buffer: CircularBuffer<Element>
+        var capacity: Int
+        var openProducers: Int
+        var closed = false
+        var nextWaiterID: UInt64 = 0
+        var senders: CircularBuffer<Waiter> = CircularBuffer()
+        var receiver: CheckedContinuation<Element?, Never>?
+    }
+
+    private let state: Mutex<State>
+
+    /// Creates a channel that holds at most `capacity` elements and ends after
+    /// `producers` calls to ``finishProducer()``.
+    public init(capacity: Int, producers: Int = 1) {
+        precondition(capacity > 0, "a channel needs room for at least one element")
+        state = Mutex(
+            State(buffer: CircularBuffer(initialCapacity: capacity), capacity: capacity, openProducers: producers)
+        )
+    }
+
+    /// The number of elements queued (not counting suspended senders).
+    public var bufferedCount: Int { state.withLock { $0.buffer.count } }
+
+    /// Enqueues `element`, suspending while the channel is full.
+    ///
+    /// - Throws: `CancellationError` if the sending task is cancelled while it
+    ///   waits, ``ChannelClosedError`` if the consumer closed the channel.
+    public func send(_ element: Element) async throws {
+        let immediate: SendAttempt = state.withLock { state in
+            if state.closed { return .closed }
+            if let receiver = state.receiver {
+                state.receiver = nil
+                return .resumeReceiver(receiver)
+            }
+            if state.buffer.count < state.capacity && state.senders.isEmpty {
+                state.buffer.append(element)
+                return .done
+            }
+            return .wait
+        }
+        switch immediate {
+        case .done: return
+        case .closed: throw ChannelClosedError()
+        case .resumeReceiver(let receiver):
+            receiver.resume(returning: element)
+            return
+        case .wait: break
+        }
+        try await suspendingSend(element)
+    }
+
+    private func suspendingSend(_ element: Element) async throws {
+        let id = state.withLock { state in
+            state.nextWaiterID &+= 1
+            return state.nextWaiterID
+        }
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let action: SuspendedSendAttempt = state.withLock { state in
+                    if state.closed { return .fail(ChannelClosedError()) }
+                    if Task.isCancelled { return .fail(CancellationError()) }
+                    if let receiver = state.receiver {
+                        state.receiver = nil
+                        return .resumeReceiver(receiver)
+                    }
+                    if state.buffer.count < state.capacity && state.senders.isEmpty {
+                        state.buffer.append(element)
+                        return .resume
+                    }
+                    state.senders.append(Waiter(id: id, element: element, continuation: continuation))
+                    return .none
+                }
+                switch action {
+                case .resume: continuation.resume()
+                case .resumeReceiver(let receiver):
+                    receiver.resume(returning: element)
+                    continuation.resume()
+                case .fail(let error): continuation.resume(throwing: error)
+                case .none: break
+                }
+            }
+        } onCancel: {
+            let waiter: Waiter? = state.withLock { state in
+                guard let index = state.senders.firstIndex(where: { $0.id == id }) else { return nil }
+                return state.senders.remove(at: index)
+            }
+            waiter?.continuation.resume(throwing: CancellationError())
+        }
+    }
+
+    /// Marks one producer as finished. After the last one, the consumer
+    /// receives the queued elements and then `nil`.
+    public func finishProducer() {
+        let receiver: CheckedContinuation<Element?, Never>? = state.withLock { state in
+            state.openProducers -= 1
+            if state.openProducers <= 0, state.buffer.isEmpty, state.senders.isEmpty, let receiver = state.receiver {
+                state.receiver = nil
+                return receiver
+            }
+            return nil
+        }
+        receiver?.resume(returning: nil)
+    }
+
+    /// Closes the channel from the consumer side: queued and waiting elements
+    /// are discarded and every current and future `send` throws.
+    public func close() {
+        let (senders, receiver): (CircularBuffer<Waiter>, CheckedContinuation<Element?, Never>?) = state.withLock {
+            state in
+            state.closed = true
+            state.buffer.removeAll()
+            let senders = state.senders
+            state.senders.removeAll()
+            let receiver = state.receiver
+            state.receiver = nil
+            return (senders, receiver)
+        }
+        for sender in senders { sender.continuation.resume(throwing: ChannelClosedError()) }
+        receiver?.resume(returning: nil)
+    }
+
+    /// Takes the next element, waiting for one; `nil` once every producer
+    /// finished and the queue is empty, or when the receiving task is cancelled.
+    public func receive() async -> Element? {
+        let immediate: Take = state.withLock { state in Self.takeLocked(&state) }
+        switch immediate {
+        case .element(let element, let wake):
+            wake?.resume()
+            return element
+        case .end: return nil
+        case .wait: break
+        }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Element?, Never>) in
+                let result: Take = state.withLock { state in
+                    let taken = Self.takeLocked(&state)
+                    if case .wait = taken {
+                        if Task.isCancelled { return .end }
+                        state.receiver = continuation
+                    }
+                    return taken
+                }
+                switch result {
+                case .element(let element, let wake):
+                    wake?.resume()
+                    continuation.resume(returning: element)
+                case .end: continuation.resume(returning: nil)
+                case .wait: break
+                }
+            }
+        } onCancel: {
+            let receiver = state.withLock { state in
+                let receiver = state.receiver
+                state.receiver = nil
+                return receiver
+            }
+            receiver?.resume(returning: nil)
+        }
+    }
+
+    private enum SendAttempt {
+        case done
+        case resumeReceiver(CheckedContinuation<Element?, Never>)
+        case closed
+        case wait
+    }
+
+    private enum SuspendedSendAttempt {
+        case resume
+        case resumeReceiver(CheckedContinuation<Element?, Never>)
+        case fail(any Error)
+        case none
+    }
+
+    private enum Take {
+        case element(Element, wake: CheckedContinuation<Void, any Error>?)
+        case end
+        case wait
+    }
+
+private static func takeLocked(_ state: inout State) -> Take {
+        if let element = state.buffer.popFirst() {
+            // A slot freed up: move the oldest waiting sender's element in.
+            if let waiter = state.senders.popFirst() {
+                state.buffer.append(waiter.element)
+                return .element(element, wake: waiter.continuation)
+            }
+            return .element(element, wake: nil)
+        }
+        if let waiter = state.senders.popFirst() {
+            return .element(waiter.element, wake: waiter.continuation)
+        }
+        if state.openProducers <= 0 || state.closed { return .end }
+        return .wait
+    }
+}

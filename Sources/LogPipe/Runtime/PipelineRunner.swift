@@ -1,0 +1,235 @@
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Synchronization
+
+/// Counters of one stage at a moment in time.
+public struct StageProgress: Sendable {
+    /// The stage's name.
+    public var name: String
+    /// The stage's role.
+    public var kind: StageKind
+    /// Records received from upstream.
+    public var recordsIn: Int
+    /// Records sent downstream.
+    public var recordsOut: Int
+    /// Named event counters (for example `oversize_lines`, `write_retries`).
+    public var counters: [String: Int]
+}
+
+/// A view of a running (or finished) pipeline's counters.
+public struct PipelineProgress: Sendable {
+    /// Time since the pipeline started.
+    public var elapsed: Duration
+    /// Records emitted by all sources.
+    public var emitted: Int
+    /// Records every downstream branch is done with.
+    public var acknowledged: Int
+    /// Records emitted but not yet acknowledged.
+    public var unacknowledged: Int { emitted - acknowledged }
+    /// Per-stage counters in pipeline order.
+    public var stages: [StageProgress]
+}
+
+/// How a pipeline run ended.
+public struct RunSummary: Sendable {
+    /// The counters when the run ended.
+    public var progress: PipelineProgress
+    /// True when a graceful shutdown gave up waiting for acknowledgements.
+    public var timedOut: Bool
+    /// The first stage failure, if a stage threw; the pipeline stopped then.
+    public var failure: PipelineError?
+
+    /// True when every emitted record was acknowledged and no stage failed.
+    public var isClean: Bool { failure == nil && !timedOut && progress.unacknowledged == 0 }
+}
+
+/// Runs a ``Pipeline``: starts every stage, connects them with bounded
+/// channels, and ends when the sources are done and every record is
+/// acknowledged, or when ``stop()`` was called and the in-flight records
+/// drained (or the shutdown deadline passed).
+public final class PipelineRunner: Sendable {
+    private enum Outcome: Sendable {
+        case stageFinished
+        case stageFailed(String, any Error)
+        case deadline
+        case watchdogEnded
+    }
+
+    private let pipeline: Pipeline
+    private let logger: Logger
+    private let stopSignal = StopSignal()
+    private let abort = Atomic<Bool>(false)
+    private let ledger = AcknowledgementLedger()
+    private let metrics: [String: StageMetrics]
+    private let started = Mutex<ContinuousClock.Instant?>(nil)
+
+    /// Prepares a run of `pipeline`. Nothing starts until ``run()``.
+    public init(pipeline: Pipeline, logger: Logger = Logger(label: "logpipe")) {
+        self.pipeline = pipeline
+        self.logger = logger
+        self.metrics = Dictionary(uniqueKeysWithValues: pipeline.nodes.map { ($0.name, StageMetrics()) })
+    }
+
+    /// Starts a graceful shutdown: sources stop reading, in-flight records
+    /// drain to the sinks, and ``run()`` returns once they are acknowledged
+    /// or the pipeline's shutdown timeout passed. With `immediately`, stages
+    /// are cancelled at once instead (what a second Ctrl-C does).
+    public func stop(immediately: Bool = false) {
+        if immediately { abort.store(true, ordering: .releasing) }
+        stopSignal.stop()
+    }
+
+    /// The current counters.
+    public func progress() -> PipelineProgress {
+        let start = started.withLock { $0 }
+        return PipelineProgress(
+            elapsed: start.map { ContinuousClock.now - $0 } ?? .zero,
+            emitted: ledger.emitted,
+            acknowledged: ledger.acknowledged,
+            stages: pipeline.nodes.map { node in
+                let metrics = self.metrics[node.name]!
+                return StageProgress(
+                    name: node.name,
+                    kind: node.stage.kind,
+                    recordsIn: metrics.recordsIn.load(ordering: .relaxed),
+                    recordsOut: metrics.recordsOut.load(ordering: .relaxed),
+                    counters: metrics.namedCounters
+                )
+            }
+        )
+    }
+
+    /// Runs the pipeline to its end.
+    ///
+    /// - Returns: counters and how the run ended; a stage failure is reported
+    ///   in ``RunSummary/failure``, not thrown.
+    /// - Throws: ``PipelineError/invalidGraph(_:)`` before anything starts.
+    public func run() async throws -> RunSummary {
+        try pipeline.validate()
+        started.withLock { $0 = .now }
+        let settings = pipeline.settings
+        let hostname = Host.name
+        var inputs: [String: BoundedChannel<Batch>] = [:]
+        for node in pipeline.nodes where node.stage.kind != .source {
+            inputs[node.name] = BoundedChannel(capacity: settings.edgeCapacity, producers: node.inputs.count)
+        }
+        let timedOut = Atomic<Bool>(false)
+        var failure: PipelineError?
+
+        await withTaskGroup(of: Outcome.self) { group in
+            for node in pipeline.nodes {
+                var stageLogger = logger
+                stageLogger[metadataKey: "stage"] = "\(node.name)"
+                let context = StageContext(
+                    name: node.name,
+                    logger: stageLogger,
+                    metrics: metrics[node.name]!,
+                    dataDirectory: settings.dataDirectory,
+                    hostname: hostname
+                )
+                let output = BatchOutput(
+                    channels: pipeline.consumers(of: node.name).map { inputs[$0]! },
+                    metrics: context.metrics
+                )
+                let input = inputs[node.name].map { BatchInput(channel: $0, metrics: context.metrics) }
+                group.addTask {
+                    await self.runNode(node, context: context, input: input, output: output)
+                }
+            }
+            group.addTask { await self.watchdog(timeout: settings.shutdownTimeout) }
+
+            var running = pipeline.nodes.count
+            while let outcome = await group.next() {
+                switch outcome {
+                case .stageFinished:
+                    running -= 1
+                    if running == 0 { group.cancelAll() }
+                case .stageFailed(let name, let error):
+                    running -= 1
+                    if failure == nil {
+                        failure = .stageFailed(stage: name, underlying: error)
+                        logger.error("stage '\(name)' failed, stopping the pipeline: \(error)")
+                        stopSignal.stop()
+                        group.cancelAll()
+                    }
+                    if running == 0 { group.cancelAll() }
+                case .deadline:
+                    timedOut.store(true, ordering: .relaxed)
+                    group.cancelAll()
+                case .watchdogEnded:
+                    break
+                }
+            }
+        }
+
+        if failure == nil, !timedOut.load(ordering: .relaxed), ledger.outstanding > 0 {
+            // Every stage returned, but a sink may still be finishing its
+            // acknowledgements; give it the shutdown timeout.
+            let deadline = ContinuousClock.now + settings.shutdownTimeout
+            while ledger.outstanding > 0, ContinuousClock.now < deadline, !abort.load(ordering: .acquiring) {
+                try? await Task.sleep(for: .milliseconds(10))
+            }
+            if ledger.outstanding > 0 { timedOut.store(true, ordering: .relaxed) }
+        }
+        return RunSummary(progress: progress(), timedOut: timedOut.load(ordering: .relaxed), failure: failure)
+    }
+
+    private func runNode(_ node: Pipeline.Node, context: StageContext, input: BatchInput?, output: BatchOutput) async
+        -> Outcome
+    {
+        defer {
+            output.finish()
+            // A stage that returned stops receiving: wake its producers with an
+            // error instead of leaving them suspended on a full channel.
+            input?.channel.close()
+        }
+        do {
+            switch node.stage {
+            case .source(let source):
+                try await source.run(
+                    SourceContext(stage: context, output: output, stopSignal: stopSignal, ledger: ledger)
+                )
+            case .transform(let transform):
+                try await transform.run(input: input!, output: output, context: context)
+            case .sink(let sink):
+                try await sink.run(input: input!, context: context)
+            }
+            return .stageFinished
+        } catch {
+            if Task.isCancelled, error is CancellationError || error is ChannelClosedError {
+                return .stageFinished
+            }
+            return .stageFailed(node.name, error)
+        }
+    }
+
+    private func watchdog(timeout: Duration) async -> Outcome {
+        await stopSignal.wait()
+        if Task.isCancelled { return .watchdogEnded }
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if abort.load(ordering: .acquiring) { return .deadline }
+            do {
+                try await Task.sleep(for: .milliseconds(50))
+            } catch {
+                return .watchdogEnded
+            }
+        }
+        return .deadline
+    }
+}
+
+enum Host {
+    /// The machine's host name, or `localhost` if it cannot be read.
+    static let name: String = {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count) == 0 else { return "localhost" }
+        let name = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return name.isEmpty ? "localhost" : name
+    }()
+}

@@ -1,0 +1,113 @@
+import Logging
+import Synchronization
+
+/// What a source gets from the runtime: a way to emit batches, the stop
+/// signal, and the common ``StageContext``.
+public struct SourceContext: Sendable {
+    /// Name, logger, metrics and settings shared by every stage kind.
+    public let stage: StageContext
+    let output: BatchOutput
+    let stopSignal: StopSignal
+    let ledger: AcknowledgementLedger
+
+    /// The stage's name in the pipeline.
+    public var name: String { stage.name }
+    /// A logger whose metadata names the stage.
+    public var logger: Logger { stage.logger }
+    /// Counters shown in the status line and the final summary.
+    public var metrics: StageMetrics { stage.metrics }
+
+    /// True once the pipeline is shutting down; return from `run` soon after.
+    public var isStopping: Bool { stopSignal.isStopped }
+
+    /// Suspends until the pipeline starts shutting down (or the task is cancelled).
+    public func waitForStop() async {
+        await stopSignal.wait()
+    }
+
+    /// Emits records as one batch, suspending while downstream is full.
+    ///
+    /// The runtime links each record to a new ``AcknowledgementToken`` and
+    /// calls `onAcknowledged` as records become done downstream; every record
+    /// is reported exactly once. A source that must not lose data (a file
+    /// tail, a JetStream consumer) commits progress only from this handler.
+    ///
+    /// - Returns: the token, to query ``AcknowledgementToken/isComplete``.
+    @discardableResult
+    public func emit(
+        _ records: [Record],
+        onAcknowledged: AcknowledgementToken.Handler? = nil
+    ) async throws -> AcknowledgementToken? {
+        guard !records.isEmpty else { return nil }
+        let ledger = self.ledger
+        let token = AcknowledgementToken(count: records.count) { token, completed in
+            ledger.acknowledged(completed.count)
+            onAcknowledged?(token, completed)
+        }
+        var batch = Batch(records: records)
+        for index in batch.records.indices {
+            batch.records[index].acknowledgement = AcknowledgementSlot(token: token, index: index)
+        }
+        ledger.emitted(records.count)
+        try await output.send(batch)
+        return token
+    }
+}
+
+/// A one-shot signal that starts the graceful shutdown.
+final class StopSignal: Sendable {
+    private struct State {
+        var stopped = false
+        var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+        var nextID: UInt64 = 0
+    }
+    private let state = Mutex(State())
+    private let flag = Atomic<Bool>(false)
+
+    var isStopped: Bool { flag.load(ordering: .acquiring) }
+
+    func stop() {
+        let waiters: [CheckedContinuation<Void, Never>] = state.withLock { state in
+            guard !state.stopped else { return [] }
+            state.stopped = true
+            let waiters = Array(state.waiters.values)
+            state.waiters.removeAll()
+            return waiters
+        }
+        flag.store(true, ordering: .releasing)
+        for waiter in waiters { waiter.resume() }
+    }
+
+    func wait() async {
+        let id: UInt64 = state.withLock { state in
+            state.nextID += 1
+            return state.nextID
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let resumeNow = state.withLock { state in
+                    if state.stopped || Task.isCancelled { return true }
+                    state.waiters[id] = continuation
+                    return false
+                }
+                if resumeNow { continuation.resume() }
+            }
+        } onCancel: {
+            let waiter = state.withLock { $0.waiters.removeValue(forKey: id) }
+            waiter?.resume()
+        }
+    }
+}
+
+/// Counts records emitted by every source and records fully acknowledged.
+final class AcknowledgementLedger: Sendable {
+    private let emittedCount = Atomic<Int>(0)
+    private let acknowledgedCount = Atomic<Int>(0)
+
+    func emitted(_ count: Int) { emittedCount.add(count, ordering: .relaxed) }
+    func acknowledged(_ count: Int) { acknowledgedCount.add(count, ordering: .relaxed) }
+
+    var emitted: Int { emittedCount.load(ordering: .relaxed) }
+    var acknowledged: Int { acknowledgedCount.load(ordering: .relaxed) }
+    var outstanding: Int { emitted - acknowledged }
+}

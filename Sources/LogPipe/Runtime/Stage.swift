@@ -1,0 +1,143 @@
+import Logging
+
+/// The three roles a stage can play in a pipeline graph.
+public enum StageKind: String, Sendable, Hashable, CaseIterable {
+    /// Produces records (reads a file, stdin, a subscription).
+    case source
+    /// Takes batches from its inputs and sends batches on (filters, partitioner).
+    case transform
+    /// Takes batches and delivers them somewhere, acknowledging each record.
+    case sink
+
+    /// The pipeline-file section for this kind (`sources`, `transforms`, `sinks`).
+    public var section: String { rawValue + "s" }
+}
+
+/// A stage that produces records.
+///
+/// `run` reads from wherever the source reads and calls
+/// ``SourceContext/emit(_:onAcknowledged:)`` with batches of records. It
+/// returns when its input is exhausted (end of file, end of stream) or when
+/// ``SourceContext/isStopping`` becomes true, which is how a graceful shutdown
+/// begins. Emitting suspends while downstream is full: that is backpressure,
+/// and a source must not read ahead without bound while it waits.
+public protocol Source: Sendable {
+    /// Produces records until the input ends or the pipeline stops.
+    func run(_ context: SourceContext) async throws
+}
+
+/// A stage between sources and sinks.
+///
+/// `run` receives batches from `input` until it ends, and sends batches to
+/// `output`. A transform that removes a record must acknowledge it as dropped
+/// (``Batch/removeAll(where:)`` does this); otherwise the source never learns
+/// the record is done. Most transforms only need ``BatchTransform``.
+public protocol Transform: Sendable {
+    /// Processes batches from `input` until it ends.
+    func run(input: BatchInput, output: BatchOutput, context: StageContext) async throws
+}
+
+/// A transform that works on one batch at a time, in place.
+///
+/// Conforming types implement ``transform(_:)``; the default `run` loops over
+/// the input and sends non-empty results on.
+public protocol BatchTransform: Transform {
+    /// Rewrites `batch`: change records, or remove them with
+    /// ``Batch/removeAll(where:)`` so that they are acknowledged as dropped.
+    func transform(_ batch: inout Batch) throws
+}
+
+extension BatchTransform {
+    /// Applies ``transform(_:)`` to every batch of `input`.
+    public func run(input: BatchInput, output: BatchOutput, context: StageContext) async throws {
+        for await var batch in input {
+            try transform(&batch)
+            if !batch.isEmpty {
+                try await output.send(batch)
+            }
+        }
+    }
+}
+
+/// A stage that delivers records and acknowledges them.
+///
+/// `run` receives batches until `input` ends. For each batch it delivers the
+/// records and then calls ``Batch/acknowledge(_:)``: only then does the source
+/// consider them done (commit a file offset, ack a JetStream message). A sink
+/// that cannot deliver retries with backoff and keeps the pipeline waiting; it
+/// never drops records silently. It should return promptly when its task is
+/// cancelled (the shutdown deadline passed).
+public protocol Sink: Sendable {
+    /// Delivers batches from `input` until it ends.
+    func run(input: BatchInput, context: StageContext) async throws
+}
+
+/// What every stage gets from the runtime: its name, a logger, counters and
+/// the pipeline's settings.
+public struct StageContext: Sendable {
+    /// The stage's name in the pipeline.
+    public let name: String
+    /// A logger whose metadata names the stage.
+    public let logger: Logger
+    /// Counters shown in the status line and the final summary.
+    public let metrics: StageMetrics
+    /// The pipeline's directory for state such as checkpoints.
+    public let dataDirectory: String
+    /// The machine's host name, the default `host` of local records.
+    public let hostname: String
+}
+
+/// The input of a transform or sink: the batches its upstream stages send.
+///
+/// Iterate it with `for await batch in input`. The sequence ends when every
+/// upstream stage finished.
+public struct BatchInput: AsyncSequence, Sendable {
+    public typealias Element = Batch
+    let channel: BoundedChannel<Batch>
+    let metrics: StageMetrics
+
+    /// Iterates over incoming batches.
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let channel: BoundedChannel<Batch>
+        let metrics: StageMetrics
+
+        public mutating func next() async -> Batch? {
+            guard let batch = await channel.receive() else { return nil }
+            metrics.recordsIn.add(batch.count, ordering: .relaxed)
+            return batch
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(channel: channel, metrics: metrics)
+    }
+}
+
+/// Where a source or transform sends its batches: every downstream stage.
+///
+/// With several downstream stages (fan-out) each gets the batch, and each
+/// record is done only when every branch acknowledged it. `send` waits while
+/// any downstream input is full.
+public struct BatchOutput: Sendable {
+    let channels: [BoundedChannel<Batch>]
+    let metrics: StageMetrics
+
+    /// Sends `batch` to every downstream stage, suspending while any is full.
+    public func send(_ batch: Batch) async throws {
+        guard !batch.isEmpty else { return }
+        metrics.recordsOut.add(batch.count, ordering: .relaxed)
+        if channels.isEmpty {
+            // Nobody listens (allowed with a warning): the records are done.
+            batch.acknowledge(.dropped)
+            return
+        }
+        batch.retainAcknowledgements(extra: channels.count - 1)
+        for channel in channels {
+            try await channel.send(batch)
+        }
+    }
+
+    func finish() {
+        for channel in channels { channel.finishProducer() }
+    }
+}

@@ -1,0 +1,27 @@
+import Synchronization
+
+/// Counters of one stage, updated without locks on the hot path.
+public final class StageMetrics: Sendable {
+    /// Records received from upstream (transforms and sinks).
+    public let recordsIn = Atomic<Int>(0)
+    /// Records sent downstream (sources and transforms).
+    public let recordsOut = Atomic<Int>(0)
+    /// Records a sink acknowledged as delivered.
+    public let recordsDelivered = Atomic<Int>(0)
+    private let counters = Mutex<[String: Int]>([:])
+
+    public init() {}
+
+    /// Adds `amount` to the named event counter (for example `oversize_lines`).
+    public func count(_ name: String, by amount: Int = 1) {
+        counters.withLock { $0[name, default: 0] += amount }
+    }
+
+    /// The current value of the named event counter.
+    public func counter(_ name: String) -> Int {
+        counters.withLock { $0[name] ?? 0 }
+    }
+
+    /// All named event counters.
+    public var namedCounters: [String: Int] { counters.withLock { $0 } }
+}

@@ -1,0 +1,10 @@
+/// Registers the stage types that ship with LogPipe.
+enum BuiltinStages {
+    static func register(in registry: StageRegistry) {
+        registry.register(StdinSource.definition)
+        registry.register(DemoLogsSource.definition)
+        registry.register(FileSink.definition)
+        registry.register(StdoutSink.definition)
+        registry.register(BlackholeSink.definition)
+    }
+}

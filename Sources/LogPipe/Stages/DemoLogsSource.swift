@@ -1,0 +1,233 @@
+import NIOCore
+
+/// Generates realistic log lines from several fake hosts, at a set rate or as
+/// fast as the pipeline takes them: sample data for demos, tests and
+/// benchmarks, with no files needed.
+///
+/// Lines mix RFC 3164 syslog, JSON, logfmt and plain application formats;
+/// about 2 % are errors, 8 % warnings, 60 % info and 30 % debug. The same
+/// `seed` produces the same lines (apart from their timestamps).
+public struct DemoLogsSource: Source {
+    /// The line formats the source can produce.
+    public enum Format: String, Sendable, CaseIterable {
+        case mixed, syslog, json, logfmt, plain
+    }
+
+    /// What and how much to generate.
+    public struct Options: Sendable {
+        /// Lines to produce before finishing; 0 means until stopped.
+        public var count = 1000
+        /// Lines per second; 0 means as fast as the pipeline accepts.
+        public var rate = 0
+        /// Number of fake hosts.
+        public var hosts = 8
+        /// Line format.
+        public var format: Format = .mixed
+        /// Seed of the pseudo-random generator.
+        public var seed: UInt64 = 1
+        /// Lines per batch.
+        public var batchSize = 500
+
+        /// Default options.
+        public init() {}
+    }
+
+    let options: Options
+
+    /// Creates a demo source.
+    public init(options: Options = Options()) {
+        self.options = options
+    }
+
+    static let definition = StageDefinition.source(
+        "demo_logs",
+        summary: "Generates realistic log lines from several fake hosts (syslog, JSON, logfmt, plain).",
+        options: [
+            OptionSpec("count", .integer(0...Int.max), default: "1000", "Lines to produce before finishing; 0 runs until stopped."),
+            OptionSpec("rate", .integer(0...Int.max), default: "0", "Lines per second; 0 is as fast as the pipeline accepts."),
+            OptionSpec("hosts", .integer(1...10000), default: "8", "Number of fake hosts the lines come from."),
+            OptionSpec("format", .choice(Format.allCases.map(\.rawValue)), default: "mixed", "Line format."),
+            OptionSpec("seed", .integer(0...Int.max), default: "1", "Seed; the same seed gives the same lines (timestamps aside)."),
+            OptionSpec("batch_size", .integer(1...100_000), default: "500", "Lines per batch."),
+        ]
+    ) { options in
+        var settings = Options()
+        settings.count = options.integer("count")
+        settings.rate = options.integer("rate")
+        settings.hosts = options.integer("hosts")
+        settings.format = Format(rawValue: options.string("format") ?? "mixed") ?? .mixed
+        settings.seed = UInt64(options.integer("seed"))
+        settings.batchSize = options.integer("batch_size")
+        return DemoLogsSource(options: settings)
+    }
+
+    /// The fake host names, in order.
+    public static func hostNames(count: Int) -> [String] {
+        let roles = ["web", "api", "db", "cache", "worker", "lb", "mail", "vpn"]
+        return (0..<count).map { index in
+            let role = roles[index % roles.count]
+            let number = index / roles.count + 1
+            let name = "\(role)-\(number < 10 ? "0" : "")\(number)"
+            return role == "db" || role == "lb" ? name + ".prod.example.com" : name
+        }
+    }
+
+    public func run(_ context: SourceContext) async throws {
+        var random = SplitMix64(seed: options.seed)
+        let hosts = Self.hostNames(count: options.hosts)
+        let clock = ContinuousClock()
+        let start = clock.now
+        var produced = 0
+        let perBatch = options.rate > 0 ? max(1, min(options.batchSize, options.rate / 10)) : options.batchSize
+        while !context.isStopping {
+            let remaining = options.count > 0 ? options.count - produced : perBatch
+            if remaining <= 0 { break }
+            let size = min(perBatch, remaining)
+            if options.rate > 0 {
+                let due = start + .nanoseconds(Int64(Double(produced) / Double(options.rate) * 1e9))
+                if due > clock.now {
+                    try? await Task.sleep(until: due, clock: clock)
+                    if context.isStopping { break }
+                }
+            }
+            let now = Timestamp.now()
+            var buffer = ByteBufferAllocator().buffer(capacity: size * 160)
+            var records: [Record] = []
+            records.reserveCapacity(size)
+            for _ in 0..<size {
+                let host = hosts[Int(random.next() % UInt64(hosts.count))]
+                let begin = buffer.writerIndex
+                LineGenerator.write(into: &buffer, host: host, time: now, format: options.format, random: &random)
+                let line = buffer.getSlice(at: begin, length: buffer.writerIndex - begin)!
+                records.append(Record(bytes: line, source: context.name, origin: "demo_logs", host: host, receivedAt: now))
+            }
+            produced += size
+            try await context.emit(records)
+        }
+    }
+}
+
+/// A small, fast, deterministic pseudo-random generator.
+struct SplitMix64: RandomNumberGenerator {
+    private var state: UInt64
+
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+enum LineGenerator {
+    private static let messages: [(Severity, [String])] = [
+        (.error, [
+            "Failed to process order #: upstream timeout after # ms",
+            "connection to 10.0.#.# refused, giving up after # retries",
+            "could not serialize access due to concurrent update (txn #)",
+        ]),
+        (.warning, [
+            "slow query (# ms): SELECT * FROM orders WHERE customer_id = #",
+            "pool near capacity: #/512 connections in use",
+            "retrying request # (attempt #/5) after 503 from payments",
+        ]),
+        (.info, [
+            "request # completed status=200 bytes=# duration=#ms",
+            "user alice logged in from 203.0.113.# session=#",
+            "job sync-inventory finished: processed=# skipped=#",
+            "health check ok latency=#ms",
+        ]),
+        (.debug, [
+            "cache lookup key=user:# hit=#",
+            "sending heartbeat seq=# to kafka-#:9092",
+            "parsed # bytes of request body for trace #",
+        ]),
+    ]
+    private static let programs = ["nginx", "app", "postgres", "sshd", "worker", "cron"]
+    private static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+    static func write(into buffer: inout ByteBuffer, host: String, time: Timestamp, format: DemoLogsSource.Format, random: inout SplitMix64) {
+        let roll = random.next() % 100
+        let severity: Severity = roll < 2 ? .error : roll < 10 ? .warning : roll < 70 ? .info : .debug
+        let templates = messages.first { $0.0 == severity }!.1
+        let template = templates[Int(random.next() % UInt64(templates.count))]
+        var message = ""
+        for character in template {
+            if character == "#" { message += String(random.next() % 10_000) } else { message.append(character) }
+        }
+        let chosen: DemoLogsSource.Format
+        if format == .mixed {
+            chosen = [.syslog, .json, .logfmt, .plain][Int(random.next() % 4)]
+        } else {
+            chosen = format
+        }
+        let civil = CivilTime(time)
+        let word = levelWord(severity)
+        switch chosen {
+        case .syslog, .mixed:
+            let program = programs[Int(random.next() % UInt64(programs.count))]
+            let priority = 8 + severity.rawValue  // facility user
+            buffer.writeString(
+                "<\(priority)>\(months[civil.month - 1]) \(civil.day < 10 ? " " : "")\(civil.day) \(civil.clock) \(host) \(program)[\(1000 + random.next() % 9000)]: \(word): \(message)"
+            )
+        case .json:
+            let escaped = message.replacingQuotes()
+            buffer.writeString(#"{"ts":"\#(civil.iso8601)","host":"\#(host)","level":"\#(severity == .warning ? "warn" : severity.description)","msg":"\#(escaped)"}"#)
+        case .logfmt:
+            buffer.writeString("ts=\(civil.iso8601) host=\(host) level=\(severity == .warning ? "warn" : severity.description) msg=\"\(message.replacingQuotes())\"")
+        case .plain:
+            buffer.writeString("\(civil.date) \(civil.clock).\(civil.milliseconds) \(word) [\(host)] \(message)")
+        }
+    }
+
+    private static func levelWord(_ severity: Severity) -> String {
+        switch severity {
+        case .error: "ERROR"
+        case .warning: "WARN"
+        case .info: "INFO"
+        default: "DEBUG"
+        }
+    }
+}
+
+extension String {
+    fileprivate func replacingQuotes() -> String {
+        guard contains("\"") else { return self }
+        return String(flatMap { $0 == "\"" ? ["\\", "\""] : [$0] })
+    }
+}
+
+/// Calendar fields of a UTC timestamp, without Foundation.
+struct CivilTime {
+    var year: Int, month: Int, day: Int, hour: Int, minute: Int, second: Int, milliseconds3: Int
+
+    init(_ time: Timestamp) {
+        let milliseconds = time.nanosecondsSinceEpoch / 1_000_000
+        let seconds = Int(milliseconds / 1000)
+        milliseconds3 = Int(milliseconds % 1000)
+        var days = seconds / 86400
+        let secondOfDay = seconds % 86400
+        hour = secondOfDay / 3600
+        minute = secondOfDay / 60 % 60
+        second = secondOfDay % 60
+        // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+        days += 719_468
+        let era = days / 146_097
+        let dayOfEra = days - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let monthPrime = (5 * dayOfYear + 2) / 153
+        day = dayOfYear - (153 * monthPrime + 2) / 5 + 1
+        month = monthPrime < 10 ? monthPrime + 3 : monthPrime - 9
+        year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
+    }
+
+    private func two(_ value: Int) -> String { value < 10 ? "0\(value)" : "\(value)" }
+    var clock: String { "\(two(hour)):\(two(minute)):\(two(second))" }
+    var date: String { "\(year)-\(two(month))-\(two(day))" }
+    var milliseconds: String { milliseconds3 < 10 ? "00\(milliseconds3)" : milliseconds3 < 100 ? "0\(milliseconds3)" : "\(milliseconds3)" }
+    var iso8601: String { "\(date)T\(clock).\(milliseconds)Z" }
+}

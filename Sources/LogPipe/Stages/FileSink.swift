@@ -1,0 +1,217 @@
+import Logging
+import NIOCore
+import Synchronization
+
+/// When the file sink calls `fsync`.
+public enum FsyncPolicy: String, Sendable, CaseIterable {
+    /// Never; the kernel writes back when it likes. Records are acknowledged
+    /// after `write` returned.
+    case never
+    /// After every batch, before acknowledging it.
+    case batch
+    /// Every `fsync_interval`; records are acknowledged after the sync that
+    /// covers them.
+    case interval
+}
+
+/// Appends each record as a line to a file chosen by a path template, such as
+/// `/var/log/central/{host}.log`.
+///
+/// Directories are created as needed. At most `max_open_files` files stay open;
+/// the least recently used is closed to make room. Records are acknowledged
+/// only after their bytes were written (and synced, per ``FsyncPolicy``). A
+/// failing write (read-only directory, full disk) is retried with backoff
+/// until it succeeds or the pipeline stops: nothing is dropped, and the
+/// pipeline is held back meanwhile.
+public struct FileSink: Sink {
+    /// How the sink writes.
+    public struct Options: Sendable {
+        /// Where each record goes; placeholder values have `/` replaced by `_`.
+        public var path: Template
+        /// When to fsync.
+        public var fsync: FsyncPolicy = .never
+        /// The period of ``FsyncPolicy/interval``.
+        public var fsyncInterval: Duration = .seconds(1)
+        /// Files kept open at once.
+        public var maxOpenFiles = 256
+        /// First wait after a failed write; it doubles up to ``maxRetryBackoff``.
+        public var retryBackoff: Duration = .milliseconds(100)
+        /// Longest wait between retries.
+        public var maxRetryBackoff: Duration = .seconds(5)
+
+        /// Options writing to `path`.
+        public init(path: Template) {
+            self.path = path
+        }
+    }
+
+    let options: Options
+
+    /// Creates a file sink.
+    public init(options: Options) {
+        self.options = options
+    }
+
+    /// Creates a file sink writing to the path template `path`.
+    public init(path: String) throws {
+        self.options = Options(path: try Template(path))
+    }
+
+    static let definition = StageDefinition.sink(
+        "file",
+        summary: "Appends each record as a line to a file chosen by a path template.",
+        options: [
+            OptionSpec("path", .template, required: true, "Path template, e.g. `/var/log/central/{host}.log`; `/` inside values becomes `_`."),
+            OptionSpec("fsync", .choice(FsyncPolicy.allCases.map(\.rawValue)), default: "never", "When to fsync: `never`, after every `batch`, or every `fsync_interval`; records are acknowledged after it."),
+            OptionSpec("fsync_interval", .duration, default: "1s", "Period of `fsync: interval`."),
+            OptionSpec("max_open_files", .integer(1...65536), default: "256", "Files kept open at once; the least recently used is closed first."),
+            OptionSpec("retry_backoff", .duration, default: "100ms", "First wait after a failed write; doubles on each failure."),
+            OptionSpec("max_retry_backoff", .duration, default: "5s", "Longest wait between write retries."),
+        ]
+    ) { options in
+        guard let path = try options.template("path") else { throw options.error("path", "is required") }
+        if path.text.isEmpty { throw options.error("path", "must not be empty") }
+        var settings = Options(path: path)
+        settings.fsync = FsyncPolicy(rawValue: options.string("fsync") ?? "never") ?? .never
+        settings.fsyncInterval = options.duration("fsync_interval")
+        settings.maxOpenFiles = options.integer("max_open_files")
+        settings.retryBackoff = options.duration("retry_backoff")
+        settings.maxRetryBackoff = options.duration("max_retry_backoff")
+        if settings.fsync == .interval, settings.fsyncInterval <= .zero {
+            throw options.error("fsync_interval", "must be longer than 0 with fsync: interval")
+        }
+        return FileSink(options: settings)
+    }
+
+    /// Keeps a rendered value inside one path component.
+    static func escapePathValue(_ value: String) -> String {
+        if value.isEmpty || value == "." || value == ".." { return "_" }
+        guard value.utf8.contains(where: { $0 == UInt8(ascii: "/") || $0 == 0 }) else { return value }
+        return String(decoding: value.utf8.map { $0 == UInt8(ascii: "/") || $0 == 0 ? UInt8(ascii: "_") : $0 }, as: UTF8.self)
+    }
+
+    public func run(input: BatchInput, context: StageContext) async throws {
+        let pool = FileWriterPool(maxOpenFiles: options.maxOpenFiles, syncBeforeClose: options.fsync != .never)
+        defer { pool.closeAll() }
+        let unsynced = LockedBox<[Batch]>([])
+        let options = self.options
+
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            if options.fsync == .interval {
+                group.addTask {
+                    while !Task.isCancelled {
+                        try await Task.sleep(for: options.fsyncInterval)
+                        try await Self.syncAndAcknowledge(pool: pool, unsynced: unsynced, context: context, options: options)
+                    }
+                }
+            }
+            for await batch in input {
+                let chunks = encode(batch)
+                try await Self.writeRetrying(chunks, pool: pool, sync: options.fsync == .batch, context: context, options: options)
+                if options.fsync == .interval {
+                    unsynced.withLock { $0.append(batch) }
+                } else {
+                    batch.acknowledge()
+                    context.metrics.recordsDelivered.add(batch.count, ordering: .relaxed)
+                }
+            }
+            try await Self.syncAndAcknowledge(pool: pool, unsynced: unsynced, context: context, options: options)
+            group.cancelAll()
+        }
+    }
+
+    /// One buffer per destination file, lines in record order, each ending in `\n`.
+    func encode(_ batch: Batch) -> [(path: String, bytes: ByteBuffer)] {
+        if options.path.isConstant {
+            let total = batch.records.reduce(0) { $0 + $1.bytes.readableBytes + 1 }
+            var buffer = ByteBufferAllocator().buffer(capacity: total)
+            for record in batch.records {
+                buffer.writeImmutableBuffer(record.bytes)
+                buffer.writeInteger(UInt8(ascii: "\n"))
+            }
+            return [(options.path.render(batch.records[0]), buffer)]
+        }
+        var order: [String] = []
+        var buffers: [String: ByteBuffer] = [:]
+        for record in batch.records {
+            let path = options.path.render(record, escape: Self.escapePathValue)
+            if buffers[path] == nil {
+                order.append(path)
+                buffers[path] = ByteBufferAllocator().buffer(capacity: 4096)
+            }
+            buffers[path]!.writeImmutableBuffer(record.bytes)
+            buffers[path]!.writeInteger(UInt8(ascii: "\n"))
+        }
+        return order.map { ($0, buffers[$0]!) }
+    }
+
+    static func writeRetrying(
+        _ chunks: [(path: String, bytes: ByteBuffer)],
+        pool: FileWriterPool,
+        sync: Bool,
+        context: StageContext,
+        options: Options
+    ) async throws {
+        var progress = FileWriterPool.Progress()
+        var backoff = options.retryBackoff
+        var failures = 0
+        while true {
+            let start = progress
+            let result: FileWriterPool.WriteFailure? = try await BlockingIO.run { () -> FileWriterPool.WriteFailure? in
+                do throws(FileWriterPool.WriteFailure) {
+                    try pool.write(chunks, from: start, sync: sync)
+                    return nil
+                } catch {
+                    return error
+                }
+            }
+            guard let failure = result else {
+                if failures > 0 { context.logger.notice("writing works again after \(failures) failed attempt(s)") }
+                return
+            }
+            failures += 1
+            progress = failure.progress
+            context.metrics.count("write_retries")
+            if failures == 1 || failures % 20 == 0 {
+                context.logger.error("cannot write: \(failure); retrying every \(Units.format(options.maxRetryBackoff)) at most, the pipeline waits (fix the permission or free space)")
+            }
+            try await Task.sleep(for: backoff)
+            backoff = min(backoff * 2, options.maxRetryBackoff)
+        }
+    }
+
+    static func syncAndAcknowledge(pool: FileWriterPool, unsynced: LockedBox<[Batch]>, context: StageContext, options: Options)
+        async throws
+    {
+        var backoff = options.retryBackoff
+        while true {
+            let pending = unsynced.withLock { batches in
+                let taken = batches
+                batches.removeAll()
+                return taken
+            }
+            guard !pending.isEmpty else { return }
+            let failure: FileWriterPool.WriteFailure? = try await BlockingIO.run { () -> FileWriterPool.WriteFailure? in
+                do throws(FileWriterPool.WriteFailure) {
+                    try pool.syncAll()
+                    return nil
+                } catch {
+                    return error
+                }
+            }
+            if let failure {
+                unsynced.withLock { $0.insert(contentsOf: pending, at: 0) }
+                context.metrics.count("write_retries")
+                context.logger.error("cannot sync: \(failure); retrying")
+                try await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, options.maxRetryBackoff)
+                continue
+            }
+            for batch in pending {
+                batch.acknowledge()
+                context.metrics.recordsDelivered.add(batch.count, ordering: .relaxed)
+            }
+            return
+        }
+    }
+}

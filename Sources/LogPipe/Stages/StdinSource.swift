@@ -1,0 +1,186 @@
+import NIOCore
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Reads lines from standard input (or any readable file descriptor) until
+/// end of file.
+///
+/// Lines are split on `\n`; a last line without a newline still counts; `\r`
+/// before `\n` is kept unless ``Options/stripCarriageReturn`` is set, so
+/// `stdin → file` reproduces its input byte for byte. Bytes are never
+/// decoded. The source reads one chunk, emits it, and only then reads the
+/// next, so a slow pipeline makes the writer on the other end of the pipe
+/// block.
+public struct StdinSource: Source {
+    /// How the source reads and splits.
+    public struct Options: Sendable {
+        /// Longest line emitted as one record.
+        public var maxLineBytes: Int = 1024 * 1024
+        /// What to do with a longer line.
+        public var oversize: OversizePolicy = .split
+        /// Drop a `\r` that ends a line.
+        public var stripCarriageReturn = false
+        /// Bytes per read (and so, roughly, per batch).
+        public var readBytes: Int = 256 * 1024
+        /// Host of the records; the machine's name when `nil`.
+        public var host: String?
+
+        /// Default options.
+        public init() {}
+    }
+
+    let options: Options
+    let fileDescriptor: Int32
+
+    /// Creates a source reading `fileDescriptor` (standard input by default).
+    public init(options: Options = Options(), fileDescriptor: Int32 = 0) {
+        self.options = options
+        self.fileDescriptor = fileDescriptor
+    }
+
+    static let definition = StageDefinition.source(
+        "stdin",
+        summary: "Reads lines from standard input until end of file.",
+        options: [
+            OptionSpec("max_line_bytes", .size, default: "1MiB", "Longest line emitted as one record; longer lines follow `oversize`."),
+            OptionSpec("oversize", .choice(OversizePolicy.allCases.map(\.rawValue)), default: "split", "Split an overlong line into several records, or truncate it (counted as `oversize_lines`)."),
+            OptionSpec("strip_cr", .boolean, default: "false", "Remove a `\\r` before the `\\n` (CRLF input)."),
+            OptionSpec("host", .string, "Host of the records (default: this machine's host name)."),
+            OptionSpec("read_bytes", .size, default: "256KiB", "Bytes read at a time; one read becomes one batch."),
+        ]
+    ) { options in
+        var settings = Options()
+        settings.maxLineBytes = options.size("max_line_bytes")
+        settings.oversize = OversizePolicy(rawValue: options.string("oversize") ?? "split") ?? .split
+        settings.stripCarriageReturn = options.boolean("strip_cr")
+        settings.host = options.string("host")
+        settings.readBytes = options.size("read_bytes")
+        if settings.maxLineBytes < 1 { throw options.error("max_line_bytes", "must be at least 1 byte") }
+        if settings.readBytes < 1 { throw options.error("read_bytes", "must be at least 1 byte") }
+        return StdinSource(options: settings)
+    }
+
+    public func run(_ context: SourceContext) async throws {
+        var splitter = LineSplitter(
+            maxLineBytes: options.maxLineBytes,
+            oversize: options.oversize,
+            stripCarriageReturn: options.stripCarriageReturn
+        )
+        let host = options.host ?? context.stage.hostname
+        let name = context.name
+        let origin = fileDescriptor == 0 ? "stdin" : "fd:\(fileDescriptor)"
+        let reader = PollingReader(fileDescriptor: fileDescriptor)
+        var reportedOversize = 0
+        var records: [Record] = []
+
+        func flush() async throws {
+            if splitter.oversizeLines > reportedOversize {
+                context.metrics.count("oversize_lines", by: splitter.oversizeLines - reportedOversize)
+                if reportedOversize == 0 {
+                    context.logger.warning("a line is longer than max_line_bytes (\(options.maxLineBytes)); it was \(options.oversize == .split ? "split" : "truncated") (counted as oversize_lines)")
+                }
+                reportedOversize = splitter.oversizeLines
+            }
+            guard !records.isEmpty else { return }
+            let batch = records
+            records.removeAll(keepingCapacity: true)
+            try await context.emit(batch)
+        }
+
+        while !context.isStopping {
+            let buffer = splitter.makeReadBuffer(capacity: options.readBytes)
+            let result = try await reader.read(into: buffer, stop: { context.isStopping })
+            switch result {
+            case .data(let filled):
+                let now = Timestamp.now()
+                splitter.consume(filled) { line, offset in
+                    records.append(Record(bytes: line, source: name, origin: origin, host: host, receivedAt: now, offset: offset))
+                }
+                try await flush()
+            case .endOfFile:
+                splitter.finish { line, offset in
+                    records.append(Record(bytes: line, source: name, origin: origin, host: host, receivedAt: .now(), offset: offset))
+                }
+                try await flush()
+                return
+            case .stopped:
+                // Shutting down: what was read is emitted; a partial line is
+                // emitted too rather than lost.
+                splitter.finish { line, offset in
+                    records.append(Record(bytes: line, source: name, origin: origin, host: host, receivedAt: .now(), offset: offset))
+                }
+                try await flush()
+                return
+            }
+        }
+        splitter.finish { line, offset in
+            records.append(Record(bytes: line, source: name, origin: origin, host: host, receivedAt: .now(), offset: offset))
+        }
+        try await flush()
+    }
+}
+
+/// Reads a file descriptor on the blocking pool, waking up regularly to
+/// notice a shutdown or cancellation.
+struct PollingReader: Sendable {
+    enum Result: Sendable {
+        case data(ByteBuffer)
+        case endOfFile
+        case stopped
+    }
+
+    let fileDescriptor: Int32
+
+    func read(into buffer: ByteBuffer, stop: @escaping @Sendable () -> Bool) async throws -> Result {
+        let cancelled = Flag()
+        let box = SendableBox(buffer)
+        let fd = fileDescriptor
+        return try await withTaskCancellationHandler {
+            try await BlockingIO.run { () throws -> Result in
+                var buffer = box.value
+                while true {
+                    if stop() || cancelled.isSet { return .stopped }
+                    var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                    let ready = poll(&descriptor, 1, 100)
+                    if ready < 0 {
+                        if errno == EINTR { continue }
+                        throw SystemCallError(call: "poll", target: "fd \(fd)", code: errno)
+                    }
+                    if ready == 0 { continue }
+                    var count = 0
+                    var code: Int32 = 0
+                    buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 1) { pointer in
+                        count = Glibc.read(fd, pointer.baseAddress!, pointer.count)
+                        if count < 0 { code = errno }
+                        return max(count, 0)
+                    }
+                    if count > 0 { return .data(buffer) }
+                    if count == 0 { return .endOfFile }
+                    if code == EINTR || code == EAGAIN { continue }
+                    throw SystemCallError(call: "read", target: "fd \(fd)", code: code)
+                }
+            }
+        } onCancel: {
+            cancelled.set()
+        }
+    }
+}
+
+/// Moves a value into a `@Sendable` closure that runs exactly once on
+/// another thread; safe because the sender never touches the value again.
+final class SendableBox<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
+}
+
+/// A flag set once from any thread.
+final class Flag: Sendable {
+    private let value = Atomic<Bool>(false)
+    var isSet: Bool { value.load(ordering: .acquiring) }
+    func set() { value.store(true, ordering: .releasing) }
+}

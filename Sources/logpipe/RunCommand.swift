@@ -1,0 +1,156 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import LogPipe
+import Logging
+
+struct RunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run a pipeline until its sources end, or until SIGINT/SIGTERM drains it."
+    )
+
+    @Argument(help: "The pipeline file (YAML).")
+    var file: String
+
+    @Option(name: .customLong("set"), help: ArgumentHelp("Override an option: stage.option=value (repeatable).", valueName: "stage.option=value"))
+    var overrides: [String] = []
+
+    @Flag(name: .shortAndLong, help: "No status lines and no final summary.")
+    var quiet = false
+
+    @Option(help: ArgumentHelp("Seconds between status lines (shown when stderr is a terminal).", valueName: "seconds"))
+    var statusInterval: Double = 5
+
+    @Option(help: ArgumentHelp("Log level: trace, debug, info, notice, warning, error, critical.", valueName: "level"))
+    var logLevel: String = "info"
+
+    func run() async throws {
+        guard let level = Logger.Level(rawValue: logLevel) else {
+            throw ValidationError("unknown log level '\(logLevel)'; use trace, debug, info, notice, warning, error or critical")
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "logpipe")
+
+        let result = PipelineLoader().load(file: file, overrides: overrides)
+        printDiagnostics(result.diagnostics)
+        guard let pipeline = result.pipeline else {
+            standardError("logpipe: \(file) has \(result.errors.count) error(s); nothing was started")
+            throw ExitCode(ExitStatus.configurationError)
+        }
+
+        let runner = PipelineRunner(pipeline: pipeline, logger: logger)
+        let signals = SignalHandling.install { count in
+            if count == 1 {
+                logger.notice("stopping: draining in-flight records (signal again to abort)")
+                runner.stop()
+            } else {
+                logger.warning("aborting now")
+                runner.stop(immediately: true)
+            }
+        }
+        defer { signals.cancel() }
+
+        let showStatus = !quiet && isatty(2) == 1 && statusInterval > 0
+        let statusTask = Task {
+            guard showStatus else { return }
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(statusInterval))
+                if Task.isCancelled { break }
+                standardError(StatusFormatter.statusLine(runner.progress()))
+            }
+        }
+        let summary = try await runner.run()
+        statusTask.cancel()
+
+        if !quiet {
+            standardError(StatusFormatter.summaryLine(summary))
+        }
+        if let failure = summary.failure {
+            standardError("logpipe: \(failure)")
+            throw ExitCode(ExitStatus.stageFailed)
+        }
+        if summary.timedOut || summary.progress.unacknowledged > 0 {
+            standardError(
+                "logpipe: shutdown deadline (\(Units.format(pipeline.settings.shutdownTimeout))) passed with \(summary.progress.unacknowledged) record(s) unacknowledged; they will be read again where the source can replay (raise shutdown_timeout or fix the stuck sink)"
+            )
+            throw ExitCode(ExitStatus.shutdownTimedOut)
+        }
+    }
+}
+
+/// Turns SIGINT and SIGTERM into calls of `handler` with the count so far.
+struct SignalHandling {
+    private let sources: [any DispatchSourceSignal]
+
+    static func install(_ handler: @escaping @Sendable (Int) -> Void) -> SignalHandling {
+        signal(SIGPIPE, SIG_IGN)
+        let counter = SignalCounter()
+        let sources = [SIGINT, SIGTERM].map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { handler(counter.increment()) }
+            source.resume()
+            return source
+        }
+        return SignalHandling(sources: sources)
+    }
+
+    func cancel() {
+        for source in sources { source.cancel() }
+    }
+}
+
+final class SignalCounter: Sendable {
+    private let count = LockedBox(0)
+    func increment() -> Int { count.withLock { $0 += 1; return $0 } }
+}
+
+enum StatusFormatter {
+    static func rate(_ count: Int, _ elapsed: Duration) -> String {
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        guard seconds > 0 else { return "-" }
+        return abbreviated(Double(count) / seconds) + "/s"
+    }
+
+    static func abbreviated(_ value: Double) -> String {
+        if value >= 1e6 { return String(format: "%.2fM", value / 1e6) }
+        if value >= 1e4 { return String(format: "%.1fk", value / 1e3) }
+        return String(format: "%.0f", value)
+    }
+
+    static func seconds(_ elapsed: Duration) -> String {
+        String(format: "%.2fs", Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+    }
+
+    static func stageCounts(_ progress: PipelineProgress) -> String {
+        progress.stages.map { stage in
+            switch stage.kind {
+            case .source: "\(stage.name)[out=\(stage.recordsOut)]"
+            case .transform: "\(stage.name)[in=\(stage.recordsIn) out=\(stage.recordsOut)]"
+            case .sink: "\(stage.name)[in=\(stage.recordsIn)]"
+            }
+        }.joined(separator: " ")
+    }
+
+    static func counters(_ progress: PipelineProgress) -> String {
+        let events = progress.stages.flatMap { stage in
+            stage.counters.sorted { $0.key < $1.key }.map { "\(stage.name).\($0.key)=\($0.value)" }
+        }
+        return events.isEmpty ? "" : "; " + events.joined(separator: ", ")
+    }
+
+    static func statusLine(_ progress: PipelineProgress) -> String {
+        "logpipe: [\(seconds(progress.elapsed))] \(stageCounts(progress)); \(rate(progress.emitted, progress.elapsed)); unacknowledged=\(progress.unacknowledged)\(counters(progress))"
+    }
+
+    static func summaryLine(_ summary: RunSummary) -> String {
+        let progress = summary.progress
+        let state = summary.failure != nil ? "failed" : summary.timedOut ? "stopped at the shutdown deadline" : "finished"
+        return "logpipe: \(state) in \(seconds(progress.elapsed)): \(progress.emitted) records (\(rate(progress.emitted, progress.elapsed))); \(stageCounts(progress)); acknowledged=\(progress.acknowledged) unacknowledged=\(progress.unacknowledged)\(counters(progress))"
+    }
+}

@@ -1,0 +1,3 @@
+enum LogPipeVersion {
+    static let current = "0.1.0"
+}

@@ -1,0 +1,98 @@
+import Foundation
+import NIOCore
+import Testing
+
+@testable import LogPipe
+
+@Suite struct FileSinkTests {
+    @Test func writesOneFilePerHostWithFewOpenFiles() async throws {
+        let directory = try temporaryDirectory()
+        var options = FileSink.Options(path: try Template(directory + "/{host}/app.log"))
+        options.maxOpenFiles = 2
+        options.fsync = .batch
+        var pipeline = Pipeline()
+        var demo = DemoLogsSource.Options()
+        demo.count = 5000
+        demo.hosts = 10
+        demo.batchSize = 100
+        try pipeline.add("demo", source: DemoLogsSource(options: demo))
+        try pipeline.add("files", sink: FileSink(options: options), inputs: ["demo"])
+        let summary = try await PipelineRunner(pipeline: pipeline).run()
+        #expect(summary.isClean)
+
+        // The same generator, run again, says how many lines each host has.
+        let perHost = LockedBox<[String: Int]>([:])
+        struct HostCounter: Sink {
+            let perHost: LockedBox<[String: Int]>
+            func run(input: BatchInput, context: StageContext) async throws {
+                for await batch in input {
+                    perHost.withLock { counts in for record in batch.records { counts[record.host, default: 0] += 1 } }
+                    batch.acknowledge()
+                }
+            }
+        }
+        var reference = Pipeline()
+        try reference.add("demo", source: DemoLogsSource(options: demo))
+        try reference.add("out", sink: HostCounter(perHost: perHost), inputs: ["demo"])
+        _ = try await PipelineRunner(pipeline: reference).run()
+        let expected = perHost.withLock { $0 }
+        #expect(expected.count == 10)
+        var total = 0
+        for host in DemoLogsSource.hostNames(count: 10) {
+            let lines = try String(contentsOfFile: "\(directory)/\(host)/app.log", encoding: .utf8).split(separator: "\n")
+            total += lines.count
+            #expect(lines.count == expected[host])
+            #expect(lines.allSatisfy { $0.contains(host) })
+        }
+        #expect(total == 5000)
+    }
+
+    @Test func retriesUntilTheDirectoryBecomesWritableAndLosesNothing() async throws {
+        let directory = try temporaryDirectory()
+        // A regular file where the sink needs a directory: every open fails
+        // (even for root, unlike a permission change).
+        let blocker = directory + "/out"
+        _ = FileManager.default.createFile(atPath: blocker, contents: Data("not a directory".utf8))
+        var options = FileSink.Options(path: try Template(blocker + "/all.log"))
+        options.retryBackoff = .milliseconds(10)
+        options.maxRetryBackoff = .milliseconds(50)
+        let emitted = Counter()
+        var pipeline = Pipeline(settings: PipelineSettings(edgeCapacity: 2))
+        try pipeline.add("source", source: CountingSource(batches: 100, batchSize: 50, emitted: emitted))
+        try pipeline.add("files", sink: FileSink(options: options), inputs: ["source"])
+        let runner = PipelineRunner(pipeline: pipeline)
+        let run = Task { try await runner.run() }
+
+        try await eventually { runner.progress().stages[1].counters["write_retries", default: 0] >= 5 }
+        // Held back: nothing acknowledged, and the source is stuck within the edge bound.
+        #expect(runner.progress().acknowledged == 0)
+        #expect(emitted.current <= (2 + 2) * 50)
+
+        try FileManager.default.removeItem(atPath: blocker)
+        let summary = try await run.value
+        #expect(summary.isClean)
+        let lines = try String(contentsOfFile: blocker + "/all.log", encoding: .utf8).split(separator: "\n").map(String.init)
+        #expect(lines == (0..<5000).map(String.init))
+    }
+
+    @Test func intervalFsyncAcknowledgesAfterTheSync() async throws {
+        let directory = try temporaryDirectory()
+        var options = FileSink.Options(path: try Template(directory + "/all.log"))
+        options.fsync = .interval
+        options.fsyncInterval = .seconds(2)
+        let (lines, continuation) = AsyncStream.makeStream(of: String.self)
+        let acknowledged = Counter()
+        var pipeline = Pipeline()
+        try pipeline.add("app", source: AsyncSequenceSource(lines: lines) { _, done in acknowledged.add(done.count) })
+        try pipeline.add("files", sink: FileSink(options: options), inputs: ["app"])
+        let run = Task { try await PipelineRunner(pipeline: pipeline).run() }
+        continuation.yield("one")
+        // Written at once, acknowledged only after the next interval's sync,
+        // even though no further input arrives.
+        try await eventually { (try? String(contentsOfFile: directory + "/all.log", encoding: .utf8)) == "one\n" }
+        #expect(acknowledged.current == 0)
+        try await eventually { acknowledged.current == 1 }
+        continuation.finish()
+        #expect(try await run.value.isClean)
+    }
+}

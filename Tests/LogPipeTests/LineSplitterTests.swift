@@ -1,0 +1,79 @@
+import NIOCore
+import Testing
+
+@testable import LogPipe
+
+@Suite struct LineSplitterTests {
+    /// Feeds `input` in chunks of the given sizes and returns (line, offset) pairs.
+    func split(_ input: [UInt8], chunks: [Int], max: Int = 1 << 20, oversize: OversizePolicy = .split, stripCR: Bool = false)
+        -> (lines: [[UInt8]], offsets: [Int64], oversize: Int)
+    {
+        var splitter = LineSplitter(maxLineBytes: max, oversize: oversize, stripCarriageReturn: stripCR)
+        var lines: [[UInt8]] = []
+        var offsets: [Int64] = []
+        var position = 0
+        var chunkIndex = 0
+        while position < input.count {
+            let size = Swift.min(chunks[chunkIndex % chunks.count], input.count - position)
+            chunkIndex += 1
+            var buffer = splitter.makeReadBuffer(capacity: size)
+            buffer.writeBytes(input[position..<(position + size)])
+            position += size
+            splitter.consume(buffer) { line, offset in
+                lines.append(Array(line.readableBytesView))
+                offsets.append(offset)
+            }
+        }
+        splitter.finish { line, offset in
+            lines.append(Array(line.readableBytesView))
+            offsets.append(offset)
+        }
+        return (lines, offsets, splitter.oversizeLines)
+    }
+
+    @Test func keepsCarriageReturnsInvalidUTF8AndTheLastLineWithoutNewline() {
+        let input: [UInt8] = Array("a\r\nb\n".utf8) + [0xFF, 0xFE, 0x0A] + Array("\nlast".utf8)
+        for chunk in [1, 2, 3, 100] {
+            let result = split(input, chunks: [chunk])
+            #expect(result.lines == [Array("a\r".utf8), Array("b".utf8), [0xFF, 0xFE], [], Array("last".utf8)])
+            #expect(result.offsets == [0, 3, 5, 8, 9])
+        }
+        #expect(split(input, chunks: [4], stripCR: true).lines.first == Array("a".utf8))
+    }
+
+    @Test func splitsOverlongLinesAcrossReads() {
+        let input = Array(String(repeating: "x", count: 25).utf8) + [0x0A] + Array("ok\n".utf8)
+        for chunk in [1, 7, 10, 64] {
+            let result = split(input, chunks: [chunk], max: 10)
+            #expect(result.lines.map(\.count) == [10, 10, 5, 2], "chunk \(chunk)")
+            #expect(result.offsets == [0, 10, 20, 26])
+            #expect(result.oversize == 1)
+        }
+    }
+
+    @Test func truncatesOverlongLinesAcrossReads() {
+        let input = Array(String(repeating: "x", count: 25).utf8) + [0x0A] + Array("ok\n".utf8) + Array(String(repeating: "y", count: 12).utf8)
+        for chunk in [1, 7, 10, 64] {
+            let result = split(input, chunks: [chunk], max: 10, oversize: .truncate)
+            #expect(result.lines.map(\.count) == [10, 2, 10], "chunk \(chunk)")
+            #expect(result.oversize == 2)
+        }
+    }
+
+    @Test func randomChunkingNeverChangesTheLines() {
+        var random = SplitMix64(seed: 7)
+        var input: [UInt8] = []
+        for _ in 0..<500 {
+            let length = Int(random.next() % 40)
+            input += (0..<length).map { _ in UInt8(32 + random.next() % 90) }
+            input.append(random.next() % 5 == 0 ? 0x0D : 0x41)
+            input.append(0x0A)
+        }
+        let reference = input.split(separator: 0x0A, omittingEmptySubsequences: false).dropLast().map(Array.init)
+        for seed in 0..<20 {
+            var chunkRandom = SplitMix64(seed: UInt64(seed))
+            let chunks = (0..<50).map { _ in 1 + Int(chunkRandom.next() % 300) }
+            #expect(split(input, chunks: chunks).lines == reference)
+        }
+    }
+}
