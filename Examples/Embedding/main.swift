@@ -41,7 +41,7 @@ continuation.yield("user bob logged out")
 continuation.finish()
 let summary = try await run.value
 print("in-code pipeline: \(summary.progress.emitted) lines, \(summary.progress.unacknowledged) unacknowledged")
-fflush(stdout)  // print buffers; StdoutSink writes to the descriptor directly
+fflush(nil)  // print buffers; StdoutSink writes to the descriptor directly
 
 // 2. The same stage types registered by name, used from a pipeline file.
 let registry = StageRegistry.standard()
