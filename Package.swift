@@ -44,7 +44,7 @@ let package = Package(
         ),
         .testTarget(
             name: "LogPipeCLITests",
-            dependencies: ["logpipe", "LogPipe"]
+            dependencies: ["logpipe", "EmbeddingExample", "LogPipe"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -45,7 +45,8 @@ fflush(nil)  // print buffers; StdoutSink writes to the descriptor directly
 
 // 2. The same stage types registered by name, used from a pipeline file.
 let registry = StageRegistry.standard()
-registry.register(.transform("redact_passwords", summary: "Masks password= values.", options: []) { _ in RedactPasswords() })
+registry.register(
+    .transform("redact_passwords", summary: "Masks password= values.", options: []) { _ in RedactPasswords() })
 registry.register(
     .transform(
         "keep_matching",

@@ -11,7 +11,9 @@ struct ValidateCommand: ParsableCommand {
     @Argument(help: "Pipeline files to check.")
     var files: [String]
 
-    @Option(name: .customLong("set"), help: ArgumentHelp("Override an option: stage.option=value (repeatable).", valueName: "stage.option=value"))
+    @Option(
+        name: .customLong("set"),
+        help: ArgumentHelp("Override an option: stage.option=value (repeatable).", valueName: "stage.option=value"))
     var overrides: [String] = []
 
     func run() throws {
@@ -65,12 +67,14 @@ enum GraphRenderer {
         case .dot:
             text += "digraph pipeline {\n  rankdir=LR;\n"
             for node in pipeline.nodes {
-                let shape = switch node.stage.kind {
-                case .source: "invhouse"
-                case .transform: "box"
-                case .sink: "house"
-                }
-                text += "  \"\(node.name)\" [label=\"\(node.name)\\n(\(node.typeName ?? "\(node.stage.kind)"))\", shape=\(shape)];\n"
+                let shape =
+                    switch node.stage.kind {
+                    case .source: "invhouse"
+                    case .transform: "box"
+                    case .sink: "house"
+                    }
+                text +=
+                    "  \"\(node.name)\" [label=\"\(node.name)\\n(\(node.typeName ?? "\(node.stage.kind)"))\", shape=\(shape)];\n"
             }
             for node in pipeline.nodes {
                 for input in node.inputs { text += "  \"\(input)\" -> \"\(node.name)\";\n" }
@@ -81,11 +85,12 @@ enum GraphRenderer {
             for node in pipeline.nodes {
                 let label = "\(node.name)<br/>\(node.typeName ?? "\(node.stage.kind)")"
                 let id = mermaidID(node.name)
-                let line = switch node.stage.kind {
-                case .source: "  \(id)([\"\(label)\"])\n"
-                case .transform: "  \(id)[\"\(label)\"]\n"
-                case .sink: "  \(id)[(\"\(label)\")]\n"
-                }
+                let line =
+                    switch node.stage.kind {
+                    case .source: "  \(id)([\"\(label)\"])\n"
+                    case .transform: "  \(id)[\"\(label)\"]\n"
+                    case .sink: "  \(id)[(\"\(label)\")]\n"
+                    }
                 text += line
             }
             for node in pipeline.nodes {

@@ -13,7 +13,9 @@ struct RunCommand: AsyncParsableCommand {
     @Argument(help: "The pipeline file (YAML).")
     var file: String
 
-    @Option(name: .customLong("set"), help: ArgumentHelp("Override an option: stage.option=value (repeatable).", valueName: "stage.option=value"))
+    @Option(
+        name: .customLong("set"),
+        help: ArgumentHelp("Override an option: stage.option=value (repeatable).", valueName: "stage.option=value"))
     var overrides: [String] = []
 
     @Flag(name: .shortAndLong, help: "No status lines and no final summary.")
@@ -27,7 +29,8 @@ struct RunCommand: AsyncParsableCommand {
 
     func run() async throws {
         guard let level = Logger.Level(rawValue: logLevel) else {
-            throw ValidationError("unknown log level '\(logLevel)'; use trace, debug, info, notice, warning, error or critical")
+            throw ValidationError(
+                "unknown log level '\(logLevel)'; use trace, debug, info, notice, warning, error or critical")
         }
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -107,7 +110,11 @@ struct SignalHandling {
 
 final class SignalCounter: Sendable {
     private let count = LockedBox(0)
-    func increment() -> Int { count.withLock { $0 += 1; return $0 } }
+    func increment() -> Int {
+        count.withLock {
+            $0 += 1; return $0
+        }
+    }
 }
 
 enum StatusFormatter {
@@ -150,7 +157,9 @@ enum StatusFormatter {
 
     static func summaryLine(_ summary: RunSummary) -> String {
         let progress = summary.progress
-        let state = summary.failure != nil ? "failed" : summary.timedOut ? "stopped at the shutdown deadline" : "finished"
-        return "logpipe: \(state) in \(seconds(progress.elapsed)): \(progress.emitted) records (\(rate(progress.emitted, progress.elapsed))); \(stageCounts(progress)); acknowledged=\(progress.acknowledged) unacknowledged=\(progress.unacknowledged)\(counters(progress))"
+        let state =
+            summary.failure != nil ? "failed" : summary.timedOut ? "stopped at the shutdown deadline" : "finished"
+        return
+            "logpipe: \(state) in \(seconds(progress.elapsed)): \(progress.emitted) records (\(rate(progress.emitted, progress.elapsed))); \(stageCounts(progress)); acknowledged=\(progress.acknowledged) unacknowledged=\(progress.unacknowledged)\(counters(progress))"
     }
 }

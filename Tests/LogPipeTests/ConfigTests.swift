@@ -46,7 +46,8 @@ import Testing
     }
 
     @Test func templates() throws {
-        var record = Record(bytes: ByteBuffer(string: "x"), source: "in", origin: "stdin", host: "web/1", receivedAt: .now())
+        var record = Record(
+            bytes: ByteBuffer(string: "x"), source: "in", origin: "stdin", host: "web/1", receivedAt: .now())
         record.partition = 3
         record.fields["app"] = "billing"
         let template = try Template("logs.p{partition}.{host}.{app}.{severity} {{literal}}")
@@ -63,7 +64,10 @@ import Testing
 
     @Test func loadsTheIssueExampleWithDefaultsAndOverrides() throws {
         let registry = StageRegistry.standard()
-        registry.register(.transform("regex", summary: "test stand-in", options: [OptionSpec("include", .string, "")]) { _ in PassTransform() })
+        registry.register(
+            .transform("regex", summary: "test stand-in", options: [OptionSpec("include", .string, "")]) { _ in
+                PassTransform()
+            })
         let yaml = """
             data_dir: ${LOGPIPE_DATA:-/var/lib/logpipe}
             shutdown_timeout: 5s
@@ -81,7 +85,8 @@ import Testing
                 inputs: [important]
                 path: /tmp/out/{host}.log
             """
-        let result = PipelineLoader(registry: registry, environment: [:]).load(yaml: yaml, file: "x.yaml", overrides: ["out.fsync=batch", "edge_capacity=9"])
+        let result = PipelineLoader(registry: registry, environment: [:]).load(
+            yaml: yaml, file: "x.yaml", overrides: ["out.fsync=batch", "edge_capacity=9"])
         #expect(result.diagnostics.isEmpty, "\(result.diagnostics)")
         let pipeline = try #require(result.pipeline)
         #expect(pipeline.settings.dataDirectory == "/var/lib/logpipe")
@@ -130,14 +135,17 @@ import Testing
 
     @Test func registryBuildsStagesFromCode() throws {
         let registry = StageRegistry.standard()
-        let stage = try registry.makeStage(type: "stdin", name: "in", options: ["max_line_bytes": "64KiB", "strip_cr": "true"])
+        let stage = try registry.makeStage(
+            type: "stdin", name: "in", options: ["max_line_bytes": "64KiB", "strip_cr": "true"])
         guard case .source(let source) = stage, let stdin = source as? StdinSource else {
             Issue.record("not a stdin source")
             return
         }
         #expect(stdin.options.maxLineBytes == 65536)
         #expect(stdin.options.stripCarriageReturn)
-        #expect(throws: PipelineFileError.self) { try registry.makeStage(type: "stdin", name: "in", options: ["max_lines": "1"]) }
+        #expect(throws: PipelineFileError.self) {
+            try registry.makeStage(type: "stdin", name: "in", options: ["max_lines": "1"])
+        }
         #expect(throws: PipelineFileError.self) { try registry.makeStage(type: "nope", name: "x") }
     }
 }
@@ -148,7 +156,9 @@ import Testing
 @Suite struct BrokenPipelineFileTests {
     static let files: [String] = {
         let directory = fixturesDirectory + "/broken"
-        return ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter { $0.hasSuffix(".yaml") }.sorted()
+        return ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter {
+            $0.hasSuffix(".yaml")
+        }.sorted()
     }()
 
     @Test func thereAreBrokenFiles() {
@@ -176,7 +186,9 @@ import Testing
         }
         #expect(actual.count == expected.count, "\(file): got\n\(actual.joined(separator: "\n"))")
         for expectation in expected {
-            #expect(actual.contains { $0.hasPrefix(expectation) }, "\(file): expected '\(expectation)', got\n\(actual.joined(separator: "\n"))")
+            #expect(
+                actual.contains { $0.hasPrefix(expectation) },
+                "\(file): expected '\(expectation)', got\n\(actual.joined(separator: "\n"))")
         }
     }
 }

@@ -39,7 +39,8 @@ import Testing
         #expect(expected.count == 10)
         var total = 0
         for host in DemoLogsSource.hostNames(count: 10) {
-            let lines = try String(contentsOfFile: "\(directory)/\(host)/app.log", encoding: .utf8).split(separator: "\n")
+            let lines = try String(contentsOfFile: "\(directory)/\(host)/app.log", encoding: .utf8).split(
+                separator: "\n")
             total += lines.count
             #expect(lines.count == expected[host])
             #expect(lines.allSatisfy { $0.contains(host) })
@@ -71,7 +72,8 @@ import Testing
         try FileManager.default.removeItem(atPath: blocker)
         let summary = try await run.value
         #expect(summary.isClean)
-        let lines = try String(contentsOfFile: blocker + "/all.log", encoding: .utf8).split(separator: "\n").map(String.init)
+        let lines = try String(contentsOfFile: blocker + "/all.log", encoding: .utf8).split(separator: "\n").map(
+            String.init)
         #expect(lines == (0..<5000).map(String.init))
     }
 

@@ -5,7 +5,9 @@ import Testing
 
 @Suite struct LineSplitterTests {
     /// Feeds `input` in chunks of the given sizes and returns (line, offset) pairs.
-    func split(_ input: [UInt8], chunks: [Int], max: Int = 1 << 20, oversize: OversizePolicy = .split, stripCR: Bool = false)
+    func split(
+        _ input: [UInt8], chunks: [Int], max: Int = 1 << 20, oversize: OversizePolicy = .split, stripCR: Bool = false
+    )
         -> (lines: [[UInt8]], offsets: [Int64], oversize: Int)
     {
         var splitter = LineSplitter(maxLineBytes: max, oversize: oversize, stripCarriageReturn: stripCR)
@@ -52,7 +54,9 @@ import Testing
     }
 
     @Test func truncatesOverlongLinesAcrossReads() {
-        let input = Array(String(repeating: "x", count: 25).utf8) + [0x0A] + Array("ok\n".utf8) + Array(String(repeating: "y", count: 12).utf8)
+        let input =
+            Array(String(repeating: "x", count: 25).utf8) + [0x0A] + Array("ok\n".utf8)
+            + Array(String(repeating: "y", count: 12).utf8)
         for chunk in [1, 7, 10, 64] {
             let result = split(input, chunks: [chunk], max: 10, oversize: .truncate)
             #expect(result.lines.map(\.count) == [10, 2, 10], "chunk \(chunk)")

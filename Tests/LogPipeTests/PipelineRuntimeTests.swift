@@ -59,7 +59,8 @@ import Testing
         let fast = LockedBox<[String]>([])
         let slow = LockedBox<[String]>([])
         var pipeline = Pipeline()
-        try pipeline.add("source", source: CountingSource(batches: 3, batchSize: 10, emitted: Counter(), onAcknowledged: handler))
+        try pipeline.add(
+            "source", source: CountingSource(batches: 3, batchSize: 10, emitted: Counter(), onAcknowledged: handler))
         try pipeline.add("evens", transform: PredicateFilter { Int($0.text)! % 2 == 0 }, inputs: ["source"])
         try pipeline.add("fast", sink: CollectingSink(collected: fast), inputs: ["evens"])
         try pipeline.add("gated", sink: CollectingSink(collected: slow, gate: gate), inputs: ["evens"])
@@ -91,7 +92,9 @@ import Testing
 
     @Test func tokenMergesStatusesAndCompletesOnce() {
         let reported = LockedBox<[CompletedRecord]>([])
-        let token = AcknowledgementToken(count: 3) { _, completed in reported.withLock { $0.append(contentsOf: completed) } }
+        let token = AcknowledgementToken(count: 3) { _, completed in
+            reported.withLock { $0.append(contentsOf: completed) }
+        }
         token.retain(0..<3, extra: 1)  // two branches
         token.release(0..<3, status: .delivered)
         #expect(reported.withLock { $0 }.isEmpty)
@@ -108,7 +111,12 @@ import Testing
 
     @Test func stopDrainsInFlightRecords() async throws {
         var pipeline = Pipeline()
-        try pipeline.add("demo", source: DemoLogsSource(options: { var o = DemoLogsSource.Options(); o.count = 0; o.batchSize = 50; return o }()))
+        try pipeline.add(
+            "demo",
+            source: DemoLogsSource(
+                options: {
+                    var o = DemoLogsSource.Options(); o.count = 0; o.batchSize = 50; return o
+                }()))
         let collected = LockedBox<[String]>([])
         try pipeline.add("out", sink: CollectingSink(collected: collected, delay: .milliseconds(2)), inputs: ["demo"])
         let runner = PipelineRunner(pipeline: pipeline)
@@ -166,7 +174,9 @@ import Testing
         var pipeline = Pipeline()
         try pipeline.add(
             "app",
-            source: AsyncSequenceSource(lines: lines, host: "my-app") { _, completed in acknowledged.add(completed.count) }
+            source: AsyncSequenceSource(lines: lines, host: "my-app") { _, completed in
+                acknowledged.add(completed.count)
+            }
         )
         try pipeline.add("upper", transform: Uppercase(), inputs: ["app"])
         let collected = LockedBox<[String]>([])

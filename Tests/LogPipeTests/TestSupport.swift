@@ -19,7 +19,9 @@ struct CountingSource: Source {
             var records: [Record] = []
             for _ in 0..<batchSize {
                 records.append(
-                    Record(bytes: ByteBuffer(string: String(next)), source: context.name, origin: "test", host: "h", receivedAt: .now())
+                    Record(
+                        bytes: ByteBuffer(string: String(next)), source: context.name, origin: "test", host: "h",
+                        receivedAt: .now())
                 )
                 next += 1
             }
@@ -94,7 +96,9 @@ func temporaryDirectory() throws -> String {
 
 /// `Tests/Fixtures`, found from this file's path.
 let fixturesDirectory: String = {
-    URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Fixtures").path
+    URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent(
+        "Fixtures"
+    ).path
 }()
 
 /// Waits until `condition` holds, polling; fails the test after `timeout`.

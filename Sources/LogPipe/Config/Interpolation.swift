@@ -39,7 +39,9 @@ public enum Interpolation {
                 continue
             }
             guard let close = text[next...].firstIndex(of: "}") else {
-                throw Failure(message: "'${' without a closing '}'", hint: "write ${NAME} or ${NAME:-default}; use $$ for a literal $")
+                throw Failure(
+                    message: "'${' without a closing '}'",
+                    hint: "write ${NAME} or ${NAME:-default}; use $$ for a literal $")
             }
             let body = text[text.index(after: next)..<close]
             let name: Substring

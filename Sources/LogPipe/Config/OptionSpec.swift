@@ -25,7 +25,11 @@ public indirect enum OptionType: Sendable {
         case .string: "string"
         case .template: "template"
         case .integer(let range):
-            if range.upperBound == Int.max { "integer >= \(range.lowerBound)" } else { "integer \(range.lowerBound)...\(range.upperBound)" }
+            if range.upperBound == Int.max {
+                "integer >= \(range.lowerBound)"
+            } else {
+                "integer \(range.lowerBound)...\(range.upperBound)"
+            }
         case .boolean: "boolean"
         case .duration: "duration"
         case .size: "size"
@@ -53,7 +57,10 @@ public struct OptionSpec: Sendable {
     public var summary: String
 
     /// Creates an option definition.
-    public init(_ name: String, _ type: OptionType, default defaultValue: String? = nil, required: Bool = false, _ summary: String) {
+    public init(
+        _ name: String, _ type: OptionType, default defaultValue: String? = nil, required: Bool = false,
+        _ summary: String
+    ) {
         self.name = name
         self.type = type
         self.defaultValue = defaultValue

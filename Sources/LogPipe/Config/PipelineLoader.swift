@@ -29,7 +29,9 @@ public struct PipelineLoader: Sendable {
     static let topLevelKeys = ["data_dir", "shutdown_timeout", "edge_capacity", "sources", "transforms", "sinks"]
 
     /// Creates a loader.
-    public init(registry: StageRegistry = .standard(), environment: [String: String] = ProcessInfo.processInfo.environment) {
+    public init(
+        registry: StageRegistry = .standard(), environment: [String: String] = ProcessInfo.processInfo.environment
+    ) {
         self.registry = registry
         self.environment = environment
     }
@@ -41,12 +43,16 @@ public struct PipelineLoader: Sendable {
         do {
             let data = try Data(contentsOf: URL(fileURLWithPath: path))
             guard let decoded = String(data: data, encoding: .utf8) else {
-                return Result(diagnostics: [Diagnostic("\(path) is not valid UTF-8 text", hint: "save the pipeline file as UTF-8", at: nil)])
+                return Result(diagnostics: [
+                    Diagnostic("\(path) is not valid UTF-8 text", hint: "save the pipeline file as UTF-8", at: nil)
+                ])
             }
             text = decoded
         } catch {
             return Result(diagnostics: [
-                Diagnostic("cannot read pipeline file \(path): \(error.localizedDescription)", hint: "check the path and its permissions", at: nil)
+                Diagnostic(
+                    "cannot read pipeline file \(path): \(error.localizedDescription)",
+                    hint: "check the path and its permissions", at: nil)
             ])
         }
         return load(yaml: text, file: path, overrides: overrides)
@@ -103,7 +109,9 @@ private struct Builder {
             return PipelineLoader.Result(pipeline: nil, diagnostics: diagnostics)
         }
         guard let root else {
-            self.error("the pipeline file is empty", hint: "define 'sources:' and 'sinks:' (see `logpipe stages`)", at: SourceLocation(file: file, line: 1, column: 1))
+            self.error(
+                "the pipeline file is empty", hint: "define 'sources:' and 'sinks:' (see `logpipe stages`)",
+                at: SourceLocation(file: file, line: 1, column: 1))
             return PipelineLoader.Result(pipeline: nil, diagnostics: diagnostics)
         }
         var config = convert(root)
@@ -125,7 +133,11 @@ private struct Builder {
             )
         }
         if let value = config["data_dir"] {
-            if let text = value.scalar { settings.dataDirectory = text } else { error("'data_dir' must be a path", at: value.location) }
+            if let text = value.scalar {
+                settings.dataDirectory = text
+            } else {
+                error("'data_dir' must be a path", at: value.location)
+            }
         }
         if let value = config["shutdown_timeout"] {
             if let duration = value.scalar.flatMap(Units.duration) {
@@ -156,7 +168,8 @@ private struct Builder {
                 if let previous = seenNames[entry.key] {
                     error(
                         "duplicate stage name '\(entry.key)'",
-                        hint: "stage names must be unique across sources, transforms and sinks; the first is at \(previous.map(\.description) ?? "another section")",
+                        hint:
+                            "stage names must be unique across sources, transforms and sinks; the first is at \(previous.map(\.description) ?? "another section")",
                         at: entry.keyLocation
                     )
                     continue
@@ -176,9 +189,12 @@ private struct Builder {
                 location = stages.first { $0.name == name }?.nameLocation ?? (name.isEmpty ? config.location : nil)
             case .input(let name, let index):
                 let stage = stages.first { $0.name == name }
-                location = stage.flatMap { index < $0.inputLocations.count ? $0.inputLocations[index] : nil } ?? stage?.nameLocation
+                location =
+                    stage.flatMap { index < $0.inputLocations.count ? $0.inputLocations[index] : nil }
+                    ?? stage?.nameLocation
             }
-            diagnostics.append(Diagnostic(problem.isWarning ? .warning : .error, problem.message, hint: problem.hint, at: location))
+            diagnostics.append(
+                Diagnostic(problem.isWarning ? .warning : .error, problem.message, hint: problem.hint, at: location))
         }
 
         guard !diagnostics.contains(where: { $0.severity == .error }) else {
@@ -189,12 +205,16 @@ private struct Builder {
         var pipeline = Pipeline(settings: settings)
         for stage in stages {
             guard let definition = stage.definition else { continue }
-            let options = StageOptions(stageName: stage.name, node: stage.node, specs: definition.options, settings: settings)
+            let options = StageOptions(
+                stageName: stage.name, node: stage.node, specs: definition.options, settings: settings)
             do {
                 let instance = try definition.make(options)
-                try pipeline.add(Pipeline.Node(name: stage.name, stage: instance, inputs: stage.inputs, typeName: definition.type))
+                try pipeline.add(
+                    Pipeline.Node(name: stage.name, stage: instance, inputs: stage.inputs, typeName: definition.type))
             } catch let optionError as OptionError {
-                error("stage '\(stage.name)': \(optionError.message)", hint: optionError.hint, at: optionError.location ?? stage.nameLocation)
+                error(
+                    "stage '\(stage.name)': \(optionError.message)", hint: optionError.hint,
+                    at: optionError.location ?? stage.nameLocation)
             } catch {
                 self.error("stage '\(stage.name)' could not be set up: \(error)", at: stage.nameLocation)
             }
@@ -217,10 +237,15 @@ private struct Builder {
             error("invalid stage name '\(name)'", hint: "use letters, digits, '_' and '-'", at: entry.keyLocation)
         }
         guard entry.value.entries != nil else {
-            error("stage '\(name)' must be a map with a 'type'", hint: "for example:\n      \(name):\n        type: stdin", at: entry.value.location ?? entry.keyLocation)
+            error(
+                "stage '\(name)' must be a map with a 'type'",
+                hint: "for example:\n      \(name):\n        type: stdin", at: entry.value.location ?? entry.keyLocation
+            )
             return nil
         }
-        var stage = StageEntry(name: name, nameLocation: entry.keyLocation, section: section, node: entry.value, definition: nil, kind: section, inputs: [], inputLocations: [])
+        var stage = StageEntry(
+            name: name, nameLocation: entry.keyLocation, section: section, node: entry.value, definition: nil,
+            kind: section, inputs: [], inputLocations: [])
 
         // inputs
         if let inputs = entry.value["inputs"] {
@@ -237,7 +262,9 @@ private struct Builder {
                 stage.inputs = [text]
                 stage.inputLocations = [inputs.location]
             } else {
-                error("'inputs' of '\(name)' must be a list of stage names", hint: "inputs: [other_stage]", at: inputs.location)
+                error(
+                    "'inputs' of '\(name)' must be a list of stage names", hint: "inputs: [other_stage]",
+                    at: inputs.location)
             }
         }
 
@@ -263,7 +290,9 @@ private struct Builder {
             return stage
         }
         guard let definition = registry.definition(for: type) else {
-            let suggestion = closestMatch(to: type, among: kindsTypes(section)) ?? closestMatch(to: type, among: registry.all.map(\.type))
+            let suggestion =
+                closestMatch(to: type, among: kindsTypes(section))
+                ?? closestMatch(to: type, among: registry.all.map(\.type))
             error(
                 "unknown \(section) type '\(type)'",
                 hint: (suggestion.map { "did you mean '\($0)'? " } ?? "") + typeList(section),
@@ -300,7 +329,8 @@ private struct Builder {
                 return ConfigNode(.scalar(nil), location: location)
             }
             do {
-                return ConfigNode(.scalar(try Interpolation.apply(scalar.string, environment: environment)), location: location)
+                return ConfigNode(
+                    .scalar(try Interpolation.apply(scalar.string, environment: environment)), location: location)
             } catch let failure as Interpolation.Failure {
                 error(failure.message, hint: failure.hint, at: location)
                 return ConfigNode(.scalar(scalar.string), location: location)
@@ -320,7 +350,9 @@ private struct Builder {
         case .sequence(let sequence):
             return ConfigNode(.list(sequence.map { convert($0) }), location: location(sequence.mark))
         case .alias:
-            error("YAML aliases are not supported in pipeline files", hint: "write the value out", at: location(node.mark))
+            error(
+                "YAML aliases are not supported in pipeline files", hint: "write the value out", at: location(node.mark)
+            )
             return ConfigNode(.scalar(nil), location: location(node.mark))
         }
     }

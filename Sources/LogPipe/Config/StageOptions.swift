@@ -15,7 +15,9 @@ public struct StageOptions: Sendable {
     let path: String
 
     /// Creates options from a map node; `validate` has usually run already.
-    public init(stageName: String, node: ConfigNode, specs: [OptionSpec], settings: PipelineSettings = PipelineSettings()) {
+    public init(
+        stageName: String, node: ConfigNode, specs: [OptionSpec], settings: PipelineSettings = PipelineSettings()
+    ) {
         self.init(stageName: stageName, node: node, specs: specs, settings: settings, path: "")
     }
 

@@ -16,16 +16,23 @@ public enum StageReference {
                     } else {
                         text += "| option | type | default | description |\n|---|---|---|---|\n"
                         for option in flattened(definition.options) {
-                            let fallback = option.spec.isRequired ? "required" : option.spec.defaultValue.map { "`\($0)`" } ?? "—"
-                            text += "| `\(option.name)` | \(option.spec.type.displayName) | \(fallback) | \(option.spec.summary) |\n"
+                            let fallback =
+                                option.spec.isRequired ? "required" : option.spec.defaultValue.map { "`\($0)`" } ?? "—"
+                            // A `|` inside a cell would end it.
+                            let cells = ["`\(option.name)`", option.spec.type.displayName, fallback, option.spec.summary]
+                                .map { String($0.flatMap { $0 == "|" ? ["\\", "|"] : [$0] }) }
+                            text += "| " + cells.joined(separator: " | ") + " |\n"
                         }
                         text += "\n"
                     }
                 } else {
                     text += "  \(definition.type): \(definition.summary)\n"
                     for option in flattened(definition.options) {
-                        let fallback = option.spec.isRequired ? "required" : option.spec.defaultValue.map { "default \($0)" } ?? "optional"
-                        text += "      \(option.name) (\(option.spec.type.displayName); \(fallback)): \(option.spec.summary)\n"
+                        let fallback =
+                            option.spec.isRequired
+                            ? "required" : option.spec.defaultValue.map { "default \($0)" } ?? "optional"
+                        text +=
+                            "      \(option.name) (\(option.spec.type.displayName); \(fallback)): \(option.spec.summary)\n"
                     }
                     text += "\n"
                 }

@@ -52,14 +52,17 @@ public final class StageRegistry: Sendable {
     ) throws -> AnyStage {
         guard let definition = definition(for: type) else {
             throw PipelineFileError(diagnostics: [
-                Diagnostic("unknown stage type '\(type)'", hint: "known types: \(all.map(\.type).joined(separator: ", "))", at: nil)
+                Diagnostic(
+                    "unknown stage type '\(type)'", hint: "known types: \(all.map(\.type).joined(separator: ", "))",
+                    at: nil)
             ])
         }
         var diagnostics: [Diagnostic] = []
         OptionValidator.validate(options, specs: definition.options, path: "", diagnostics: &diagnostics)
         if diagnostics.contains(where: { $0.severity == .error }) { throw PipelineFileError(diagnostics: diagnostics) }
         do {
-            return try definition.make(StageOptions(stageName: name, node: options, specs: definition.options, settings: settings))
+            return try definition.make(
+                StageOptions(stageName: name, node: options, specs: definition.options, settings: settings))
         } catch let error as OptionError {
             throw PipelineFileError(diagnostics: [Diagnostic(error.message, hint: error.hint, at: error.location)])
         }
@@ -95,8 +98,12 @@ enum OptionValidator {
                 let names = specs.map(\.name) + ignoring
                 let hint =
                     closestMatch(to: entry.key, among: names).map { "did you mean '\($0)'?" }
-                    ?? (specs.isEmpty ? "this stage takes no options" : "valid options: \(specs.map(\.name).joined(separator: ", "))")
-                diagnostics.append(Diagnostic("unknown option '\(path)\(entry.key)'", hint: hint, at: entry.keyLocation ?? entry.value.location))
+                    ?? (specs.isEmpty
+                        ? "this stage takes no options" : "valid options: \(specs.map(\.name).joined(separator: ", "))")
+                diagnostics.append(
+                    Diagnostic(
+                        "unknown option '\(path)\(entry.key)'", hint: hint,
+                        at: entry.keyLocation ?? entry.value.location))
                 continue
             }
             check(entry.value, spec: spec, path: path + entry.key, diagnostics: &diagnostics)
@@ -125,7 +132,9 @@ enum OptionValidator {
         case .stringList:
             if let items = value.list {
                 for item in items where item.scalar == nil {
-                    diagnostics.append(Diagnostic("option '\(path)': list items must be strings, found \(item.shapeName)", at: item.location))
+                    diagnostics.append(
+                        Diagnostic(
+                            "option '\(path)': list items must be strings, found \(item.shapeName)", at: item.location))
                 }
             } else if value.scalar == nil {
                 fail("expected a string or a list of strings, found \(value.shapeName)")
@@ -158,11 +167,15 @@ enum OptionValidator {
                 fail("'\(text)' is not a duration", "write a number with a unit: 500ms, 30s, 5m, 2h, 1d")
             }
         case .size:
-            if Units.size(text) == nil { fail("'\(text)' is not a size", "write bytes or a number with a unit: 64KiB, 1MiB, 2GiB") }
+            if Units.size(text) == nil {
+                fail("'\(text)' is not a size", "write bytes or a number with a unit: 64KiB, 1MiB, 2GiB")
+            }
         case .choice(let words):
             if !words.contains(text) {
                 let suggestion = closestMatch(to: text, among: words).map { "did you mean '\($0)'? " } ?? ""
-                fail("'\(text)' is not one of \(words.joined(separator: ", "))", suggestion + "use one of: \(words.joined(separator: ", "))")
+                fail(
+                    "'\(text)' is not one of \(words.joined(separator: ", "))",
+                    suggestion + "use one of: \(words.joined(separator: ", "))")
             }
         case .stringList, .object:
             break

@@ -47,13 +47,15 @@ public struct Template: Sendable, Hashable, CustomStringConvertible {
                     continue
                 }
                 guard let close = text[next...].firstIndex(of: "}") else {
-                    throw ParseError(message: "template '\(text)' has '{' without a closing '}'", hint: "write {{ for a literal {")
+                    throw ParseError(
+                        message: "template '\(text)' has '{' without a closing '}'", hint: "write {{ for a literal {")
                 }
                 let name = String(text[next..<close])
                 guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" }) else {
                     throw ParseError(
                         message: "template '\(text)' has an invalid placeholder '{\(name)}'",
-                        hint: "placeholders are {host}, {partition}, {severity}, {source}, {origin}, {subject} or a field name"
+                        hint:
+                            "placeholders are {host}, {partition}, {severity}, {source}, {origin}, {subject} or a field name"
                     )
                 }
                 if !literal.isEmpty {
@@ -64,7 +66,8 @@ public struct Template: Sendable, Hashable, CustomStringConvertible {
                 index = text.index(after: close)
             } else if character == "}" {
                 guard next < text.endIndex, text[next] == "}" else {
-                    throw ParseError(message: "template '\(text)' has '}' without an opening '{'", hint: "write }} for a literal }")
+                    throw ParseError(
+                        message: "template '\(text)' has '}' without an opening '{'", hint: "write }} for a literal }")
                 }
                 literal.append("}")
                 index = text.index(after: next)

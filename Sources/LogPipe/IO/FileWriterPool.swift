@@ -2,9 +2,9 @@ import NIOCore
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Open append-mode files, bounded in number, closed least-recently-used
@@ -61,7 +61,8 @@ final class FileWriterPool: Sendable {
 
     /// Appends each chunk to its file, starting at `progress`; with `sync`,
     /// fsyncs every file written before returning.
-    func write(_ chunks: [(path: String, bytes: ByteBuffer)], from progress: Progress, sync: Bool) throws(WriteFailure) {
+    func write(_ chunks: [(path: String, bytes: ByteBuffer)], from progress: Progress, sync: Bool) throws(WriteFailure)
+    {
         try state.withLock { (state) throws(WriteFailure) in
             var touched: [String] = []
             var position = progress
@@ -91,7 +92,8 @@ final class FileWriterPool: Sendable {
                         let code = errno
                         closeFile(path, in: &state)
                         // Everything was written; only the sync must be redone.
-                        throw WriteFailure(path: path, call: "fsync", code: code, progress: Progress(chunk: chunks.count, byte: 0))
+                        throw WriteFailure(
+                            path: path, call: "fsync", code: code, progress: Progress(chunk: chunks.count, byte: 0))
                     }
                     state.files[path]?.dirty = false
                 }
@@ -124,7 +126,9 @@ final class FileWriterPool: Sendable {
             state.files[path]?.lastUse = state.clock
             return file.fd
         }
-        while state.files.count >= maxOpenFiles, let oldest = state.files.min(by: { $0.value.lastUse < $1.value.lastUse }) {
+        while state.files.count >= maxOpenFiles,
+            let oldest = state.files.min(by: { $0.value.lastUse < $1.value.lastUse })
+        {
             closeFile(oldest.key, in: &state)
         }
         var fd = Glibc.open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)

@@ -1,9 +1,9 @@
 import NIOCore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// What to do with a line longer than the configured maximum.
@@ -119,7 +119,9 @@ struct LineSplitter {
     /// Bytes of the unfinished line held back.
     var pendingBytes: Int { carry?.readableBytes ?? 0 }
 
-    private mutating func emitLine(_ buffer: ByteBuffer, from start: Int, to end: Int, emit: (ByteBuffer, Int64) -> Void) {
+    private mutating func emitLine(
+        _ buffer: ByteBuffer, from start: Int, to end: Int, emit: (ByteBuffer, Int64) -> Void
+    ) {
         if discarding { return }
         var lineEnd = end
         if stripCarriageReturn, lineEnd > start, buffer.getInteger(at: lineEnd - 1, as: UInt8.self) == 0x0D {

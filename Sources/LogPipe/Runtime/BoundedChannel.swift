@@ -203,7 +203,7 @@ public final class BoundedChannel<Element: Sendable>: Sendable {
         case wait
     }
 
-private static func takeLocked(_ state: inout State) -> Take {
+    private static func takeLocked(_ state: inout State) -> Take {
         if let element = state.buffer.popFirst() {
             // A slot freed up: move the oldest waiting sender's element in.
             if let waiter = state.senders.popFirst() {

@@ -86,7 +86,8 @@ public struct Pipeline: Sendable {
     /// Adds a node; its inputs may name stages added later.
     public mutating func add(_ node: Node) throws {
         if nodes.contains(where: { $0.name == node.name }) {
-            throw PipelineError.invalidGraph(["a stage named '\(node.name)' already exists; stage names must be unique"])
+            throw PipelineError.invalidGraph(["a stage named '\(node.name)' already exists; stage names must be unique"]
+            )
         }
         nodes.append(node)
     }
@@ -156,10 +157,13 @@ struct GraphCheck {
         var problems: [Problem] = []
         let byName = Dictionary(nodes.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         if !nodes.contains(where: { $0.kind == .source }) {
-            problems.append(Problem(subject: .stage(""), message: "the pipeline has no source", hint: "add a stage under 'sources:'"))
+            problems.append(
+                Problem(
+                    subject: .stage(""), message: "the pipeline has no source", hint: "add a stage under 'sources:'"))
         }
         if !nodes.contains(where: { $0.kind == .sink }) {
-            problems.append(Problem(subject: .stage(""), message: "the pipeline has no sink", hint: "add a stage under 'sinks:'"))
+            problems.append(
+                Problem(subject: .stage(""), message: "the pipeline has no sink", hint: "add a stage under 'sinks:'"))
         }
         for node in nodes {
             if node.kind == .source, !node.inputs.isEmpty {
@@ -194,13 +198,16 @@ struct GraphCheck {
                     continue
                 }
                 guard let upstream = byName[input] else {
-                    let suggestion = closestMatch(to: input, among: nodes.map(\.name).filter { $0 != node.name })
+                    // Only sources and transforms can feed a stage.
+                    let candidates = nodes.filter { $0.kind != .sink && $0.name != node.name }.map(\.name)
                     problems.append(
                         Problem(
                             subject: .input(stage: node.name, index: index),
                             message: "'\(node.name)' has input '\(input)', but no stage has that name",
-                            hint: suggestion.map { "did you mean '\($0)'?" }
-                                ?? "stages: \(nodes.map(\.name).sorted().joined(separator: ", "))"
+                            hint: closestMatch(to: input, among: candidates).map { "did you mean '\($0)'?" }
+                                ?? (candidates.isEmpty
+                                    ? "no source or transform is defined yet"
+                                    : "stages that can be inputs: \(candidates.sorted().joined(separator: ", "))")
                         )
                     )
                     continue

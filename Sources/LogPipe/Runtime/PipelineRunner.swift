@@ -1,11 +1,11 @@
 import Logging
+import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
-import Synchronization
 
 /// Counters of one stage at a moment in time.
 public struct StageProgress: Sendable {

@@ -22,7 +22,9 @@ public struct AsyncSequenceSource<Lines: AsyncSequence & Sendable>: Source where
     ///   - host: host of the records (default: this machine's name).
     ///   - maxBatch: most lines per batch.
     ///   - onAcknowledged: told which lines every sink is done with.
-    public init(lines: Lines, host: String? = nil, maxBatch: Int = 1000, onAcknowledged: AcknowledgementToken.Handler? = nil)
+    public init(
+        lines: Lines, host: String? = nil, maxBatch: Int = 1000, onAcknowledged: AcknowledgementToken.Handler? = nil
+    )
     where Lines.Element == String {
         self.lines = lines
         self.bytes = { ByteBuffer(string: $0) }
@@ -32,7 +34,10 @@ public struct AsyncSequenceSource<Lines: AsyncSequence & Sendable>: Source where
     }
 
     /// Creates a source from a sequence of byte lines.
-    public init(byteLines lines: Lines, host: String? = nil, maxBatch: Int = 1000, onAcknowledged: AcknowledgementToken.Handler? = nil)
+    public init(
+        byteLines lines: Lines, host: String? = nil, maxBatch: Int = 1000,
+        onAcknowledged: AcknowledgementToken.Handler? = nil
+    )
     where Lines.Element == [UInt8] {
         self.lines = lines
         self.bytes = { ByteBuffer(bytes: $0) }

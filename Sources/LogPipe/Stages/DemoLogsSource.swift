@@ -43,11 +43,16 @@ public struct DemoLogsSource: Source {
         "demo_logs",
         summary: "Generates realistic log lines from several fake hosts (syslog, JSON, logfmt, plain).",
         options: [
-            OptionSpec("count", .integer(0...Int.max), default: "1000", "Lines to produce before finishing; 0 runs until stopped."),
-            OptionSpec("rate", .integer(0...Int.max), default: "0", "Lines per second; 0 is as fast as the pipeline accepts."),
+            OptionSpec(
+                "count", .integer(0...Int.max), default: "1000",
+                "Lines to produce before finishing; 0 runs until stopped."),
+            OptionSpec(
+                "rate", .integer(0...Int.max), default: "0", "Lines per second; 0 is as fast as the pipeline accepts."),
             OptionSpec("hosts", .integer(1...10000), default: "8", "Number of fake hosts the lines come from."),
             OptionSpec("format", .choice(Format.allCases.map(\.rawValue)), default: "mixed", "Line format."),
-            OptionSpec("seed", .integer(0...Int.max), default: "1", "Seed; the same seed gives the same lines (timestamps aside)."),
+            OptionSpec(
+                "seed", .integer(0...Int.max), default: "1",
+                "Seed; the same seed gives the same lines (timestamps aside)."),
             OptionSpec("batch_size", .integer(1...100_000), default: "500", "Lines per batch."),
         ]
     ) { options in
@@ -99,7 +104,8 @@ public struct DemoLogsSource: Source {
                 let begin = buffer.writerIndex
                 LineGenerator.write(into: &buffer, host: host, time: now, format: options.format, random: &random)
                 let line = buffer.getSlice(at: begin, length: buffer.writerIndex - begin)!
-                records.append(Record(bytes: line, source: context.name, origin: "demo_logs", host: host, receivedAt: now))
+                records.append(
+                    Record(bytes: line, source: context.name, origin: "demo_logs", host: host, receivedAt: now))
             }
             produced += size
             try await context.emit(records)
@@ -124,32 +130,47 @@ struct SplitMix64: RandomNumberGenerator {
 
 enum LineGenerator {
     private static let messages: [(Severity, [String])] = [
-        (.error, [
-            "Failed to process order #: upstream timeout after # ms",
-            "connection to 10.0.#.# refused, giving up after # retries",
-            "could not serialize access due to concurrent update (txn #)",
-        ]),
-        (.warning, [
-            "slow query (# ms): SELECT * FROM orders WHERE customer_id = #",
-            "pool near capacity: #/512 connections in use",
-            "retrying request # (attempt #/5) after 503 from payments",
-        ]),
-        (.info, [
-            "request # completed status=200 bytes=# duration=#ms",
-            "user alice logged in from 203.0.113.# session=#",
-            "job sync-inventory finished: processed=# skipped=#",
-            "health check ok latency=#ms",
-        ]),
-        (.debug, [
-            "cache lookup key=user:# hit=#",
-            "sending heartbeat seq=# to kafka-#:9092",
-            "parsed # bytes of request body for trace #",
-        ]),
+        (
+            .error,
+            [
+                "Failed to process order #: upstream timeout after # ms",
+                "connection to 10.0.#.# refused, giving up after # retries",
+                "could not serialize access due to concurrent update (txn #)",
+            ]
+        ),
+        (
+            .warning,
+            [
+                "slow query (# ms): SELECT * FROM orders WHERE customer_id = #",
+                "pool near capacity: #/512 connections in use",
+                "retrying request # (attempt #/5) after 503 from payments",
+            ]
+        ),
+        (
+            .info,
+            [
+                "request # completed status=200 bytes=# duration=#ms",
+                "user alice logged in from 203.0.113.# session=#",
+                "job sync-inventory finished: processed=# skipped=#",
+                "health check ok latency=#ms",
+            ]
+        ),
+        (
+            .debug,
+            [
+                "cache lookup key=user:# hit=#",
+                "sending heartbeat seq=# to kafka-#:9092",
+                "parsed # bytes of request body for trace #",
+            ]
+        ),
     ]
     private static let programs = ["nginx", "app", "postgres", "sshd", "worker", "cron"]
     private static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
-    static func write(into buffer: inout ByteBuffer, host: String, time: Timestamp, format: DemoLogsSource.Format, random: inout SplitMix64) {
+    static func write(
+        into buffer: inout ByteBuffer, host: String, time: Timestamp, format: DemoLogsSource.Format,
+        random: inout SplitMix64
+    ) {
         let roll = random.next() % 100
         let severity: Severity = roll < 2 ? .error : roll < 10 ? .warning : roll < 70 ? .info : .debug
         let templates = messages.first { $0.0 == severity }!.1
@@ -175,9 +196,13 @@ enum LineGenerator {
             )
         case .json:
             let escaped = message.replacingQuotes()
-            buffer.writeString(#"{"ts":"\#(civil.iso8601)","host":"\#(host)","level":"\#(severity == .warning ? "warn" : severity.description)","msg":"\#(escaped)"}"#)
+            buffer.writeString(
+                #"{"ts":"\#(civil.iso8601)","host":"\#(host)","level":"\#(severity == .warning ? "warn" : severity.description)","msg":"\#(escaped)"}"#
+            )
         case .logfmt:
-            buffer.writeString("ts=\(civil.iso8601) host=\(host) level=\(severity == .warning ? "warn" : severity.description) msg=\"\(message.replacingQuotes())\"")
+            buffer.writeString(
+                "ts=\(civil.iso8601) host=\(host) level=\(severity == .warning ? "warn" : severity.description) msg=\"\(message.replacingQuotes())\""
+            )
         case .plain:
             buffer.writeString("\(civil.date) \(civil.clock).\(civil.milliseconds) \(word) [\(host)] \(message)")
         }
@@ -228,6 +253,8 @@ struct CivilTime {
     private func two(_ value: Int) -> String { value < 10 ? "0\(value)" : "\(value)" }
     var clock: String { "\(two(hour)):\(two(minute)):\(two(second))" }
     var date: String { "\(year)-\(two(month))-\(two(day))" }
-    var milliseconds: String { milliseconds3 < 10 ? "00\(milliseconds3)" : milliseconds3 < 100 ? "0\(milliseconds3)" : "\(milliseconds3)" }
+    var milliseconds: String {
+        milliseconds3 < 10 ? "00\(milliseconds3)" : milliseconds3 < 100 ? "0\(milliseconds3)" : "\(milliseconds3)"
+    }
     var iso8601: String { "\(date)T\(clock).\(milliseconds)Z" }
 }

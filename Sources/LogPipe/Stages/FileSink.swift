@@ -61,11 +61,20 @@ public struct FileSink: Sink {
         "file",
         summary: "Appends each record as a line to a file chosen by a path template.",
         options: [
-            OptionSpec("path", .template, required: true, "Path template, e.g. `/var/log/central/{host}.log`; `/` inside values becomes `_`."),
-            OptionSpec("fsync", .choice(FsyncPolicy.allCases.map(\.rawValue)), default: "never", "When to fsync: `never`, after every `batch`, or every `fsync_interval`; records are acknowledged after it."),
+            OptionSpec(
+                "path", .template, required: true,
+                "Path template, e.g. `/var/log/central/{host}.log`; `/` inside values becomes `_`."),
+            OptionSpec(
+                "fsync", .choice(FsyncPolicy.allCases.map(\.rawValue)), default: "never",
+                "When to fsync: `never`, after every `batch`, or every `fsync_interval`; records are acknowledged after it."
+            ),
             OptionSpec("fsync_interval", .duration, default: "1s", "Period of `fsync: interval`."),
-            OptionSpec("max_open_files", .integer(1...65536), default: "256", "Files kept open at once; the least recently used is closed first."),
-            OptionSpec("retry_backoff", .duration, default: "100ms", "First wait after a failed write; doubles on each failure."),
+            OptionSpec(
+                "max_open_files", .integer(1...65536), default: "256",
+                "Files kept open at once; the least recently used is closed first."),
+            OptionSpec(
+                "retry_backoff", .duration, default: "100ms",
+                "First wait after a failed write; doubles on each failure."),
             OptionSpec("max_retry_backoff", .duration, default: "5s", "Longest wait between write retries."),
         ]
     ) { options in
@@ -87,7 +96,8 @@ public struct FileSink: Sink {
     static func escapePathValue(_ value: String) -> String {
         if value.isEmpty || value == "." || value == ".." { return "_" }
         guard value.utf8.contains(where: { $0 == UInt8(ascii: "/") || $0 == 0 }) else { return value }
-        return String(decoding: value.utf8.map { $0 == UInt8(ascii: "/") || $0 == 0 ? UInt8(ascii: "_") : $0 }, as: UTF8.self)
+        return String(
+            decoding: value.utf8.map { $0 == UInt8(ascii: "/") || $0 == 0 ? UInt8(ascii: "_") : $0 }, as: UTF8.self)
     }
 
     public func run(input: BatchInput, context: StageContext) async throws {
@@ -101,13 +111,15 @@ public struct FileSink: Sink {
                 group.addTask {
                     while !Task.isCancelled {
                         try await Task.sleep(for: options.fsyncInterval)
-                        try await Self.syncAndAcknowledge(pool: pool, unsynced: unsynced, context: context, options: options)
+                        try await Self.syncAndAcknowledge(
+                            pool: pool, unsynced: unsynced, context: context, options: options)
                     }
                 }
             }
             for await batch in input {
                 let chunks = encode(batch)
-                try await Self.writeRetrying(chunks, pool: pool, sync: options.fsync == .batch, context: context, options: options)
+                try await Self.writeRetrying(
+                    chunks, pool: pool, sync: options.fsync == .batch, context: context, options: options)
                 if options.fsync == .interval {
                     unsynced.withLock { $0.append(batch) }
                 } else {
@@ -173,14 +185,18 @@ public struct FileSink: Sink {
             progress = failure.progress
             context.metrics.count("write_retries")
             if failures == 1 || failures % 20 == 0 {
-                context.logger.error("cannot write: \(failure); retrying every \(Units.format(options.maxRetryBackoff)) at most, the pipeline waits (fix the permission or free space)")
+                context.logger.error(
+                    "cannot write: \(failure); retrying every \(Units.format(options.maxRetryBackoff)) at most, the pipeline waits (fix the permission or free space)"
+                )
             }
             try await Task.sleep(for: backoff)
             backoff = min(backoff * 2, options.maxRetryBackoff)
         }
     }
 
-    static func syncAndAcknowledge(pool: FileWriterPool, unsynced: LockedBox<[Batch]>, context: StageContext, options: Options)
+    static func syncAndAcknowledge(
+        pool: FileWriterPool, unsynced: LockedBox<[Batch]>, context: StageContext, options: Options
+    )
         async throws
     {
         var backoff = options.retryBackoff

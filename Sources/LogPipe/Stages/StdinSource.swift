@@ -2,9 +2,9 @@ import NIOCore
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Reads lines from standard input (or any readable file descriptor) until
@@ -47,8 +47,12 @@ public struct StdinSource: Source {
         "stdin",
         summary: "Reads lines from standard input until end of file.",
         options: [
-            OptionSpec("max_line_bytes", .size, default: "1MiB", "Longest line emitted as one record; longer lines follow `oversize`."),
-            OptionSpec("oversize", .choice(OversizePolicy.allCases.map(\.rawValue)), default: "split", "Split an overlong line into several records, or truncate it (counted as `oversize_lines`)."),
+            OptionSpec(
+                "max_line_bytes", .size, default: "1MiB",
+                "Longest line emitted as one record; longer lines follow `oversize`."),
+            OptionSpec(
+                "oversize", .choice(OversizePolicy.allCases.map(\.rawValue)), default: "split",
+                "Split an overlong line into several records, or truncate it (counted as `oversize_lines`)."),
             OptionSpec("strip_cr", .boolean, default: "false", "Remove a `\\r` before the `\\n` (CRLF input)."),
             OptionSpec("host", .string, "Host of the records (default: this machine's host name)."),
             OptionSpec("read_bytes", .size, default: "256KiB", "Bytes read at a time; one read becomes one batch."),
@@ -82,7 +86,9 @@ public struct StdinSource: Source {
             if splitter.oversizeLines > reportedOversize {
                 context.metrics.count("oversize_lines", by: splitter.oversizeLines - reportedOversize)
                 if reportedOversize == 0 {
-                    context.logger.warning("a line is longer than max_line_bytes (\(options.maxLineBytes)); it was \(options.oversize == .split ? "split" : "truncated") (counted as oversize_lines)")
+                    context.logger.warning(
+                        "a line is longer than max_line_bytes (\(options.maxLineBytes)); it was \(options.oversize == .split ? "split" : "truncated") (counted as oversize_lines)"
+                    )
                 }
                 reportedOversize = splitter.oversizeLines
             }
@@ -99,12 +105,15 @@ public struct StdinSource: Source {
             case .data(let filled):
                 let now = Timestamp.now()
                 splitter.consume(filled) { line, offset in
-                    records.append(Record(bytes: line, source: name, origin: origin, host: host, receivedAt: now, offset: offset))
+                    records.append(
+                        Record(bytes: line, source: name, origin: origin, host: host, receivedAt: now, offset: offset))
                 }
                 try await flush()
             case .endOfFile:
                 splitter.finish { line, offset in
-                    records.append(Record(bytes: line, source: name, origin: origin, host: host, receivedAt: .now(), offset: offset))
+                    records.append(
+                        Record(
+                            bytes: line, source: name, origin: origin, host: host, receivedAt: .now(), offset: offset))
                 }
                 try await flush()
                 return
@@ -112,14 +121,17 @@ public struct StdinSource: Source {
                 // Shutting down: what was read is emitted; a partial line is
                 // emitted too rather than lost.
                 splitter.finish { line, offset in
-                    records.append(Record(bytes: line, source: name, origin: origin, host: host, receivedAt: .now(), offset: offset))
+                    records.append(
+                        Record(
+                            bytes: line, source: name, origin: origin, host: host, receivedAt: .now(), offset: offset))
                 }
                 try await flush()
                 return
             }
         }
         splitter.finish { line, offset in
-            records.append(Record(bytes: line, source: name, origin: origin, host: host, receivedAt: .now(), offset: offset))
+            records.append(
+                Record(bytes: line, source: name, origin: origin, host: host, receivedAt: .now(), offset: offset))
         }
         try await flush()
     }

@@ -1,9 +1,9 @@
 import NIOCore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Writes each record as a line to standard output.
@@ -28,7 +28,8 @@ public struct StdoutSink: Sink {
     public func run(input: BatchInput, context: StageContext) async throws {
         let fd = fileDescriptor
         for await batch in input {
-            var buffer = ByteBufferAllocator().buffer(capacity: batch.records.reduce(0) { $0 + $1.bytes.readableBytes + 1 })
+            var buffer = ByteBufferAllocator().buffer(
+                capacity: batch.records.reduce(0) { $0 + $1.bytes.readableBytes + 1 })
             for record in batch.records {
                 buffer.writeImmutableBuffer(record.bytes)
                 buffer.writeInteger(UInt8(ascii: "\n"))
