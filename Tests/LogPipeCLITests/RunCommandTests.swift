@@ -242,3 +242,37 @@ import Testing
         #expect(errorLines.allSatisfy { $0.contains("level=error") })
     }
 }
+
+@Suite struct StageFailureTests {
+    /// stdout closed by its reader: the stdout sink fails, the run stops
+    /// with exit status 2 and says which stage and why.
+    @Test func closedStdoutFailsTheStageWithExitStatus2() async throws {
+        let directory = try makeTemporaryDirectory()
+        try write(
+            """
+            sources:
+              demo: { type: demo_logs, count: 0 }
+            sinks:
+              out: { type: stdout, inputs: [demo] }
+            """,
+            to: directory + "/p.yaml"
+        )
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: CLI.binary("logpipe"))
+        process.arguments = ["run", directory + "/p.yaml"]
+        let stdout = Pipe()
+        process.standardOutput = stdout
+        let stderrPath = directory + "/stderr"
+        _ = FileManager.default.createFile(atPath: stderrPath, contents: nil)
+        process.standardError = FileHandle(forWritingAtPath: stderrPath)
+        try process.run()
+        try stdout.fileHandleForReading.close()
+        let deadline = ContinuousClock.now + .seconds(30)
+        while process.isRunning, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
+        let stderr = try String(contentsOfFile: stderrPath, encoding: .utf8)
+        #expect(process.terminationStatus == 2, "\(stderr)")
+        #expect(stderr.contains("logpipe: stage 'out' failed: write stdout: Broken pipe"))
+    }
+}

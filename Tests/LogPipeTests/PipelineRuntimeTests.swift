@@ -200,3 +200,14 @@ struct Uppercase: BatchTransform {
         }
     }
 }
+
+@Suite struct RunnerReuseTests {
+    @Test func aRunnerRunsOnce() async throws {
+        var pipeline = Pipeline()
+        try pipeline.add("source", source: CountingSource(batches: 1, batchSize: 1, emitted: Counter()))
+        try pipeline.add("out", sink: BlackholeSink(), inputs: ["source"])
+        let runner = PipelineRunner(pipeline: pipeline)
+        #expect(try await runner.run().isClean)
+        await #expect(throws: PipelineError.self) { _ = try await runner.run() }
+    }
+}

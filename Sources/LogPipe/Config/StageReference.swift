@@ -19,8 +19,10 @@ public enum StageReference {
                             let fallback =
                                 option.spec.isRequired ? "required" : option.spec.defaultValue.map { "`\($0)`" } ?? "—"
                             // A `|` inside a cell would end it.
-                            let cells = ["`\(option.name)`", option.spec.type.displayName, fallback, option.spec.summary]
-                                .map { String($0.flatMap { $0 == "|" ? ["\\", "|"] : [$0] }) }
+                            let cells = [
+                                "`\(option.name)`", option.spec.type.displayName, fallback, option.spec.summary,
+                            ]
+                            .map { String($0.flatMap { $0 == "|" ? ["\\", "|"] : [$0] }) }
                             text += "| " + cells.joined(separator: " | ") + " |\n"
                         }
                         text += "\n"

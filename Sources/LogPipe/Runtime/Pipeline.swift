@@ -121,6 +121,8 @@ public enum PipelineError: Error, CustomStringConvertible {
     case invalidGraph([String])
     /// A stage failed; the pipeline stopped.
     case stageFailed(stage: String, underlying: any Error)
+    /// ``PipelineRunner/run()`` was called a second time; make a new runner.
+    case alreadyStarted
 
     public var description: String {
         switch self {
@@ -128,6 +130,8 @@ public enum PipelineError: Error, CustomStringConvertible {
             return "invalid pipeline:\n" + problems.map { "  - " + $0 }.joined(separator: "\n")
         case .stageFailed(let stage, let underlying):
             return "stage '\(stage)' failed: \(underlying)"
+        case .alreadyStarted:
+            return "this PipelineRunner has already run; create a new one for another run"
         }
     }
 }

@@ -108,10 +108,15 @@ public final class PipelineRunner: Sendable {
     ///
     /// - Returns: counters and how the run ended; a stage failure is reported
     ///   in ``RunSummary/failure``, not thrown.
-    /// - Throws: ``PipelineError/invalidGraph(_:)`` before anything starts.
+    /// - Throws: ``PipelineError/invalidGraph(_:)`` before anything starts, or
+    ///   ``PipelineError/alreadyStarted`` if this runner ran before.
     public func run() async throws -> RunSummary {
         try pipeline.validate()
-        started.withLock { $0 = .now }
+        let alreadyStarted = started.withLock { start in
+            defer { start = start ?? .now }
+            return start != nil
+        }
+        if alreadyStarted { throw PipelineError.alreadyStarted }
         let settings = pipeline.settings
         let hostname = Host.name
         var inputs: [String: BoundedChannel<Batch>] = [:]

@@ -4,7 +4,8 @@ import NIOCore
 ///
 /// The sequence is read as the pipeline accepts records (a slow pipeline
 /// stops the iteration), and lines that arrive together are emitted as one
-/// batch. The source finishes when the sequence ends.
+/// batch. The source finishes when the sequence ends; on shutdown it emits
+/// the lines it already took and stops reading the sequence.
 ///
 /// ```swift
 /// let (lines, continuation) = AsyncStream.makeStream(of: String.self)
@@ -65,8 +66,10 @@ public struct AsyncSequenceSource<Lines: AsyncSequence & Sendable>: Source where
                 }
             }
             group.addTask {
+                // On shutdown, stop waiting for the app's next line: ending
+                // the queue lets the loop below emit what is queued and return.
                 await context.waitForStop()
-                queue.finishProducer()  // no effect unless stopping
+                if context.isStopping { queue.finishProducer() }
             }
             while let first = await queue.receive() {
                 var records = [first]

@@ -134,6 +134,7 @@ public struct FileSink: Sink {
 
     /// One buffer per destination file, lines in record order, each ending in `\n`.
     func encode(_ batch: Batch) -> [(path: String, bytes: ByteBuffer)] {
+        guard let first = batch.records.first else { return [] }
         if options.path.isConstant {
             let total = batch.records.reduce(0) { $0 + $1.bytes.readableBytes + 1 }
             var buffer = ByteBufferAllocator().buffer(capacity: total)
@@ -141,7 +142,7 @@ public struct FileSink: Sink {
                 buffer.writeImmutableBuffer(record.bytes)
                 buffer.writeInteger(UInt8(ascii: "\n"))
             }
-            return [(options.path.render(batch.records[0]), buffer)]
+            return [(options.path.render(first), buffer)]
         }
         var order: [String] = []
         var buffers: [String: ByteBuffer] = [:]
