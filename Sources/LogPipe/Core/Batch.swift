@@ -1,3 +1,5 @@
+import NIOCore
+
 /// The unit that moves between stages: a group of records.
 ///
 /// Stages exchange batches, never single lines, so every async hop is paid
@@ -64,5 +66,20 @@ public struct Batch: Sendable {
         records.forEachAcknowledgementRun { token, range in
             token.retain(range, extra: UInt32(extra))
         }
+    }
+}
+
+extension ByteBuffer {
+    /// Appends each record's bytes followed by `\n`: the on-disk and on-pipe
+    /// form of records for line-oriented sinks.
+    public mutating func writeLines(_ records: some Collection<Record>) {
+        reserveCapacity(minimumWritableBytes: records.reduce(0) { $0 + $1.bytes.readableBytes + 1 })
+        for record in records { writeLine(record) }
+    }
+
+    /// Appends the record's bytes followed by `\n`.
+    public mutating func writeLine(_ record: Record) {
+        writeImmutableBuffer(record.bytes)
+        writeInteger(UInt8(ascii: "\n"))
     }
 }

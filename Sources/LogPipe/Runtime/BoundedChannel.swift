@@ -51,25 +51,13 @@ public final class BoundedChannel<Element: Sendable>: Sendable {
     /// - Throws: `CancellationError` if the sending task is cancelled while it
     ///   waits, ``ChannelClosedError`` if the consumer closed the channel.
     public func send(_ element: Element) async throws {
-        let immediate: SendAttempt = state.withLock { state in
-            if state.closed { return .closed }
-            if let receiver = state.receiver {
-                state.receiver = nil
-                return .resumeReceiver(receiver)
-            }
-            if state.buffer.count < state.capacity && state.senders.isEmpty {
-                state.buffer.append(element)
-                return .done
-            }
-            return .wait
-        }
-        switch immediate {
-        case .done: return
+        switch state.withLock({ Self.offerLocked(&$0, element) }) {
+        case .buffered: return
         case .closed: throw ChannelClosedError()
-        case .resumeReceiver(let receiver):
+        case .handedTo(let receiver):
             receiver.resume(returning: element)
             return
-        case .wait: break
+        case .full, .cancelled: break
         }
         try await suspendingSend(element)
     }
@@ -81,27 +69,23 @@ public final class BoundedChannel<Element: Sendable>: Sendable {
         }
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                let action: SuspendedSendAttempt = state.withLock { state in
-                    if state.closed { return .fail(ChannelClosedError()) }
-                    if Task.isCancelled { return .fail(CancellationError()) }
-                    if let receiver = state.receiver {
-                        state.receiver = nil
-                        return .resumeReceiver(receiver)
+                // The channel may have changed since `send` found it full.
+                let offer: Offer = state.withLock { state in
+                    if Task.isCancelled, !state.closed { return .cancelled }
+                    let offer = Self.offerLocked(&state, element)
+                    if case .full = offer {
+                        state.senders.append(Waiter(id: id, element: element, continuation: continuation))
                     }
-                    if state.buffer.count < state.capacity && state.senders.isEmpty {
-                        state.buffer.append(element)
-                        return .resume
-                    }
-                    state.senders.append(Waiter(id: id, element: element, continuation: continuation))
-                    return .none
+                    return offer
                 }
-                switch action {
-                case .resume: continuation.resume()
-                case .resumeReceiver(let receiver):
+                switch offer {
+                case .buffered: continuation.resume()
+                case .handedTo(let receiver):
                     receiver.resume(returning: element)
                     continuation.resume()
-                case .fail(let error): continuation.resume(throwing: error)
-                case .none: break
+                case .closed: continuation.resume(throwing: ChannelClosedError())
+                case .cancelled: continuation.resume(throwing: CancellationError())
+                case .full: break
                 }
             }
         } onCancel: {
@@ -183,18 +167,27 @@ public final class BoundedChannel<Element: Sendable>: Sendable {
         }
     }
 
-    private enum SendAttempt {
-        case done
-        case resumeReceiver(CheckedContinuation<Element?, Never>)
+    private enum Offer {
+        case buffered
+        case handedTo(CheckedContinuation<Element?, Never>)
         case closed
-        case wait
+        case cancelled
+        case full
     }
 
-    private enum SuspendedSendAttempt {
-        case resume
-        case resumeReceiver(CheckedContinuation<Element?, Never>)
-        case fail(any Error)
-        case none
+    /// Queues `element` or hands it to a waiting receiver, if there is room
+    /// and no earlier sender is waiting (that keeps senders in order).
+    private static func offerLocked(_ state: inout State, _ element: Element) -> Offer {
+        if state.closed { return .closed }
+        if let receiver = state.receiver {
+            state.receiver = nil
+            return .handedTo(receiver)
+        }
+        if state.buffer.count < state.capacity && state.senders.isEmpty {
+            state.buffer.append(element)
+            return .buffered
+        }
+        return .full
     }
 
     private enum Take {

@@ -136,12 +136,8 @@ public struct FileSink: Sink {
     func encode(_ batch: Batch) -> [(path: String, bytes: ByteBuffer)] {
         guard let first = batch.records.first else { return [] }
         if options.path.isConstant {
-            let total = batch.records.reduce(0) { $0 + $1.bytes.readableBytes + 1 }
-            var buffer = ByteBufferAllocator().buffer(capacity: total)
-            for record in batch.records {
-                buffer.writeImmutableBuffer(record.bytes)
-                buffer.writeInteger(UInt8(ascii: "\n"))
-            }
+            var buffer = ByteBuffer()
+            buffer.writeLines(batch.records)
             return [(options.path.render(first), buffer)]
         }
         var order: [String] = []
@@ -152,8 +148,7 @@ public struct FileSink: Sink {
                 order.append(path)
                 buffers[path] = ByteBufferAllocator().buffer(capacity: 4096)
             }
-            buffers[path]!.writeImmutableBuffer(record.bytes)
-            buffers[path]!.writeInteger(UInt8(ascii: "\n"))
+            buffers[path]!.writeLine(record)
         }
         return order.map { ($0, buffers[$0]!) }
     }

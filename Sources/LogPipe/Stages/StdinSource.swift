@@ -98,10 +98,9 @@ public struct StdinSource: Source {
             try await context.emit(batch)
         }
 
-        while !context.isStopping {
+        reading: while !context.isStopping {
             let buffer = splitter.makeReadBuffer(capacity: options.readBytes)
-            let result = try await reader.read(into: buffer, stop: { context.isStopping })
-            switch result {
+            switch try await reader.read(into: buffer, stop: { context.isStopping }) {
             case .data(let filled):
                 let now = Timestamp.now()
                 splitter.consume(filled) { line, offset in
@@ -109,29 +108,16 @@ public struct StdinSource: Source {
                         Record(bytes: line, source: name, origin: origin, host: host, receivedAt: now, offset: offset))
                 }
                 try await flush()
-            case .endOfFile:
-                splitter.finish { line, offset in
-                    records.append(
-                        Record(
-                            bytes: line, source: name, origin: origin, host: host, receivedAt: .now(), offset: offset))
-                }
-                try await flush()
-                return
-            case .stopped:
-                // Shutting down: what was read is emitted; a partial line is
-                // emitted too rather than lost.
-                splitter.finish { line, offset in
-                    records.append(
-                        Record(
-                            bytes: line, source: name, origin: origin, host: host, receivedAt: .now(), offset: offset))
-                }
-                try await flush()
-                return
+            case .endOfFile, .stopped:
+                break reading
             }
         }
+        // End of input or shutdown: a last line without newline is emitted
+        // rather than lost.
+        let now = Timestamp.now()
         splitter.finish { line, offset in
             records.append(
-                Record(bytes: line, source: name, origin: origin, host: host, receivedAt: .now(), offset: offset))
+                Record(bytes: line, source: name, origin: origin, host: host, receivedAt: now, offset: offset))
         }
         try await flush()
     }

@@ -28,12 +28,8 @@ public struct StdoutSink: Sink {
     public func run(input: BatchInput, context: StageContext) async throws {
         let fd = fileDescriptor
         for await batch in input {
-            var buffer = ByteBufferAllocator().buffer(
-                capacity: batch.records.reduce(0) { $0 + $1.bytes.readableBytes + 1 })
-            for record in batch.records {
-                buffer.writeImmutableBuffer(record.bytes)
-                buffer.writeInteger(UInt8(ascii: "\n"))
-            }
+            var buffer = ByteBuffer()
+            buffer.writeLines(batch.records)
             let bytes = buffer
             let failure: Int32? = try await BlockingIO.run {
                 bytes.withUnsafeReadableBytes { FileIO.writeAll(fd, $0).errno }
