@@ -276,3 +276,42 @@ import Testing
         #expect(stderr.contains("logpipe: stage 'out' failed: write stdout: Broken pipe"))
     }
 }
+
+@Suite struct StatusLineTests {
+    func pipeline() throws -> String {
+        let directory = try makeTemporaryDirectory()
+        try write(
+            """
+            sources:
+              demo: { type: demo_logs, count: 3000, rate: 3000 }
+            sinks:
+              out: { type: blackhole, inputs: [demo] }
+            """,
+            to: directory + "/p.yaml"
+        )
+        return directory + "/p.yaml"
+    }
+
+    /// On a terminal, status lines appear while running; the summary always.
+    @Test func statusLinesOnATerminalOnly() async throws {
+        let path = try pipeline()
+        let command = "\(CLI.binary("logpipe")) run --status-interval 0.2 \(path)"
+        // `script` gives the command a pseudo-terminal as stdout and stderr.
+        let onTerminal = try await CLI.Running(["-qefc", command, "/dev/null"], executable: "/usr/bin/script").wait()
+        #expect(onTerminal.status == 0, "\(onTerminal.stdout)")
+        let statusLines = onTerminal.stdout.split(whereSeparator: \.isNewline).filter { $0.hasPrefix("logpipe: [") }
+        #expect(statusLines.count >= 2, "\(onTerminal.stdout)")
+        #expect(
+            statusLines.allSatisfy {
+                $0.contains("demo[out=") && $0.contains("out[in=") && $0.contains("unacknowledged=")
+                    && $0.contains("/s")
+            })
+        #expect(onTerminal.stdout.contains("logpipe: finished in"))
+
+        let piped = try await CLI.run(["run", "--status-interval", "0.2", path])
+        #expect(piped.status == 0)
+        #expect(!piped.stderr.contains("logpipe: ["))
+        #expect(piped.stderr.contains("logpipe: finished in"))
+        #expect(piped.stderr.contains("3000 records"))
+    }
+}
