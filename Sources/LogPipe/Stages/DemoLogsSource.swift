@@ -134,7 +134,7 @@ enum LineGenerator {
             .error,
             [
                 "Failed to process order #: upstream timeout after # ms",
-                "connection to 10.0.#.# refused, giving up after # retries",
+                "connection to 10.0.@.@ refused, giving up after # retries",
                 "could not serialize access due to concurrent update (txn #)",
             ]
         ),
@@ -150,7 +150,7 @@ enum LineGenerator {
             .info,
             [
                 "request # completed status=200 bytes=# duration=#ms",
-                "user alice logged in from 203.0.113.# session=#",
+                "user alice logged in from 203.0.113.@ session=#",
                 "job sync-inventory finished: processed=# skipped=#",
                 "health check ok latency=#ms",
             ]
@@ -177,7 +177,11 @@ enum LineGenerator {
         let template = templates[Int(random.next() % UInt64(templates.count))]
         var message = ""
         for character in template {
-            if character == "#" { message += String(random.next() % 10_000) } else { message.append(character) }
+            switch character {
+            case "#": message += String(random.next() % 10_000)
+            case "@": message += String(random.next() % 256)  // an address octet
+            default: message.append(character)
+            }
         }
         let chosen: DemoLogsSource.Format
         if format == .mixed {
