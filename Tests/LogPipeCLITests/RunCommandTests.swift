@@ -315,3 +315,84 @@ import Testing
         #expect(piped.stderr.contains("3000 records"))
     }
 }
+
+@Suite struct FilterPipelineTests {
+    static let pattern = #"\b(ERROR|FATAL|CRIT(ICAL)?|WARN(ING)?)\b"#
+
+    /// `stdin → regex → file` selects exactly what pcre2grep selects, byte for
+    /// byte, invalid UTF-8 and CRLF lines included.
+    @Test func regexFilterMatchesPcre2grep() async throws {
+        let pcre2grep = ["/usr/bin/pcre2grep", "/usr/local/bin/pcre2grep", "/opt/homebrew/bin/pcre2grep"].first {
+            FileManager.default.isExecutableFile(atPath: $0)
+        }
+        let grep = try #require(
+            pcre2grep, "pcre2grep is needed as the reference (scripts/setup.sh installs pcre2-utils)")
+        let directory = try makeTemporaryDirectory()
+        var input = RunCommandTests.awkwardInput(lines: 100_000, seed: 7)
+        let levels = ["ERROR", "WARN", "WARNING", "FATAL", "CRIT", "CRITICAL", "INFO", "ERRORS=1", "NO_ERROR", "xWARN"]
+        for index in 0..<20_000 {
+            input.append(contentsOf: Array("line \(index) \(levels[index % levels.count]): done\n".utf8))
+            if index % 1000 == 0 { input.append(contentsOf: [0x57, 0x41, 0x52, 0x4E, 0x20, 0xFF, 0xFE, 0x0D, 0x0A]) }  // "WARN \xff\xfe\r\n"
+        }
+        try input.write(to: URL(fileURLWithPath: directory + "/input.log"))
+        let reference = Process()
+        reference.executableURL = URL(fileURLWithPath: grep)
+        reference.arguments = [Self.pattern, directory + "/input.log"]
+        _ = FileManager.default.createFile(atPath: directory + "/expected.log", contents: nil)
+        reference.standardOutput = FileHandle(forWritingAtPath: directory + "/expected.log")
+        try reference.run()
+        reference.waitUntilExit()
+
+        let result = try await CLI.run(
+            ["run", "pipelines/filter-errors.yaml"], stdinPath: directory + "/input.log",
+            environment: ["OUT": directory + "/selected.log"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let expected = try Data(contentsOf: URL(fileURLWithPath: directory + "/expected.log"))
+        let selected = try Data(contentsOf: URL(fileURLWithPath: directory + "/selected.log"))
+        #expect(expected.count > 10_000)
+        #expect(selected == expected)
+    }
+
+    /// demo_logs → severity → partition → file per partition and host: every
+    /// kept line is at least a warning, and sits under the partition that
+    /// CRC-32(host) mod 4 names.
+    @Test func severityAndPartitionThroughTheCLI() async throws {
+        let directory = try makeTemporaryDirectory()
+        try write(
+            """
+            sources:
+              demo: { type: demo_logs, count: 20000, hosts: 6 }
+            transforms:
+              important: { type: severity, inputs: [demo], at_least: warning }
+              route: { type: partition, inputs: [important], partitions: 4 }
+            sinks:
+              out: { type: file, inputs: [route], path: "\(directory)/p{partition}/{host}-{severity}.log" }
+            """,
+            to: directory + "/p.yaml"
+        )
+        let result = try await CLI.run(["run", directory + "/p.yaml"])
+        #expect(result.status == 0, "\(result.stderr)")
+        // From Python: zlib.crc32(host) % 4.
+        let expectedPartitions = [
+            "web-01": 1, "api-01": 0, "db-01.prod.example.com": 1, "cache-01": 3, "worker-01": 2,
+            "lb-01.prod.example.com": 1,
+        ]
+        var total = 0
+        for partition in try FileManager.default.contentsOfDirectory(atPath: directory).filter({
+            $0.hasPrefix("p") && !$0.hasSuffix(".yaml")
+        }) {
+            for file in try FileManager.default.contentsOfDirectory(atPath: directory + "/" + partition) {
+                let severity = file.split(separator: "-").last!.dropLast(4)
+                #expect(["warning", "error"].contains(severity), "\(file)")
+                let host = String(file.dropLast(severity.count + 5))
+                #expect(expectedPartitions[host].map { "p\($0)" } == partition, "\(host) in \(partition)")
+                total += try String(contentsOfFile: directory + "/" + partition + "/" + file, encoding: .utf8).split(
+                    separator: "\n"
+                ).count
+            }
+        }
+        // demo_logs makes about 10 % warnings and errors.
+        #expect(total > 1000 && total < 3500)
+        #expect(result.stderr.contains("important[in=20000 out=\(total)]"))
+    }
+}

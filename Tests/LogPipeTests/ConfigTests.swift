@@ -174,9 +174,7 @@ import Testing
             return String(line.dropFirst("# expect: ".count))
         }
         #expect(!expected.isEmpty, "\(file) has no '# expect:' lines")
-        let registry = StageRegistry.standard()
-        registry.register(.transform("pass", summary: "test", options: []) { _ in PassTransform() })
-        let result = PipelineLoader(registry: registry, environment: [:]).load(file: path)
+        let result = PipelineLoader(environment: [:]).load(file: path)
         #expect(result.pipeline == nil)
         let actual = result.diagnostics.map { diagnostic in
             let location = diagnostic.location.map { "\($0.line):\($0.column): " } ?? "-: "

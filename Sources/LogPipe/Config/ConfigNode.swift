@@ -57,6 +57,18 @@ public struct ConfigNode: Sendable, ExpressibleByStringLiteral, ExpressibleByArr
     public var value: Content
     /// Where the node was written, if it came from a file.
     public var location: SourceLocation?
+    /// An error was already reported for this value (a failed `${VAR}`), so
+    /// the stage holding it is not built: that would only repeat the error.
+    var isPoisoned = false
+
+    /// Whether this node or one inside it is poisoned.
+    var containsPoison: Bool {
+        switch value {
+        case .scalar: isPoisoned
+        case .list(let items): isPoisoned || items.contains { $0.containsPoison }
+        case .map(let entries): isPoisoned || entries.contains { $0.value.containsPoison }
+        }
+    }
 
     /// Creates a node.
     public init(_ value: Content, location: SourceLocation? = nil) {

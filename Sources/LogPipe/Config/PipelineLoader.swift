@@ -95,6 +95,8 @@ private struct Builder {
         var kind: StageKind
         var inputs: [String]
         var inputLocations: [SourceLocation?]
+        /// The stage's options passed validation.
+        var optionsValid = false
     }
 
     mutating func build(yaml: String, overrides: [String]) -> PipelineLoader.Result {
@@ -197,14 +199,12 @@ private struct Builder {
                 Diagnostic(problem.isWarning ? .warning : .error, problem.message, hint: problem.hint, at: location))
         }
 
-        guard !diagnostics.contains(where: { $0.severity == .error }) else {
-            return PipelineLoader.Result(pipeline: nil, diagnostics: sorted(diagnostics))
-        }
-
-        // Build the stages.
+        // Build every stage whose options are valid, even when other stages
+        // or the graph have errors, so that problems only a stage's factory
+        // finds (a regex that does not compile) are reported in the same run.
         var pipeline = Pipeline(settings: settings)
         for stage in stages {
-            guard let definition = stage.definition else { continue }
+            guard let definition = stage.definition, stage.optionsValid else { continue }
             let options = StageOptions(
                 stageName: stage.name, node: stage.node, specs: definition.options, settings: settings)
             do {
@@ -219,8 +219,58 @@ private struct Builder {
                 self.error("stage '\(stage.name)' could not be set up: \(error)", at: stage.nameLocation)
             }
         }
+        checkTemplateFields(pipeline, stages: stages)
         let hasErrors = diagnostics.contains { $0.severity == .error }
         return PipelineLoader.Result(pipeline: hasErrors ? nil : pipeline, diagnostics: sorted(diagnostics))
+    }
+
+    /// A template naming a field that no stage upstream sets is an error,
+    /// when that is knowable: every upstream stage declares the fields it
+    /// sets (``FieldProducer``). Otherwise the field renders as `unknown`.
+    mutating func checkTemplateFields(_ pipeline: Pipeline, stages: [StageEntry]) {
+        func instance(_ node: Pipeline.Node) -> Any {
+            switch node.stage {
+            case .source(let source): source
+            case .transform(let transform): transform
+            case .sink(let sink): sink
+            }
+        }
+        for node in pipeline.nodes {
+            guard let consumer = instance(node) as? any TemplateConsumer else { continue }
+            var upstream: [String] = []
+            var queue = node.inputs
+            var knowable = true
+            while let name = queue.popLast() {
+                guard !upstream.contains(name) else { continue }
+                guard let input = pipeline.node(named: name) else {
+                    knowable = false  // a stage that could not be built
+                    break
+                }
+                upstream.append(name)
+                queue.append(contentsOf: input.inputs)
+            }
+            var known: Set<String> = []
+            for name in upstream where knowable {
+                guard let producer = pipeline.node(named: name).map(instance) as? any FieldProducer else {
+                    knowable = false
+                    break
+                }
+                known.formUnion(producer.producedFields)
+            }
+            guard knowable else { continue }
+            let stage = stages.first { $0.name == node.name }
+            for (option, template) in consumer.templates {
+                for field in template.fieldNames where !known.contains(field) {
+                    let fields = known.isEmpty ? "none" : known.sorted().joined(separator: ", ")
+                    error(
+                        "option '\(option)' of '\(node.name)' uses {\(field)}, but no stage upstream sets a field '\(field)'",
+                        hint:
+                            "built-in placeholders: {host} {partition} {severity} {source} {origin} {subject} {%Y-%m-%d}; fields set upstream: \(fields) (a regex stage's extract sets its named groups)",
+                        at: stage?.node[option]?.location ?? stage?.nameLocation
+                    )
+                }
+            }
+        }
     }
 
     func sorted(_ diagnostics: [Diagnostic]) -> [Diagnostic] {
@@ -310,6 +360,7 @@ private struct Builder {
             return stage
         }
         stage.definition = definition
+        let errorsBefore = diagnostics.count { $0.severity == .error }
         OptionValidator.validate(
             entry.value,
             specs: definition.options,
@@ -318,6 +369,7 @@ private struct Builder {
             location: entry.keyLocation,
             diagnostics: &diagnostics
         )
+        stage.optionsValid = diagnostics.count { $0.severity == .error } == errorsBefore && !entry.value.containsPoison
         return stage
     }
 
@@ -333,7 +385,9 @@ private struct Builder {
                     .scalar(try Interpolation.apply(scalar.string, environment: environment)), location: location)
             } catch let failure as Interpolation.Failure {
                 error(failure.message, hint: failure.hint, at: location)
-                return ConfigNode(.scalar(scalar.string), location: location)
+                var node = ConfigNode(.scalar(scalar.string), location: location)
+                node.isPoisoned = true
+                return node
             } catch {
                 return ConfigNode(.scalar(scalar.string), location: location)
             }

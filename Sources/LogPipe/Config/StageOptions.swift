@@ -94,6 +94,15 @@ public struct StageOptions: Sendable {
         }
     }
 
+    /// An error about item `item` of list option `name`, located at that item.
+    public func error(_ name: String, item: Int, _ message: String, hint: String? = nil) -> OptionError {
+        var error = error(name, message, hint: hint)
+        if let items = node[name]?.list, item < items.count, let location = items[item].location {
+            error.location = location
+        }
+        return error
+    }
+
     /// An error about option `name`, located where its value was written.
     public func error(_ name: String, _ message: String, hint: String? = nil) -> OptionError {
         OptionError(

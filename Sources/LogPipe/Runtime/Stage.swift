@@ -141,3 +141,18 @@ public struct BatchOutput: Sendable {
         for channel in channels { channel.finishProducer() }
     }
 }
+
+/// A stage that sets named record fields, so that templates downstream may
+/// name them. The pipeline-file loader uses it to reject a template field no
+/// upstream stage sets.
+public protocol FieldProducer {
+    /// The names of the fields this stage may set.
+    var producedFields: Set<String> { get }
+}
+
+/// A stage with templates among its options, checked by the loader against
+/// the fields produced upstream.
+public protocol TemplateConsumer {
+    /// Each template with the option it came from (`path`, `subject`, ...).
+    var templates: [(option: String, template: Template)] { get }
+}

@@ -83,3 +83,8 @@ public struct AsyncSequenceSource<Lines: AsyncSequence & Sendable>: Source where
         }
     }
 }
+
+extension AsyncSequenceSource: FieldProducer {
+    /// App-fed lines carry no fields.
+    public var producedFields: Set<String> { [] }
+}

@@ -3,6 +3,9 @@ enum BuiltinStages {
     static func register(in registry: StageRegistry) {
         registry.register(StdinSource.definition)
         registry.register(DemoLogsSource.definition)
+        registry.register(RegexFilter.definition)
+        registry.register(SeverityFilter.definition)
+        registry.register(PartitionStage.definition)
         registry.register(FileSink.definition)
         registry.register(StdoutSink.definition)
         registry.register(BlackholeSink.definition)

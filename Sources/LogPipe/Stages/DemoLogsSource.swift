@@ -254,11 +254,22 @@ struct CivilTime {
         year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
     }
 
-    private func two(_ value: Int) -> String { value < 10 ? "0\(value)" : "\(value)" }
+    static func twoDigits(_ value: Int) -> String { value < 10 ? "0\(value)" : "\(value)" }
+    private func two(_ value: Int) -> String { Self.twoDigits(value) }
+    var dayOfYear: Int {
+        let cumulative = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334]
+        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
+        return cumulative[month - 1] + day + (leap && month > 2 ? 1 : 0)
+    }
     var clock: String { "\(two(hour)):\(two(minute)):\(two(second))" }
     var date: String { "\(year)-\(two(month))-\(two(day))" }
     var milliseconds: String {
         milliseconds3 < 10 ? "00\(milliseconds3)" : milliseconds3 < 100 ? "0\(milliseconds3)" : "\(milliseconds3)"
     }
     var iso8601: String { "\(date)T\(clock).\(milliseconds)Z" }
+}
+
+extension DemoLogsSource: FieldProducer {
+    /// Generated lines carry no fields.
+    public var producedFields: Set<String> { [] }
 }

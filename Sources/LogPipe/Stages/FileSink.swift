@@ -227,3 +227,7 @@ public struct FileSink: Sink {
         }
     }
 }
+
+extension FileSink: TemplateConsumer {
+    public var templates: [(option: String, template: Template)] { [("path", options.path)] }
+}

@@ -182,3 +182,8 @@ final class Flag: Sendable {
     var isSet: Bool { value.load(ordering: .acquiring) }
     func set() { value.store(true, ordering: .releasing) }
 }
+
+extension StdinSource: FieldProducer {
+    /// Standard input sets no fields.
+    public var producedFields: Set<String> { [] }
+}

@@ -1,0 +1,126 @@
+/// Host names in partitions and subjects: where they come from in a line,
+/// and the one rule that makes them safe.
+///
+/// The rule, shared with the reference publishers in the benchmarks: every
+/// byte outside `[A-Za-z0-9_.-]` becomes `_`, leading and trailing dots are
+/// dropped, runs of dots become one dot, and an empty result is `unknown`. So
+/// `db-01.prod.example.com` stays as it is (the origin design's
+/// `logs.p1.web1.example.net`), `we b*1` becomes `we_b_1`, and a host can
+/// never add an empty or wildcard token to a subject.
+public enum HostName {
+    /// Applies the safety rule to `raw`.
+    public static func sanitize(_ raw: some Collection<UInt8>) -> String {
+        var output: [UInt8] = []
+        output.reserveCapacity(raw.count)
+        for byte in raw {
+            var byte = byte
+            let allowed =
+                (byte >= 0x61 && byte <= 0x7A) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x30 && byte <= 0x39)
+                || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-") || byte == UInt8(ascii: ".")
+            if !allowed { byte = UInt8(ascii: "_") }
+            if byte == UInt8(ascii: "."), output.isEmpty || output.last == UInt8(ascii: ".") { continue }
+            output.append(byte)
+        }
+        while output.last == UInt8(ascii: ".") { output.removeLast() }
+        return output.isEmpty ? "unknown" : String(decoding: output, as: UTF8.self)
+    }
+
+    /// The host field of a line, if its format has one: RFC 3164
+    /// `<PRI>Mmm dd hh:mm:ss HOST`, RFC 5424 `<PRI>1 TIMESTAMP HOST` (not `-`),
+    /// JSON `"host":"HOST"`, logfmt `host=HOST`.
+    public static func fromLine(_ line: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer? {
+        let bytes = line.bindMemory(to: UInt8.self)
+        guard let first = bytes.first else { return nil }
+        func slice(_ range: Range<Int>) -> UnsafeRawBufferPointer {
+            UnsafeRawBufferPointer(rebasing: line[range])
+        }
+        switch first {
+        case UInt8(ascii: "<"):
+            guard let close = bytes.prefix(5).firstIndex(of: UInt8(ascii: ">")) else { return nil }
+            let rest = close + 1
+            if bytes.count > rest + 2, bytes[rest] >= 0x31, bytes[rest] <= 0x39, bytes[rest + 1] == 0x20 {
+                guard let range = field(bytes, from: rest, index: 2) else { return nil }
+                return range.count == 1 && bytes[range.lowerBound] == UInt8(ascii: "-") ? nil : slice(range)
+            }
+            if bytes.count > rest + 16, bytes[rest + 15] == 0x20 {
+                return field(bytes, from: rest + 16, index: 0).map(slice)
+            }
+            return nil
+        case UInt8(ascii: "{"):
+            return value(after: "\"host\":\"", in: bytes, endingAt: UInt8(ascii: "\"")).map(slice)
+        default:
+            if SeverityParser.hasPrefix(bytes, "host=") {
+                return field(bytes, from: 5, index: 0).map(slice)
+            }
+            return value(after: " host=", in: bytes, endingAt: 0x20).map(slice)
+        }
+    }
+
+    /// The `index`-th space-separated field starting at `start`.
+    static func field(_ bytes: UnsafeBufferPointer<UInt8>, from start: Int, index: Int) -> Range<Int>? {
+        var position = start
+        for _ in 0..<index {
+            guard let space = bytes[position...].firstIndex(of: 0x20) else { return nil }
+            position = space + 1
+        }
+        let end = bytes[position...].firstIndex(of: 0x20) ?? bytes.count
+        return position..<end
+    }
+
+    /// The bytes after the first occurrence of `key`, up to `end` (or the line's end).
+    static func value(after key: StaticString, in bytes: UnsafeBufferPointer<UInt8>, endingAt end: UInt8) -> Range<Int>?
+    {
+        let keyLength = key.utf8CodeUnitCount
+        guard bytes.count >= keyLength else { return nil }
+        return key.withUTF8Buffer { pattern -> Range<Int>? in
+            var index = 0
+            while index + keyLength <= bytes.count {
+                guard let candidate = bytes[index...(bytes.count - keyLength)].firstIndex(of: pattern[0]) else {
+                    return nil
+                }
+                if (0..<keyLength).allSatisfy({ bytes[candidate + $0] == pattern[$0] }) {
+                    let start = candidate + keyLength
+                    let stop = bytes[start...].firstIndex(of: end) ?? bytes.count
+                    return start..<stop
+                }
+                index = candidate + 1
+            }
+            return nil
+        }
+    }
+}
+
+/// The stable hash functions a partition stage can use.
+public enum PartitionHash: String, Sendable, CaseIterable {
+    /// CRC-32/IEEE (zlib's `crc32`, Go's `crc32.ChecksumIEEE`): the default,
+    /// so other tools compute the same partition.
+    case crc32
+    /// 32-bit FNV-1a.
+    case fnv1a
+
+    /// The hash of `bytes`.
+    public func hash(_ bytes: some Sequence<UInt8>) -> UInt32 {
+        switch self {
+        case .crc32:
+            var crc: UInt32 = 0xFFFF_FFFF
+            for byte in bytes {
+                crc = PartitionHash.crcTable[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8)
+            }
+            return crc ^ 0xFFFF_FFFF
+        case .fnv1a:
+            var hash: UInt32 = 0x811C_9DC5
+            for byte in bytes {
+                hash = (hash ^ UInt32(byte)) &* 0x0100_0193
+            }
+            return hash
+        }
+    }
+
+    static let crcTable: [UInt32] = (0..<256).map { index in
+        var value = UInt32(index)
+        for _ in 0..<8 {
+            value = value & 1 == 1 ? 0xEDB8_8320 ^ (value >> 1) : value >> 1
+        }
+        return value
+    }
+}

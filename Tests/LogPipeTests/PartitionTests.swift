@@ -1,0 +1,128 @@
+import NIOCore
+import Testing
+
+@testable import LogPipe
+
+@Suite struct PartitionTests {
+    /// CRC-32/IEEE values from Python's zlib.crc32 (the same function as Go's
+    /// crc32.ChecksumIEEE used by the reference publisher natspub), with the
+    /// partitions for 8 and 16.
+    static let table: [(String, UInt32, Int, Int)] = [
+        ("web-01", 0xD915_B815, 5, 5),
+        ("web-06", 0x4771_2DB6, 6, 6),
+        ("api-01", 0x739B_C660, 0, 0),
+        ("db-01.prod.example.com", 0x122D_DD2D, 5, 13),
+        ("cache-01", 0x8350_9A53, 3, 3),
+        ("worker-08", 0x35F1_FDCA, 2, 10),
+        ("lb-01.edge.example.net", 0x291B_47B2, 2, 2),
+        ("kafka-3", 0xFBCF_739F, 7, 15),
+        ("ip-10-0-1-7.ec2.internal", 0x2E6B_8850, 0, 0),
+        ("mail", 0x5126_AC48, 0, 8),
+        ("ns1", 0xE8C4_1537, 7, 7),
+        ("vpn-gw", 0x9ADA_E3CC, 4, 12),
+        ("build-agent-7", 0x27F8_0BCD, 5, 13),
+        ("backup01", 0x3C27_0A61, 1, 1),
+        ("10.20.0.5", 0x14AD_3F31, 1, 1),
+        ("unknown", 0xAD26_A7C7, 7, 7),
+        ("we_b_1", 0x42F7_25FC, 4, 12),
+        ("a.b", 0x1EEF_715D, 5, 13),
+    ]
+
+    @Test(arguments: table)
+    func crc32PartitionsMatchTheReference(host: String, crc: UInt32, of8: Int, of16: Int) {
+        #expect(PartitionHash.crc32.hash(host.utf8) == crc)
+        var options = PartitionStage.Options()
+        #expect(PartitionStage(options: options).partition(ofHost: host) == of8)
+        options.partitions = 16
+        #expect(PartitionStage(options: options).partition(ofHost: host) == of16)
+    }
+
+    @Test func fnv1aKnownValues() {
+        #expect(PartitionHash.fnv1a.hash("".utf8) == 0x811C_9DC5)
+        #expect(PartitionHash.fnv1a.hash("a".utf8) == 0xE40C_292C)
+        #expect(PartitionHash.fnv1a.hash("foobar".utf8) == 0xBF9C_F968)
+    }
+
+    @Test(arguments: [
+        ("db-01.prod.example.com", "db-01.prod.example.com"),
+        ("we b*1", "we_b_1"),
+        ("..a..b..", "a.b"),
+        ("", "unknown"),
+        ("...", "unknown"),
+        ("logs.>", "logs._"),
+        ("zoë", "zo__"),
+        ("host\twith\ttabs", "host_with_tabs"),
+    ])
+    func sanitize(raw: String, safe: String) {
+        #expect(HostName.sanitize(raw.utf8) == safe)
+    }
+
+    @Test(arguments: [
+        ("<13>Nov 26 10:00:00 web-01 sshd[1]: x", "web-01"),
+        ("<13>Nov  6 10:00:00 db-01.prod.example.com kernel: x", "db-01.prod.example.com"),
+        ("<135>1 2026-11-26T10:00:00.026Z db-03.prod.example.com app8 4277 ID56 - x", "db-03.prod.example.com"),
+        ("<135>1 2026-11-26T10:00:00.026Z - app8 4277 ID56 - x", nil),
+        (#"{"ts":"x","level":"info","host":"api-03","msg":"m"}"#, "api-03"),
+        ("ts=1 level=debug host=kafka-2 caller=x", "kafka-2"),
+        ("host=ns1 level=info", "ns1"),
+        (#"10.0.0.1 - - [26/Nov/2026:10:00:00 +0000] "GET / HTTP/1.1" 200 1"#, nil),
+        ("2026-11-26 INFO [worker-1] plain", nil),
+        ("", nil),
+    ])
+    func hostFromLine(line: String, host: String?) {
+        let found = Array(line.utf8).withUnsafeBytes { bytes in
+            HostName.fromLine(bytes).map { String(decoding: $0, as: UTF8.self) }
+        }
+        #expect(found == host)
+    }
+
+    func record(_ line: String, host: String = "this-machine", fields: [String: String] = [:]) -> Record {
+        Record(
+            bytes: ByteBuffer(string: line), source: "in", origin: "stdin", host: host, receivedAt: .now(),
+            fields: fields)
+    }
+
+    @Test func stageSetsHostPartitionAndSubject() throws {
+        var batch = Batch(records: [
+            record("<13>Nov 26 10:00:00 web-01 sshd[1]: x"),
+            record(#"{"host":"we b*1"}"#),
+            record("plain line"),
+            record("plain line", fields: ["host": "db-01.prod.example.com"]),
+        ])
+        try PartitionStage(options: .init()).transform(&batch)
+        #expect(batch.records.map(\.host) == ["web-01", "we_b_1", "this-machine", "db-01.prod.example.com"])
+        #expect(
+            batch.records.map(\.partition) == [
+                5, 4, PartitionStage(options: .init()).partition(ofHost: "this-machine"), 5,
+            ])
+        #expect(
+            batch.records.map(\.subject) == [
+                "logs.p5.web-01", "logs.p4.we_b_1", "logs.p\(batch.records[2].partition!).this-machine",
+                "logs.p5.db-01.prod.example.com",
+            ])
+
+        var lineOnly = PartitionStage.Options()
+        lineOnly.host = .line
+        lineOnly.subject = try Template("{severity}.{host}.p{partition}")
+        var second = Batch(records: [record("plain line")])
+        try PartitionStage(options: lineOnly).transform(&second)
+        #expect(second.records[0].host == "unknown")
+        #expect(second.records[0].subject == "unknown.unknown.p7")
+    }
+
+    @Test func subjectPatternReadsFieldsBack() throws {
+        let pattern = try SubjectPattern("logs.p{partition}.{host}")
+        #expect(pattern.match("logs.p3.web1.example.net") == ["partition": "3", "host": "web1.example.net"])
+        #expect(pattern.match("logs.p3") == nil)
+        #expect(pattern.match("logs.p.web") == nil)
+        #expect(pattern.match("metrics.p3.web") == nil)
+        #expect(try SubjectPattern("{env}.logs.{host}").match("a.b.logs.h") == nil)  // one token per placeholder
+        var record = record("x")
+        #expect(pattern.apply("logs.p12.db-01.prod", to: &record))
+        #expect(record.host == "db-01.prod")
+        #expect(record.partition == 12)
+        let withField = try SubjectPattern("{env}.logs.{host}")
+        #expect(withField.match("prod.logs.a.b") == ["env": "prod", "host": "a.b"])
+        #expect(throws: Template.ParseError.self) { try SubjectPattern("logs.{partition}{host}") }
+    }
+}
