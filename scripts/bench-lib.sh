@@ -1,0 +1,55 @@
+# Shared by the benchmark scripts (source it). Builds logpipe (release),
+# makes the shared corpus, times commands with GNU time and prints a table.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+scripts/setup.sh bench
+BENCH_WORK="${BENCH_DIR:-/tmp/logpipe-bench}"
+mkdir -p "$BENCH_WORK"
+BENCH_RESULTS="$BENCH_WORK/results-$$.txt"
+: > "$BENCH_RESULTS"
+
+# corpus LINES: prints the path of the shared corpus with LINES lines (seed 1).
+corpus() {
+  local lines="$1" path="$BENCH_WORK/corpus-$1.log" generator="../shared/bench/gen-corpus.py"
+  if [ ! -f "$path" ]; then
+    [ -f "$generator" ] || { echo "bench: $generator not found (the corpus generator lives in the shared bench folder)" >&2; exit 1; }
+    python3 "$generator" --lines "$lines" --seed 1 "$path" 2>/dev/null
+  fi
+  cat "$path" > /dev/null  # warm the page cache
+  echo "$path"
+}
+
+# logpipe_bin: builds the release binary and prints its path.
+logpipe_bin() {
+  swift build -c release --product logpipe 2>&1 | grep -E "error|warning" >&2 || true
+  echo "$(swift build -c release --show-bin-path)/logpipe"
+}
+
+# measure NAME COMMAND...: runs COMMAND (through sh -c) once under GNU time.
+measure() {
+  local name="$1"; shift
+  /usr/bin/time -f "$name %e %U %S %M" -a -o "$BENCH_RESULTS" sh -c "$*"
+  echo "  $(tail -1 "$BENCH_RESULTS")" >&2
+}
+
+# report LINES BYTES BASELINE: a table of medians, with ratios to BASELINE.
+report() {
+  python3 - "$BENCH_RESULTS" "$1" "$2" "$3" <<'PY'
+import statistics, sys
+rows = {}
+order = []
+for line in open(sys.argv[1]):
+    name, wall, user, sys_, rss = line.split()
+    if name not in rows:
+        order.append(name)
+    rows.setdefault(name, []).append((float(wall), float(user) + float(sys_), int(rss)))
+lines, size, baseline = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+base = statistics.median(r[0] for r in rows[baseline])
+print(f"{'case':<28} {'wall s':>7} {'lines/s':>12} {'MB/s':>8} {'cpu s':>6} {'peak RSS':>10} {'wall/' + baseline:>16}")
+for name in order:
+    wall = statistics.median(r[0] for r in rows[name])
+    cpu = statistics.median(r[1] for r in rows[name])
+    rss = max(r[2] for r in rows[name])
+    print(f"{name:<28} {wall:>7.2f} {lines / wall:>12,.0f} {size / wall / 1e6:>8.1f} {cpu:>6.2f} {rss / 1024:>8.1f}MiB {wall / base:>15.2f}x")
+PY
+}
