@@ -136,7 +136,7 @@ import Testing
     @Test func registryBuildsStagesFromCode() throws {
         let registry = StageRegistry.standard()
         let stage = try registry.makeStage(
-            type: "stdin", name: "in", options: ["max_line_bytes": "64KiB", "strip_cr": "true"])
+            type: "stdin", kind: .source, name: "in", options: ["max_line_bytes": "64KiB", "strip_cr": "true"])
         guard case .source(let source) = stage, let stdin = source as? StdinSource else {
             Issue.record("not a stdin source")
             return
@@ -144,9 +144,9 @@ import Testing
         #expect(stdin.options.maxLineBytes == 65536)
         #expect(stdin.options.stripCarriageReturn)
         #expect(throws: PipelineFileError.self) {
-            try registry.makeStage(type: "stdin", name: "in", options: ["max_lines": "1"])
+            try registry.makeStage(type: "stdin", kind: .source, name: "in", options: ["max_lines": "1"])
         }
-        #expect(throws: PipelineFileError.self) { try registry.makeStage(type: "nope", name: "x") }
+        #expect(throws: PipelineFileError.self) { try registry.makeStage(type: "nope", kind: .source, name: "x") }
     }
 }
 

@@ -339,22 +339,22 @@ private struct Builder {
             error("'type' of '\(name)' must be a stage type name", at: typeNode.location)
             return stage
         }
-        guard let definition = registry.definition(for: type) else {
+        guard let definition = registry.definition(for: type, kind: section) else {
+            if let other = registry.definitions(named: type).first {
+                stage.kind = other.kind
+                error(
+                    "'\(type)' is a \(other.kind) type, but stage '\(name)' is under '\(section.section)'",
+                    hint: "move '\(name)' under '\(other.kind.section):'",
+                    at: typeNode.location
+                )
+                return stage
+            }
             let suggestion =
                 closestMatch(to: type, among: kindsTypes(section))
                 ?? closestMatch(to: type, among: registry.all.map(\.type))
             error(
                 "unknown \(section) type '\(type)'",
                 hint: (suggestion.map { "did you mean '\($0)'? " } ?? "") + typeList(section),
-                at: typeNode.location
-            )
-            return stage
-        }
-        stage.kind = definition.kind
-        guard definition.kind == section else {
-            error(
-                "'\(type)' is a \(definition.kind) type, but stage '\(name)' is under '\(section.section)'",
-                hint: "move '\(name)' under '\(definition.kind.section):'",
                 at: typeNode.location
             )
             return stage

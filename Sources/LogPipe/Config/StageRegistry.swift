@@ -10,7 +10,9 @@ import Synchronization
 /// registry.register(.transform("uppercase", summary: "Upper-cases lines", options: []) { _ in Uppercase() })
 /// ```
 public final class StageRegistry: Sendable {
-    private let definitions = Mutex<[String: StageDefinition]>([:])
+    /// Keyed by kind, then type: a source and a sink may share a name
+    /// (`file` is both), as in Vector.
+    private let definitions = Mutex<[StageKind: [String: StageDefinition]]>([:])
 
     /// Creates an empty registry.
     public init() {}
@@ -22,20 +24,25 @@ public final class StageRegistry: Sendable {
         return registry
     }
 
-    /// Adds or replaces a stage type.
+    /// Adds or replaces a stage type (of its kind).
     public func register(_ definition: StageDefinition) {
-        definitions.withLock { $0[definition.type] = definition }
+        definitions.withLock { $0[definition.kind, default: [:]][definition.type] = definition }
     }
 
-    /// The definition of `type`, if registered.
-    public func definition(for type: String) -> StageDefinition? {
-        definitions.withLock { $0[type] }
+    /// The definition of `type` among stages of `kind`, if registered.
+    public func definition(for type: String, kind: StageKind) -> StageDefinition? {
+        definitions.withLock { $0[kind]?[type] }
+    }
+
+    /// The definitions named `type`, of any kind.
+    public func definitions(named type: String) -> [StageDefinition] {
+        all.filter { $0.type == type }
     }
 
     /// All definitions, sorted by kind (sources, transforms, sinks) then type.
     public var all: [StageDefinition] {
         let kinds = StageKind.allCases
-        return definitions.withLock { Array($0.values) }.sorted {
+        return definitions.withLock { $0.values.flatMap(\.values) }.sorted {
             (kinds.firstIndex(of: $0.kind)!, $0.type) < (kinds.firstIndex(of: $1.kind)!, $1.type)
         }
     }
@@ -46,15 +53,16 @@ public final class StageRegistry: Sendable {
     /// - Throws: ``PipelineFileError`` listing every problem.
     public func makeStage(
         type: String,
+        kind: StageKind,
         name: String,
         options: ConfigNode = [:],
         settings: PipelineSettings = PipelineSettings()
     ) throws -> AnyStage {
-        guard let definition = definition(for: type) else {
+        guard let definition = definition(for: type, kind: kind) else {
+            let known = all.filter { $0.kind == kind }.map(\.type)
             throw PipelineFileError(diagnostics: [
                 Diagnostic(
-                    "unknown stage type '\(type)'", hint: "known types: \(all.map(\.type).joined(separator: ", "))",
-                    at: nil)
+                    "unknown \(kind) type '\(type)'", hint: "\(kind) types: \(known.joined(separator: ", "))", at: nil)
             ])
         }
         var diagnostics: [Diagnostic] = []

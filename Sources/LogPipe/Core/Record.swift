@@ -85,6 +85,10 @@ public struct Record: Sendable {
     public var subject: String?
     /// Byte offset of the line in its origin, where the source knows it.
     public var offset: Int64?
+    /// Identifies the byte stream `offset` counts in, stable across restarts
+    /// (a file's fingerprint); with the source name and offset it names the
+    /// line uniquely, e.g. for de-duplicating replays.
+    public var streamID: String?
     /// Named fields (for example named regex captures), usable in templates.
     public var fields: [String: String]
     /// Which acknowledgement token and slot this record reports to.
@@ -102,6 +106,7 @@ public struct Record: Sendable {
         partition: Int? = nil,
         subject: String? = nil,
         offset: Int64? = nil,
+        streamID: String? = nil,
         fields: [String: String] = [:]
     ) {
         self.bytes = bytes
@@ -113,6 +118,7 @@ public struct Record: Sendable {
         self.partition = partition
         self.subject = subject
         self.offset = offset
+        self.streamID = streamID
         self.fields = fields
         self.acknowledgement = nil
     }

@@ -131,7 +131,7 @@ final class FileWriterPool: Sendable {
         {
             closeFile(oldest.key, in: &state)
         }
-        var fd = Glibc.open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        var fd = Glibc.open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
         if fd < 0, errno == ENOENT {
             let parent = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
             if !parent.isEmpty {
@@ -140,10 +140,22 @@ final class FileWriterPool: Sendable {
                     throw WriteFailure(path: parent, call: "mkdir", code: code, progress: progress)
                 }
             }
-            fd = Glibc.open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+            fd = Glibc.open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
         }
         if fd < 0 {
             throw WriteFailure(path: path, call: "open", code: errno, progress: progress)
+        }
+        // A process killed in the middle of a write can leave a torn last
+        // line; end it, so that the next line starts on a line of its own.
+        var info = stat()
+        var last: UInt8 = 0
+        if fstat(fd, &info) == 0, info.st_size > 0, pread(fd, &last, 1, info.st_size - 1) == 1, last != 0x0A {
+            var newline: UInt8 = 0x0A
+            if Glibc.write(fd, &newline, 1) != 1 {
+                let code = errno
+                close(fd)
+                throw WriteFailure(path: path, call: "write", code: code, progress: progress)
+            }
         }
         state.files[path] = OpenFile(fd: fd, lastUse: state.clock, dirty: false)
         return fd

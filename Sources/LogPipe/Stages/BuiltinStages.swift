@@ -2,6 +2,7 @@
 enum BuiltinStages {
     static func register(in registry: StageRegistry) {
         registry.register(StdinSource.definition)
+        registry.register(FileTailSource.definition)
         registry.register(DemoLogsSource.definition)
         registry.register(RegexFilter.definition)
         registry.register(SeverityFilter.definition)

@@ -1,0 +1,680 @@
+import Foundation
+import NIOCore
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// Where a file with no checkpoint starts.
+public enum ReadFrom: String, Sendable, CaseIterable {
+    /// At its first byte.
+    case beginning
+    /// At its end, for files present when the source starts (files that
+    /// appear later are read from their beginning).
+    case end
+}
+
+/// How the file source tells files apart.
+public enum FingerprintStrategy: String, Sendable, CaseIterable {
+    /// By a checksum of the first line: follows renames and recognises a
+    /// copytruncate copy; two files with identical first lines are one file.
+    case checksum
+    /// By device and inode: files with equal first lines stay apart, but a
+    /// copytruncate copy is read again from its beginning.
+    case deviceInode = "device_inode"
+}
+
+/// The mechanics of the file source: discovery, reading, rotation and
+/// truncation, acknowledgement-driven checkpoints. Used by one task only.
+final class FileTailer {
+    struct Options: Sendable {
+        var include: [Glob]
+        var exclude: [Glob] = []
+        var scanInterval: Duration = .seconds(1)
+        var pollInterval: Duration = .milliseconds(250)
+        var readFrom: ReadFrom = .beginning
+        var fingerprint: FingerprintStrategy = .checksum
+        var checkpointInterval: Duration = .seconds(1)
+        var partialLineTimeout: Duration = .seconds(1)
+        var rotateWait: Duration = .seconds(5)
+        var maxLineBytes = 1024 * 1024
+        var oversize: OversizePolicy = .split
+        var stripCarriageReturn = false
+        var readBytes = 256 * 1024
+        var host: String?
+        var once = false
+        var retention: Duration = .seconds(7 * 86400)
+    }
+
+    /// Read state per file content (fingerprint); outlives descriptors, so a
+    /// copy or a restart resumes where reading stopped.
+    final class Progress {
+        let fingerprint: FileFingerprint
+        /// Bytes of the file's start the fingerprint covers.
+        let length: Int
+        var path: String
+        var readOffset: Int64
+        let tracker: OffsetTracker
+        var lastSeen: ContinuousClock.Instant
+        weak var reader: Tracked?
+
+        init(fingerprint: FileFingerprint, length: Int, path: String, offset: Int64) {
+            self.fingerprint = fingerprint
+            self.length = length
+            self.path = path
+            self.readOffset = offset
+            self.tracker = OffsetTracker(committed: offset)
+            self.lastSeen = .now
+        }
+    }
+
+    /// An open file.
+    final class Tracked {
+        let fd: Int32
+        var path: String
+        let device: UInt64
+        let inode: UInt64
+        var progress: Progress?
+        var splitter: LineSplitter
+        var readOffset: Int64 = 0
+        var lastGrowth: ContinuousClock.Instant = .now
+        var atEnd = false
+        var findable = true
+        var deleted = false
+        var reportedOversize = 0
+        /// While unresolved: the size last seen, to notice growth.
+        var sizeSeen: Int64 = -1
+        /// Found by the first scan (`read_from: end` applies to it).
+        let foundAtStart: Bool
+
+        init(fd: Int32, path: String, device: UInt64, inode: UInt64, splitter: LineSplitter, foundAtStart: Bool) {
+            self.foundAtStart = foundAtStart
+            self.fd = fd
+            self.path = path
+            self.device = device
+            self.inode = inode
+            self.splitter = splitter
+        }
+    }
+
+    let options: Options
+    let context: SourceContext
+    let checkpointer: Checkpointer
+    let host: String
+    var files: [Tracked] = []
+    var progress: [FileFingerprint: Progress] = [:]
+    var saved: [FileFingerprint: Checkpointer.Entry] = [:]
+    let book = CheckpointBook()
+    var firstScan = true
+    var roundRobin = 0
+    let watcher = DirectoryWatcher()
+
+    init(options: Options, context: SourceContext) {
+        self.options = options
+        self.context = context
+        self.checkpointer = Checkpointer(directory: context.stage.dataDirectory, stage: context.name)
+        self.host = options.host ?? context.stage.hostname
+    }
+
+    deinit {
+        for file in files { close(file.fd) }
+    }
+
+    func newSplitter(at offset: Int64) -> LineSplitter {
+        LineSplitter(
+            maxLineBytes: options.maxLineBytes,
+            oversize: options.oversize,
+            stripCarriageReturn: options.stripCarriageReturn,
+            startOffset: offset
+        )
+    }
+
+    // MARK: - The loop
+
+    func run() async throws {
+        let checkpointer = self.checkpointer
+        saved = try await BlockingIO.run { try checkpointer.load() }
+        book.load(saved)
+        if !saved.isEmpty {
+            context.logger.info("resuming \(saved.count) file(s) from \(checkpointer.path)")
+        }
+        defer { watcher.close() }
+        // Checkpoints are saved by a task of their own: the reading loop
+        // spends most of its time waiting for downstream room, and the
+        // checkpoint must keep up with acknowledgements meanwhile.
+        let book = self.book
+        let context = self.context
+        let interval = options.checkpointInterval
+        let saver = Task {
+            while !Task.isCancelled {
+                do { try await Task.sleep(for: interval) } catch { return }
+                await book.save(to: checkpointer, context: context)
+            }
+        }
+        do {
+            try await readUntilDone()
+            // Every record read is in flight; the checkpoint may only cover
+            // what the sinks acknowledged, so wait for them (the shutdown
+            // deadline cancels this wait).
+            while progress.values.contains(where: { $0.tracker.hasPending }) {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+        } catch {
+            saver.cancel()
+            await saver.value
+            await book.save(to: checkpointer, context: context)
+            throw error
+        }
+        saver.cancel()
+        await saver.value
+        await book.save(to: checkpointer, context: context)
+    }
+
+    func readUntilDone() async throws {
+        let clock = ContinuousClock()
+        var lastScan = clock.now - options.scanInterval
+        while !context.isStopping {
+            if clock.now - lastScan >= options.scanInterval {
+                try await scan()
+                pruneForgottenFiles()
+                lastScan = clock.now
+            }
+            let progressed = try await readRound()
+            try await finishQuietFiles()
+            if options.once, !progressed, files.allSatisfy({ $0.atEnd && $0.progress != nil }) {
+                return
+            }
+            if !progressed {
+                await watcher.wait(timeout: options.pollInterval) { [context] in context.isStopping }
+            }
+        }
+    }
+
+    // MARK: - Discovery
+
+    struct Candidate: Sendable {
+        var path: String
+        var device: UInt64
+        var inode: UInt64
+        var fd: Int32?
+    }
+
+    /// Expands the globs, opens files not open yet, and notices files whose
+    /// path no longer leads to them (rotated away or deleted).
+    func scan() async throws {
+        let include = options.include
+        let exclude = options.exclude
+        let open = Set(files.map { Identity(device: $0.device, inode: $0.inode) })
+        let candidates: [Candidate] = try await BlockingIO.run {
+            var seen: Set<String> = []
+            var found: [Candidate] = []
+            for glob in include {
+                for path in glob.expand() where !seen.contains(path) && !exclude.contains(where: { $0.matches(path) }) {
+                    seen.insert(path)
+                    var info = stat()
+                    guard stat(path, &info) == 0 else { continue }
+                    var candidate = Candidate(
+                        path: path, device: UInt64(info.st_dev), inode: UInt64(info.st_ino), fd: nil)
+                    if !open.contains(Identity(device: candidate.device, inode: candidate.inode)) {
+                        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+                        guard fd >= 0 else { continue }
+                        // The path may have been replaced between stat and open.
+                        var opened = stat()
+                        fstat(fd, &opened)
+                        candidate.device = UInt64(opened.st_dev)
+                        candidate.inode = UInt64(opened.st_ino)
+                        candidate.fd = fd
+                    }
+                    found.append(candidate)
+                }
+            }
+            return found
+        }
+        var reached: Set<Identity> = []
+        for candidate in candidates {
+            let identity = Identity(device: candidate.device, inode: candidate.inode)
+            reached.insert(identity)
+            if let fd = candidate.fd {
+                if files.contains(where: { $0.device == candidate.device && $0.inode == candidate.inode }) {
+                    close(fd)  // a second path to a file already open
+                    continue
+                }
+                files.append(
+                    Tracked(
+                        fd: fd, path: candidate.path, device: candidate.device, inode: candidate.inode,
+                        splitter: newSplitter(at: 0), foundAtStart: firstScan)
+                )
+                watcher.watch((candidate.path as NSString).deletingLastPathComponent)
+            } else if let file = files.first(where: { $0.device == candidate.device && $0.inode == candidate.inode }) {
+                if file.path != candidate.path,
+                    !files.contains(where: { $0 !== file && $0.path == file.path && $0.findable })
+                {
+                    // Renamed to another matching name: follow it.
+                    file.path = candidate.path
+                    if let state = file.progress {
+                        state.path = candidate.path
+                        book.track(state.fingerprint, path: state.path, length: state.length, tracker: state.tracker)
+                    }
+                }
+                file.findable = true
+            }
+        }
+        for file in files where !reached.contains(Identity(device: file.device, inode: file.inode)) {
+            if file.findable {
+                context.logger.debug("\(file.path) was rotated or removed; reading it to its end")
+            }
+            file.findable = false
+        }
+        for glob in include { watcher.watch(glob.baseDirectory) }
+        firstScan = false
+    }
+
+    struct Identity: Hashable, Sendable {
+        var device: UInt64
+        var inode: UInt64
+    }
+
+    // MARK: - Reading
+
+    struct ReadRequest: Sendable {
+        var fd: Int32
+        var offset: Int64
+        var maxBytes: Int
+        var buffer: ByteBuffer
+        var wantsHead: Bool
+        /// Also read the head, to check the content is still the same (a
+        /// file truncated and rewritten past our offset between two looks).
+        var verify: Bool
+    }
+
+    struct ReadResult: Sendable {
+        var size: Int64
+        var links: Int
+        var buffer: ByteBuffer
+        var bytesRead: Int
+        var head: [UInt8]?
+        var error: Int32?
+    }
+
+    /// One pass over every open file: at most `read_bytes` per file and a
+    /// bounded total per pass, starting at a rotating file so that a busy
+    /// file cannot starve the others. Returns whether anything was read.
+    func readRound() async throws -> Bool {
+        guard !files.isEmpty else { return false }
+        let budget = max(options.readBytes * 4, options.readBytes)
+        var requests: [ReadRequest] = []
+        let start = roundRobin % files.count
+        roundRobin += 1
+        let order = Array(files[start...] + files[..<start])
+        for file in order {
+            let resolved = file.progress != nil
+            let buffer = resolved ? file.splitter.makeReadBuffer(capacity: options.readBytes) : ByteBuffer()
+            requests.append(
+                ReadRequest(
+                    fd: file.fd, offset: file.readOffset, maxBytes: options.readBytes, buffer: buffer,
+                    wantsHead: !resolved, verify: resolved && options.fingerprint == .checksum && !options.once)
+            )
+        }
+        let batch = requests
+        let results: [ReadResult] = try await BlockingIO.run {
+            var remaining = budget
+            return batch.map { request in
+                var info = stat()
+                guard fstat(request.fd, &info) == 0 else {
+                    return ReadResult(size: 0, links: 0, buffer: request.buffer, bytesRead: 0, head: nil, error: errno)
+                }
+                var result = ReadResult(
+                    size: Int64(info.st_size), links: Int(info.st_nlink), buffer: request.buffer, bytesRead: 0)
+                if request.wantsHead || request.verify {
+                    var head = [UInt8](repeating: 0, count: FileFingerprint.maxBytes)
+                    let count = pread(request.fd, &head, head.count, 0)
+                    result.head = count > 0 ? Array(head.prefix(count)) : []
+                    if request.wantsHead { return result }
+                }
+                let available = Int64(info.st_size) - request.offset
+                guard available > 0, remaining > 0 else { return result }
+                let wanted = Int(min(available, Int64(min(request.maxBytes, remaining))))
+                var buffer = request.buffer
+                var readError: Int32?
+                let count = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: wanted) { pointer in
+                    let count = pread(request.fd, pointer.baseAddress!, wanted, off_t(request.offset))
+                    if count < 0 { readError = errno }
+                    return max(count, 0)
+                }
+                remaining -= count
+                result.buffer = buffer
+                result.bytesRead = count
+                result.error = readError
+                return result
+            }
+        }
+        var progressed = false
+        for (file, result) in zip(order, results) {
+            if let error = result.error {
+                context.logger.warning("cannot read \(file.path): \(String(cString: strerror(error))); will retry")
+                continue
+            }
+            file.deleted = result.links == 0
+            if let head = result.head, file.progress == nil {
+                head.withUnsafeBytes { resolve(file, head: $0, size: result.size) }
+                progressed = progressed || file.progress != nil
+                continue
+            }
+            if let head = result.head, let state = file.progress,
+                head.withUnsafeBytes({ FileFingerprint.of($0, length: state.length) }) != state.fingerprint
+            {
+                // Same inode, other content: the file was replaced or
+                // truncated and rewritten past our offset.
+                truncated(file)
+                progressed = true
+                continue
+            }
+            if result.size < file.readOffset {
+                truncated(file)
+                progressed = true
+                continue
+            }
+            if result.bytesRead > 0 {
+                progressed = true
+                file.atEnd = false
+                file.lastGrowth = .now
+                try await emit(file, buffer: result.buffer, count: result.bytesRead)
+            } else {
+                file.atEnd = true
+                try await flushPartialLine(file)
+            }
+        }
+        return progressed
+    }
+
+    /// Gives a file its identity once its first line is complete: the
+    /// progress of the same content (a rename, a copy, a restart), or a new one.
+    func resolve(_ file: Tracked, head: UnsafeRawBufferPointer, size: Int64) {
+        var fingerprint: FileFingerprint
+        var length: Int
+        switch options.fingerprint {
+        case .checksum:
+            if let standard = FileFingerprint.standardLength(of: head) {
+                length = standard
+            } else if !head.isEmpty, options.once || ContinuousClock.now - file.lastGrowth >= options.partialLineTimeout
+            {
+                length = head.count  // an unfinished only line that stopped growing
+            } else {
+                if Int64(head.count) != file.sizeSeen {
+                    file.sizeSeen = Int64(head.count)
+                    file.lastGrowth = .now
+                }
+                return
+            }
+            fingerprint = FileFingerprint.of(head, length: length)!
+            // A checkpoint may hold this file under a fingerprint of fewer
+            // bytes (taken while its first line was unfinished).
+            if progress[fingerprint] == nil, saved[fingerprint] == nil {
+                for savedLength in Set(saved.values.compactMap(\.length)) where savedLength != length {
+                    if let shorter = FileFingerprint.of(head, length: savedLength), saved[shorter] != nil {
+                        fingerprint = shorter
+                        length = savedLength
+                        break
+                    }
+                }
+            }
+        case .deviceInode:
+            fingerprint = FileFingerprint(value: file.device &* 0x9E37_79B9_7F4A_7C15 ^ file.inode)
+            length = 0
+        }
+        var offset: Int64
+        let state: Progress
+        if let known = progress[fingerprint] {
+            if let reader = known.reader, reader !== file {
+                // The same content is already being read through another file
+                // (a copy made before the original was truncated): leave this
+                // one for a later scan.
+                drop(file)
+                return
+            }
+            state = known
+            offset = known.readOffset
+        } else if let entry = saved.removeValue(forKey: fingerprint) {
+            state = Progress(fingerprint: fingerprint, length: length, path: file.path, offset: entry.offset)
+            offset = entry.offset
+            progress[fingerprint] = state
+        } else {
+            offset = file.foundAtStart && options.readFrom == .end ? size : 0
+            state = Progress(fingerprint: fingerprint, length: length, path: file.path, offset: offset)
+            progress[fingerprint] = state
+        }
+        if offset > size {
+            // Shorter than where reading stopped: not the content we knew.
+            context.metrics.count("truncations")
+            offset = 0
+            state.readOffset = 0
+        }
+        state.reader = file
+        state.path = file.path
+        book.track(fingerprint, path: file.path, length: state.length, tracker: state.tracker)
+        state.lastSeen = .now
+        file.progress = state
+        file.readOffset = offset
+        file.splitter = newSplitter(at: offset)
+        file.atEnd = false
+    }
+
+    /// The file shrank below the read offset: copytruncate, or `> file`.
+    /// Its old content keeps its progress (a copy may still be found); the
+    /// file is read again from its start as new content.
+    func truncated(_ file: Tracked) {
+        context.metrics.count("truncations")
+        context.logger.notice("\(file.path) was truncated; reading it again from the start")
+        file.progress?.reader = nil
+        file.progress = nil
+        file.readOffset = 0
+        file.splitter = newSplitter(at: 0)
+        file.atEnd = false
+    }
+
+    func drop(_ file: Tracked) {
+        close(file.fd)
+        if file.progress?.reader === file { file.progress?.reader = nil }
+        files.removeAll { $0 === file }
+    }
+
+    func emit(_ file: Tracked, buffer: ByteBuffer, count: Int) async throws {
+        file.readOffset += Int64(count)
+        file.progress?.readOffset = file.readOffset
+        var records: [Record] = []
+        let now = Timestamp.now()
+        let name = context.name
+        let path = file.path
+        let stream = file.progress?.fingerprint.description
+        file.splitter.consume(buffer) { line, offset in
+            records.append(
+                Record(
+                    bytes: line, source: name, origin: path, host: host, receivedAt: now, offset: offset,
+                    streamID: stream)
+            )
+        }
+        try await send(records, from: file, end: file.splitter.lineStartOffset)
+    }
+
+    /// Emits a last line that has waited `partial_line_timeout` for its
+    /// newline (at once in `once` mode).
+    func flushPartialLine(_ file: Tracked) async throws {
+        guard file.progress != nil, file.splitter.pendingBytes > 0 else { return }
+        guard options.once || ContinuousClock.now - file.lastGrowth >= options.partialLineTimeout else { return }
+        var records: [Record] = []
+        let stream = file.progress?.fingerprint.description
+        file.splitter.finish { line, offset in
+            records.append(
+                Record(
+                    bytes: line, source: context.name, origin: file.path, host: host, receivedAt: .now(),
+                    offset: offset,
+                    streamID: stream)
+            )
+        }
+        context.metrics.count("partial_lines")
+        try await send(records, from: file, end: file.splitter.lineStartOffset)
+    }
+
+    /// Emits records of one file; record `i` ends where record `i + 1`
+    /// starts, the last one at `end`.
+    func send(_ records: [Record], from file: Tracked, end: Int64) async throws {
+        if file.splitter.oversizeLines > file.reportedOversize {
+            context.metrics.count("oversize_lines", by: file.splitter.oversizeLines - file.reportedOversize)
+            if file.reportedOversize == 0 {
+                context.logger.warning(
+                    "\(file.path) has a line longer than max_line_bytes (\(options.maxLineBytes)); it was \(options.oversize == .split ? "split" : "truncated") (counted as oversize_lines)"
+                )
+            }
+            file.reportedOversize = file.splitter.oversizeLines
+        }
+        guard !records.isEmpty, let state = file.progress else { return }
+        var ends: [Int64] = []
+        ends.reserveCapacity(records.count)
+        for index in records.indices.dropFirst() { ends.append(records[index].offset!) }
+        ends.append(end)
+        let tracker = state.tracker
+        let sequence = tracker.register(ends: ends)
+        try await context.emit(records) { _, completed in
+            tracker.complete(sequence, indices: completed.map(\.index))
+        }
+    }
+
+    /// Closes files that were rotated away or deleted once they were read to
+    /// their end and stayed quiet for `rotate_wait`.
+    func finishQuietFiles() async throws {
+        for file in files where (!file.findable || file.deleted) && file.atEnd {
+            try await flushPartialLine(file)
+            let quiet = ContinuousClock.now - file.lastGrowth >= options.rotateWait
+            if quiet, file.splitter.pendingBytes == 0 || options.once {
+                context.logger.debug("finished \(file.path)")
+                drop(file)
+            }
+        }
+    }
+
+    // MARK: - Checkpoints
+
+    /// Forgets files unseen for `retention` (their checkpoints too).
+    func pruneForgottenFiles() {
+        let now = ContinuousClock.now
+        for (fingerprint, state) in progress where state.reader == nil && now - state.lastSeen > options.retention {
+            progress.removeValue(forKey: fingerprint)
+            book.remove(fingerprint)
+        }
+        let nowSeconds = Int64(Timestamp.now().nanosecondsSinceEpoch / 1_000_000_000)
+        for (fingerprint, entry) in saved where nowSeconds - entry.seen > options.retention.components.seconds {
+            saved.removeValue(forKey: fingerprint)
+            book.remove(fingerprint)
+        }
+    }
+}
+
+/// What the checkpoint holds, shared between the reading task (which adds
+/// files and follows renames) and the task that saves it.
+final class CheckpointBook: Sendable {
+    enum Item: Sendable {
+        /// A file this run reads or has read.
+        case live(path: String, length: Int, tracker: OffsetTracker)
+        /// A file from the last checkpoint not found again (yet).
+        case saved(Checkpointer.Entry)
+    }
+
+    private let items = LockedBox<[FileFingerprint: Item]>([:])
+
+    func load(_ entries: [FileFingerprint: Checkpointer.Entry]) {
+        items.withLock { items in
+            for (fingerprint, entry) in entries { items[fingerprint] = .saved(entry) }
+        }
+    }
+
+    func track(_ fingerprint: FileFingerprint, path: String, length: Int, tracker: OffsetTracker) {
+        items.withLock { $0[fingerprint] = .live(path: path, length: length, tracker: tracker) }
+    }
+
+    func remove(_ fingerprint: FileFingerprint) {
+        items.withLock { $0[fingerprint] = nil }
+    }
+
+    func entries() -> [Checkpointer.Entry] {
+        let now = Int64(Timestamp.now().nanosecondsSinceEpoch / 1_000_000_000)
+        return items.withLock { items in
+            items.map { fingerprint, item in
+                switch item {
+                case .live(let path, let length, let tracker):
+                    Checkpointer.Entry(
+                        fingerprint: fingerprint.description, path: path, offset: tracker.committed, seen: now,
+                        length: length)
+                case .saved(let entry):
+                    entry
+                }
+            }
+        }
+    }
+
+    func save(to checkpointer: Checkpointer, context: SourceContext) async {
+        let snapshot = entries()
+        do {
+            try await BlockingIO.run { try checkpointer.save(snapshot) }
+        } catch {
+            context.metrics.count("checkpoint_errors")
+            context.logger.error(
+                "cannot save checkpoints: \(error); reading goes on, and a restart may read some lines again")
+        }
+    }
+}
+
+/// inotify as a wake-up hint: the tailer sleeps until a watched directory
+/// changes or the poll interval passes. Stat polling stays the source of
+/// truth (inotify drops events when its queue overflows).
+final class DirectoryWatcher {
+    private let fd: Int32
+    private var watched: Set<String> = []
+
+    init() {
+        #if os(Linux)
+            fd = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
+        #else
+            fd = -1
+        #endif
+    }
+
+    func watch(_ directory: String) {
+        guard fd >= 0, !watched.contains(directory) else { return }
+        watched.insert(directory)
+        #if os(Linux)
+            let mask = UInt32(
+                IN_MODIFY | IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_CLOSE_WRITE | IN_ATTRIB)
+            _ = inotify_add_watch(fd, directory, mask)
+        #endif
+    }
+
+    /// Waits for a change, `timeout`, or `stop()` (checked every 100 ms).
+    func wait(timeout: Duration, stop: @escaping @Sendable () -> Bool) async {
+        let fd = self.fd
+        let milliseconds = Int32(
+            min(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000, 60_000))
+        guard fd >= 0 else {
+            try? await Task.sleep(for: timeout)
+            return
+        }
+        _ = try? await BlockingIO.run {
+            var remaining = milliseconds
+            while remaining > 0, !stop() {
+                var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                let slice = min(remaining, 100)
+                if poll(&descriptor, 1, slice) > 0 {
+                    var events = [UInt8](repeating: 0, count: 4096)
+                    while read(fd, &events, events.count) > 0 {}
+                    return
+                }
+                remaining -= slice
+            }
+        }
+    }
+
+    func close() {
+        if fd >= 0 { Glibc.close(fd) }
+    }
+}

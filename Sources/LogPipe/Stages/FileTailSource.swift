@@ -1,0 +1,93 @@
+/// Tails files matched by globs, following rotation and truncation, and
+/// remembers how far it got in checkpoints that only ever cover lines every
+/// sink acknowledged.
+///
+/// Files are told apart by a fingerprint (a checksum of their first line), so
+/// a renamed file is followed, a copytruncate copy resumes where reading
+/// stopped, and a new file at an old path is read from its start. inotify wakes
+/// the source when a directory changes; a periodic `stat` of every file is the
+/// source of truth. Checkpoints (fingerprint, path, offset) go to
+/// `<data_dir>/<stage name>/checkpoints.json`, written atomically every
+/// `checkpoint_interval` and at shutdown; after a crash, reading resumes at the
+/// last checkpoint, so at most the records unacknowledged (or acknowledged
+/// within the last interval) are read again.
+public struct FileTailSource: Source, FieldProducer {
+    let options: FileTailer.Options
+
+    static let definition = StageDefinition.source(
+        "file",
+        summary: "Tails files matched by globs; follows rotation and truncation; checkpoints only acknowledged lines.",
+        options: [
+            OptionSpec(
+                "include", .stringList, required: true,
+                "Globs of files to read: `*`, `?`, `[...]` within a name, `**` for any directories."),
+            OptionSpec("exclude", .stringList, "Globs of files to skip."),
+            OptionSpec(
+                "read_from", .choice(ReadFrom.allCases.map(\.rawValue)), default: "beginning",
+                "Where a file without a checkpoint starts; `end` applies only to files present at startup."),
+            OptionSpec(
+                "once", .boolean, default: "false",
+                "Read every matched file to its end, then finish (back-fills, benchmarks)."),
+            OptionSpec(
+                "fingerprint", .choice(FingerprintStrategy.allCases.map(\.rawValue)), default: "checksum",
+                "How files are told apart: `checksum` of the first line (follows copies) or `device_inode`."),
+            OptionSpec(
+                "scan_interval", .duration, default: "1s",
+                "How often the globs are expanded again to find new and rotated files."),
+            OptionSpec(
+                "poll_interval", .duration, default: "250ms",
+                "Longest sleep between `stat` checks when inotify reports nothing."),
+            OptionSpec("checkpoint_interval", .duration, default: "1s", "How often acknowledged offsets are saved."),
+            OptionSpec(
+                "partial_line_timeout", .duration, default: "1s",
+                "How long an unterminated last line waits for its newline before it is emitted."),
+            OptionSpec(
+                "rotate_wait", .duration, default: "5s",
+                "How long a rotated or deleted file is watched after its end before it is closed."),
+            OptionSpec(
+                "max_line_bytes", .size, default: "1MiB",
+                "Longest line emitted as one record; longer lines follow `oversize`."),
+            OptionSpec(
+                "oversize", .choice(OversizePolicy.allCases.map(\.rawValue)), default: "split",
+                "Split an overlong line into several records, or truncate it (counted as `oversize_lines`)."),
+            OptionSpec("strip_cr", .boolean, default: "false", "Remove a `\\r` before the `\\n`."),
+            OptionSpec(
+                "read_bytes", .size, default: "256KiB",
+                "Most bytes read from one file at a time (fairness between files)."),
+            OptionSpec("host", .string, "Host of the records (default: this machine's host name)."),
+        ]
+    ) { options in
+        let include = options.stringList("include").map(Glob.init)
+        if include.isEmpty {
+            throw options.error("include", "needs at least one glob", hint: "include: [/var/log/app/*.log]")
+        }
+        var settings = FileTailer.Options(include: include)
+        settings.exclude = options.stringList("exclude").map(Glob.init)
+        settings.readFrom = ReadFrom(rawValue: options.string("read_from") ?? "beginning") ?? .beginning
+        settings.once = options.boolean("once")
+        settings.fingerprint = FingerprintStrategy(rawValue: options.string("fingerprint") ?? "checksum") ?? .checksum
+        settings.scanInterval = options.duration("scan_interval")
+        settings.pollInterval = options.duration("poll_interval")
+        settings.checkpointInterval = options.duration("checkpoint_interval")
+        settings.partialLineTimeout = options.duration("partial_line_timeout")
+        settings.rotateWait = options.duration("rotate_wait")
+        settings.maxLineBytes = options.size("max_line_bytes")
+        settings.oversize = OversizePolicy(rawValue: options.string("oversize") ?? "split") ?? .split
+        settings.stripCarriageReturn = options.boolean("strip_cr")
+        settings.readBytes = options.size("read_bytes")
+        settings.host = options.string("host")
+        for name in ["scan_interval", "poll_interval", "checkpoint_interval"] where options.duration(name) <= .zero {
+            throw options.error(name, "must be longer than 0")
+        }
+        if settings.maxLineBytes < 1 { throw options.error("max_line_bytes", "must be at least 1 byte") }
+        if settings.readBytes < 1 { throw options.error("read_bytes", "must be at least 1 byte") }
+        return FileTailSource(options: settings)
+    }
+
+    /// File lines carry no fields.
+    public var producedFields: Set<String> { [] }
+
+    public func run(_ context: SourceContext) async throws {
+        try await FileTailer(options: options, context: context).run()
+    }
+}
