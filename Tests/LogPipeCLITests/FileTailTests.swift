@@ -304,3 +304,48 @@ import Testing
             lines(directory + "/out/all.log") == ["first version", "second version, a longer first line", "and more"])
     }
 }
+
+@Suite struct FileOnceTests {
+    /// `once: true` reads every matched file to its end, finishes by itself,
+    /// and leaves a checkpoint: a second run reads only what was added.
+    @Test func onceReadsEverythingAndFinishes() async throws {
+        let directory = try makeTemporaryDirectory()
+        try FileManager.default.createDirectory(atPath: directory + "/logs", withIntermediateDirectories: true)
+        var input = Data()
+        for index in 0..<50_000 { input.append(contentsOf: Array("line \(index)\r\n".utf8)) }
+        input.append(contentsOf: [UInt8](repeating: 0x41, count: 3000) + [0x0A])  // over max_line_bytes
+        input.append(contentsOf: Array("no newline at the end".utf8))
+        try input.write(to: URL(fileURLWithPath: directory + "/logs/a.log"))
+        try write("b 1\nb 2\n", to: directory + "/logs/b.log")
+        try write(
+            """
+            data_dir: \(directory)/data
+            sources:
+              in: { type: file, include: ['\(directory)/logs/*.log'], once: true, max_line_bytes: 1KiB }
+            sinks:
+              out: { type: file, inputs: [in], path: "\(directory)/out/{origin}" }
+            """,
+            to: directory + "/p.yaml"
+        )
+        let result = try await CLI.run(["run", directory + "/p.yaml"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let out = directory + "/out/" + (directory + "/logs/").replacingOccurrences(of: "/", with: "_")
+        var expected = input.prefix(input.count - 3000 - 1 - 21)
+        expected.append(contentsOf: [UInt8](repeating: 0x41, count: 1024) + [0x0A])
+        expected.append(contentsOf: [UInt8](repeating: 0x41, count: 1024) + [0x0A])
+        expected.append(contentsOf: [UInt8](repeating: 0x41, count: 952) + [0x0A])
+        expected.append(contentsOf: Array("no newline at the end\n".utf8))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: out + "a.log")) == expected)
+        #expect(try String(contentsOfFile: out + "b.log", encoding: .utf8) == "b 1\nb 2\n")
+        #expect(result.stderr.contains("in.oversize_lines=1"))
+
+        let handle = FileHandle(forWritingAtPath: directory + "/logs/b.log")!
+        handle.seekToEndOfFile()
+        handle.write(Data("b 3\n".utf8))
+        try handle.close()
+        let second = try await CLI.run(["run", directory + "/p.yaml"])
+        #expect(second.status == 0, "\(second.stderr)")
+        #expect(try String(contentsOfFile: out + "b.log", encoding: .utf8) == "b 1\nb 2\nb 3\n")
+        #expect(second.stderr.contains("finished in") && second.stderr.contains(": 1 records"), "\(second.stderr)")
+    }
+}
