@@ -349,3 +349,33 @@ import Testing
         #expect(second.stderr.contains("finished in") && second.stderr.contains(": 1 records"), "\(second.stderr)")
     }
 }
+
+@Suite struct ManyFilesTests {
+    /// Hundreds of files at once, each read in order and completely, written
+    /// to as many output files through a sink that keeps only 64 open.
+    @Test func threeHundredFiles() async throws {
+        let directory = try makeTemporaryDirectory()
+        try FileManager.default.createDirectory(atPath: directory + "/logs", withIntermediateDirectories: true)
+        for file in 0..<300 {
+            let text = (0..<(50 + file)).map { "file \(file) line \($0)\n" }.joined()
+            try write(text, to: directory + "/logs/f\(file).log")
+        }
+        try write(
+            """
+            data_dir: \(directory)/data
+            sources:
+              in: { type: file, include: ['\(directory)/logs/*.log'], once: true, read_bytes: 4KiB }
+            sinks:
+              out: { type: file, inputs: [in], path: "\(directory)/out/{origin}", max_open_files: 64 }
+            """,
+            to: directory + "/p.yaml"
+        )
+        let result = try await CLI.run(["run", directory + "/p.yaml"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let prefix = directory + "/out/" + (directory + "/logs/").replacingOccurrences(of: "/", with: "_")
+        for file in 0..<300 {
+            let expected = (0..<(50 + file)).map { "file \(file) line \($0)\n" }.joined()
+            #expect(try String(contentsOfFile: prefix + "f\(file).log", encoding: .utf8) == expected, "f\(file).log")
+        }
+    }
+}
