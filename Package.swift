@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "LogPipe", targets: ["LogPipe"]),
+        .library(name: "NATSClient", targets: ["NATSClient"]),
         .executable(name: "logpipe", targets: ["logpipe"]),
     ],
     dependencies: [
@@ -13,6 +14,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.0.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.30.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.0.0"..<"5.0.0"),
     ],
     targets: [
         .systemLibrary(
@@ -30,10 +33,29 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .target(
+            name: "NATSClient",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "NATSTestSupport",
+            path: "Tests/Support"
+        ),
+        .target(
+            name: "LogPipeNATS",
+            dependencies: ["LogPipe", "NATSClient"]
+        ),
         .executableTarget(
             name: "logpipe",
             dependencies: [
                 "LogPipe",
+                "LogPipeNATS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -49,8 +71,12 @@ let package = Package(
             exclude: ["../Fixtures"]
         ),
         .testTarget(
+            name: "NATSClientTests",
+            dependencies: ["NATSClient", "NATSTestSupport"]
+        ),
+        .testTarget(
             name: "LogPipeCLITests",
-            dependencies: ["logpipe", "EmbeddingExample", "LogPipe"]
+            dependencies: ["logpipe", "EmbeddingExample", "LogPipe", "NATSTestSupport"]
         ),
     ],
     swiftLanguageModes: [.v6]

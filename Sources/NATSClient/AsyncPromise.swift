@@ -1,0 +1,69 @@
+import Synchronization
+
+/// A value that arrives later, completed once from any thread and awaited by
+/// any number of tasks; awaiting is cancellable and can time out.
+final class AsyncPromise<Value: Sendable>: Sendable {
+    private struct State {
+        var result: Result<Value, any Error>?
+        var waiters: [UInt64: CheckedContinuation<Value, any Error>] = [:]
+        var nextID: UInt64 = 0
+    }
+
+    private let state = Mutex(State())
+
+    init() {}
+
+    /// Whether the promise was completed.
+    var isCompleted: Bool { state.withLock { $0.result != nil } }
+
+    /// Completes with `value`; later completions are ignored.
+    func succeed(_ value: Value) { complete(.success(value)) }
+
+    /// Completes with `error`; later completions are ignored.
+    func fail(_ error: any Error) { complete(.failure(error)) }
+
+    private func complete(_ result: Result<Value, any Error>) {
+        let waiters: [CheckedContinuation<Value, any Error>] = state.withLock { state in
+            guard state.result == nil else { return [] }
+            state.result = result
+            defer { state.waiters.removeAll() }
+            return Array(state.waiters.values)
+        }
+        for waiter in waiters { waiter.resume(with: result) }
+    }
+
+    /// Waits for the value.
+    func value() async throws -> Value {
+        let id = state.withLock { state in
+            state.nextID += 1
+            return state.nextID
+        }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Value, any Error>) in
+                let ready: Result<Value, any Error>? = state.withLock { state in
+                    if let result = state.result { return result }
+                    if Task.isCancelled { return .failure(CancellationError()) }
+                    state.waiters[id] = continuation
+                    return nil
+                }
+                if let ready { continuation.resume(with: ready) }
+            }
+        } onCancel: {
+            let waiter = state.withLock { $0.waiters.removeValue(forKey: id) }
+            waiter?.resume(throwing: CancellationError())
+        }
+    }
+
+    /// Waits for the value at most `timeout`; then throws `onTimeout`.
+    func value(timeout: Duration, onTimeout: @autoclosure @escaping @Sendable () -> any Error) async throws -> Value {
+        try await withThrowingTaskGroup(of: Value.self) { group in
+            group.addTask { try await self.value() }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                throw onTimeout()
+            }
+            defer { group.cancelAll() }
+            return try await group.next()!
+        }
+    }
+}

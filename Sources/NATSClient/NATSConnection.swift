@@ -1,0 +1,831 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import Synchronization
+
+/// What the server's INFO says (the fields the client uses).
+struct ServerInfo: Decodable, Sendable {
+    var server_id: String?
+    var max_payload: Int?
+    var headers: Bool?
+    var proto: Int?
+    var jetstream: Bool?
+    var tls_required: Bool?
+    var tls_available: Bool?
+    var auth_required: Bool?
+    var nonce: String?
+    var connect_urls: [String]?
+    var ldm: Bool?
+}
+
+/// Events from a channel to its connection.
+enum ChannelEvent: Sendable {
+    case info(ByteBuffer)
+    case message(NATSMessage)
+    case pong
+    case error(String)
+    case writable
+    case closed(String)
+}
+
+/// Answers PINGs, completes the handshake, forwards the rest.
+final class NATSChannelHandler: ChannelInboundHandler {
+    typealias InboundIn = ServerOperation
+    typealias OutboundOut = ByteBuffer
+
+    private var infoPromise: EventLoopPromise<ByteBuffer>?
+    private var connectPromise: EventLoopPromise<Void>?
+    private let timeout: TimeAmount
+    private let events: @Sendable (ChannelEvent) -> Void
+    private var closeReason = "the server closed the connection"
+
+    init(
+        infoPromise: EventLoopPromise<ByteBuffer>,
+        connectPromise: EventLoopPromise<Void>,
+        timeout: TimeAmount,
+        events: @escaping @Sendable (ChannelEvent) -> Void
+    ) {
+        self.infoPromise = infoPromise
+        self.connectPromise = connectPromise
+        self.timeout = timeout
+        self.events = events
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.eventLoop.scheduleTask(in: timeout) {
+            let (handler, context) = loopBound.value
+            if handler.infoPromise != nil || handler.connectPromise != nil {
+                handler.failHandshake(NATSError.timeout("no answer to the handshake within the connect timeout"))
+                context.close(promise: nil)
+            }
+        }
+    }
+
+    private func failHandshake(_ error: any Error) {
+        infoPromise?.fail(error)
+        infoPromise = nil
+        connectPromise?.fail(error)
+        connectPromise = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .ping:
+            context.writeAndFlush(wrapOutboundOut(ByteBuffer(staticString: "PONG\r\n")), promise: nil)
+        case .info(let info):
+            if let promise = infoPromise {
+                infoPromise = nil
+                promise.succeed(info)
+            } else {
+                events(.info(info))
+            }
+        case .pong:
+            if let promise = connectPromise, infoPromise == nil {
+                connectPromise = nil
+                promise.succeed(())
+            } else {
+                events(.pong)
+            }
+        case .error(let message):
+            if infoPromise != nil || connectPromise != nil {
+                failHandshake(NATSError.serverError(message))
+            } else {
+                events(.error(message))
+            }
+            closeReason = "the server closed the connection: \(message)"
+        case .ok:
+            break
+        case .message(let message):
+            events(.message(message))
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { events(.writable) }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        failHandshake(NATSError.connectionFailed(servers: [], reason: closeReason))
+        events(.closed(closeReason))
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        closeReason = "\(error)"
+        failHandshake(error)
+        context.close(promise: nil)
+    }
+}
+
+/// A connection to a NATS server (or cluster), with reconnects.
+///
+/// Publishes are encoded into one buffer per call and written with one flush;
+/// a publisher waits while the socket is not writable, so memory stays
+/// bounded. ``flush(timeout:)`` (PING/PONG) confirms that the server processed
+/// everything written before it. When the connection breaks, the client
+/// reconnects to the server pool (configured URLs plus the cluster's
+/// `connect_urls`) with backoff and jitter, subscribes again, and sends the
+/// publishes made meanwhile (up to ``NATSOptions/reconnectBufferBytes``; past
+/// that, publishers wait).
+public final class NATSConnection: Sendable {
+    private enum Phase {
+        case connecting
+        case connected
+        case reconnecting
+        case closed
+    }
+
+    private struct Inbox {
+        var prefix: String
+        var sid: UInt64
+    }
+
+    private struct State {
+        var phase: Phase = .connecting
+        var channel: (any Channel)?
+        var generation = 0
+        var info: ServerInfo?
+        var server: ServerAddress?
+        var pool: [ServerAddress]
+        var subscriptions: [UInt64: NATSSubscription] = [:]
+        var nextSID: UInt64 = 1
+        var pongWaiters = CircularBuffer<AsyncPromise<Void>>()
+        var pingsOut = 0
+        var pending = ByteBuffer()
+        var connectedWaiters: [AsyncPromise<Void>] = []
+        var writableWaiters: [AsyncPromise<Void>] = []
+        var inbox: Inbox?
+        var requests: [String: AsyncPromise<NATSMessage>] = [:]
+        var nextRequest: UInt64 = 0
+        var reconnecting: Task<Void, Never>?
+        var keepalive: Task<Void, Never>?
+        var lastError: String?
+    }
+
+    let options: NATSOptions
+    let logger: Logger
+    private let state: Mutex<State>
+    private let eventContinuation: AsyncStream<NATSConnectionEvent>.Continuation
+    /// Connection life-cycle events (newest 256 kept if nobody reads them).
+    public let events: AsyncStream<NATSConnectionEvent>
+    private let credentials: NATSCredentials?
+    private let nkey: NKeyPair?
+
+    private init(options: NATSOptions, pool: [ServerAddress], logger: Logger) throws {
+        self.options = options
+        self.logger = logger
+        self.state = Mutex(State(pool: pool))
+        (events, eventContinuation) = AsyncStream.makeStream(
+            of: NATSConnectionEvent.self, bufferingPolicy: .bufferingNewest(256))
+        credentials = try options.credsFile.map { try NATSCredentials(file: $0) }
+        if let path = options.nkeySeedFile {
+            guard let seed = try? String(contentsOfFile: path, encoding: .utf8) else {
+                throw NATSError.invalidCredentials(path: path, reason: "cannot read the file")
+            }
+            do {
+                nkey = try NKeyPair(seed: seed.components(separatedBy: .newlines).first { $0.hasPrefix("S") } ?? seed)
+            } catch NATSError.invalidCredentials(_, let reason) {
+                throw NATSError.invalidCredentials(path: path, reason: reason)
+            }
+        } else {
+            nkey = nil
+        }
+    }
+
+    /// Connects to the first reachable server of `options.servers`.
+    ///
+    /// - Throws: ``NATSError/authorizationFailed(server:message:)`` at once
+    ///   when credentials are rejected, ``NATSError/connectionFailed(servers:reason:)``
+    ///   when no server could be reached, ``NATSError/tlsFailed(server:reason:)``.
+    public static func connect(_ options: NATSOptions, logger: Logger = Logger(label: "nats")) async throws
+        -> NATSConnection
+    {
+        let pool = try options.servers.map(ServerAddress.init(parsing:))
+        guard !pool.isEmpty else { throw NATSError.connectionFailed(servers: [], reason: "no server URL given") }
+        let connection = try NATSConnection(options: options, pool: pool, logger: logger)
+        var reasons: [String] = []
+        for server in pool {
+            do {
+                try await connection.establish(server)
+                connection.startKeepalive()
+                return connection
+            } catch let error as NATSError {
+                switch error {
+                case .authorizationFailed, .tlsFailed, .invalidCredentials: throw error
+                default: reasons.append("\(server): \(Self.reason(error))")
+                }
+            } catch {
+                reasons.append("\(server): \(Self.reason(error))")
+            }
+        }
+        throw NATSError.connectionFailed(servers: pool.map(\.description), reason: reasons.joined(separator: "; "))
+    }
+
+    static func reason(_ error: any Error) -> String {
+        if case NATSError.connectionFailed(_, let reason) = error { return reason }
+        if let error = error as? IOError { return String(cString: strerror(error.errnoCode)) }
+        if let error = error as? NIOConnectionError {
+            return error.connectionErrors.first.map { reason($0.error) } ?? "\(error)"
+        }
+        if error is ChannelError { return "connection closed (\(error))" }
+        return "\(error)"
+    }
+
+    /// The server's `max_payload`.
+    public var maxPayload: Int { state.withLock { $0.info?.max_payload ?? 1024 * 1024 } }
+
+    /// The server currently connected, if any.
+    public var connectedServer: String? {
+        state.withLock { $0.phase == .connected ? $0.server?.description : nil }
+    }
+
+    /// Whether the server has JetStream enabled.
+    public var serverHasJetStream: Bool { state.withLock { $0.info?.jetstream ?? false } }
+
+    // MARK: - Connecting
+
+    private func establish(_ server: ServerAddress) async throws {
+        let eventLoop = MultiThreadedEventLoopGroup.singleton.next()
+        let infoPromise = eventLoop.makePromise(of: ByteBuffer.self)
+        let connectPromise = eventLoop.makePromise(of: Void.self)
+        let generation = state.withLock { state in
+            state.generation += 1
+            return state.generation
+        }
+        let timeout = TimeAmount.nanoseconds(
+            Int64(
+                options.connectTimeout.components.seconds * 1_000_000_000 + options.connectTimeout.components
+                    .attoseconds / 1_000_000_000))
+        let channel: any Channel
+        do {
+            channel = try await ClientBootstrap(group: eventLoop)
+                .connectTimeout(timeout)
+                .channelOption(.socketOption(.so_keepalive), value: 1)
+                .channelOption(.writeBufferWaterMark, value: .init(low: 256 * 1024, high: 1024 * 1024))
+                .channelInitializer { [self] channel in
+                    // Strong: the channel's pipeline is torn down when it closes.
+                    let events: @Sendable (ChannelEvent) -> Void = { event in self.handle(event, generation: generation)
+                    }
+                    return channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(NATSDecoder()))
+                        try channel.pipeline.syncOperations.addHandler(
+                            NATSChannelHandler(
+                                infoPromise: infoPromise, connectPromise: connectPromise, timeout: timeout,
+                                events: events)
+                        )
+                    }
+                }
+                .connect(host: server.host, port: server.port).get()
+        } catch {
+            infoPromise.fail(error)
+            connectPromise.fail(error)
+            throw NATSError.connectionFailed(servers: [server.description], reason: Self.reason(error))
+        }
+        do {
+            let infoBytes = try await infoPromise.futureResult.get()
+            let info = try JSONDecoder().decode(ServerInfo.self, from: Data(infoBytes.readableBytesView))
+            let wantsTLS = server.tls || options.tls != nil || info.tls_required == true
+            if wantsTLS {
+                guard info.tls_required == true || info.tls_available == true else {
+                    throw NATSError.tlsFailed(
+                        server: server.description,
+                        reason: "the server does not offer TLS; use a nats:// URL without tls settings")
+                }
+                try await upgradeToTLS(channel, server: server)
+            } else if info.tls_required == true {
+                throw NATSError.tlsFailed(server: server.description, reason: "the server requires TLS")
+            }
+            var handshake = ByteBuffer()
+            handshake.writeStaticString("CONNECT ")
+            handshake.writeBytes(try connectJSON(info: info, server: server, tls: wantsTLS))
+            handshake.writeStaticString("\r\nPING\r\n")
+            // Not awaited: if the write fails (a TLS handshake error closes
+            // the channel), the connect promise carries the real reason.
+            channel.writeAndFlush(handshake, promise: nil)
+            try await connectPromise.futureResult.get()
+            try activate(channel, info: info, server: server, generation: generation)
+        } catch {
+            channel.close(promise: nil)
+            throw classify(error, server: server)
+        }
+    }
+
+    private func classify(_ error: any Error, server: ServerAddress) -> any Error {
+        switch error {
+        case NATSError.serverError(let message):
+            let lower = message.lowercased()
+            if lower.contains("authorization") || lower.contains("authentication") || lower.contains("user") {
+                return NATSError.authorizationFailed(server: server.description, message: message)
+            }
+            if lower.contains("tls") { return NATSError.tlsFailed(server: server.description, reason: message) }
+            return NATSError.connectionFailed(servers: [server.description], reason: message)
+        case let error as NATSError:
+            return error
+        case let error as NIOSSLError:
+            return NATSError.tlsFailed(server: server.description, reason: "\(error)")
+        case let error as BoringSSLError:
+            return NATSError.tlsFailed(server: server.description, reason: "\(error)")
+        default:
+            return NATSError.connectionFailed(servers: [server.description], reason: Self.reason(error))
+        }
+    }
+
+    private func upgradeToTLS(_ channel: any Channel, server: ServerAddress) async throws {
+        let settings = options.tls ?? NATSOptions.TLS()
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        do {
+            if let caFile = settings.caFile {
+                configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caFile))
+            }
+            if let certFile = settings.certFile {
+                configuration.certificateChain = try NIOSSLCertificate.fromPEMFile(certFile).map { .certificate($0) }
+            }
+            if let keyFile = settings.keyFile {
+                configuration.privateKey = .privateKey(try NIOSSLPrivateKey(file: keyFile, format: .pem))
+            }
+        } catch {
+            throw NATSError.tlsFailed(server: server.description, reason: "cannot load certificates or key: \(error)")
+        }
+        configuration.certificateVerification = settings.verify ? .fullVerification : .none
+        let context = try NIOSSLContext(configuration: configuration)
+        let hostname = server.host.first?.isNumber == true || server.host.contains(":") ? nil : server.host
+        try await channel.eventLoop.submit {
+            let handler = try NIOSSLClientHandler(context: context, serverHostname: hostname)
+            try channel.pipeline.syncOperations.addHandler(handler, position: .first)
+        }.get()
+    }
+
+    private func connectJSON(info: ServerInfo, server: ServerAddress, tls: Bool) throws -> Data {
+        var fields: [String: Any] = [
+            "verbose": false, "pedantic": false, "echo": true, "headers": true, "no_responders": true,
+            "protocol": 1, "lang": "swift", "version": "0.1.0", "name": options.name, "tls_required": tls,
+        ]
+        if let user = server.user ?? options.user {
+            if server.password == nil, options.password == nil, server.user != nil {
+                fields["auth_token"] = user  // nats://token@host
+            } else {
+                fields["user"] = user
+                fields["pass"] = server.password ?? options.password ?? ""
+            }
+        }
+        if let token = options.token { fields["auth_token"] = token }
+        if let credentials {
+            fields["jwt"] = credentials.jwt
+            fields["sig"] = try credentials.keyPair.sign(info.nonce ?? "")
+        } else if let nkey {
+            fields["nkey"] = nkey.publicKey
+            fields["sig"] = try nkey.sign(info.nonce ?? "")
+        }
+        return try JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])
+    }
+
+    /// Makes `channel` the connection's channel: re-subscribes and sends
+    /// what was published while disconnected.
+    private func activate(_ channel: any Channel, info: ServerInfo, server: ServerAddress, generation: Int) throws {
+        let (replay, waiters): (ByteBuffer, [AsyncPromise<Void>]) = try state.withLock { state in
+            guard state.phase != .closed else { throw NATSError.closed }
+            guard state.generation == generation else { throw NATSError.disconnected }
+            state.phase = .connected
+            state.channel = channel
+            state.info = info
+            state.server = server
+            state.pingsOut = 0
+            for url in info.connect_urls ?? [] {
+                if let address = try? ServerAddress(parsing: url),
+                    !state.pool.contains(where: { $0.host == address.host && $0.port == address.port })
+                {
+                    var merged = address
+                    merged.tls = server.tls
+                    state.pool.append(merged)
+                }
+            }
+            var replay = ByteBuffer()
+            for subscription in state.subscriptions.values.sorted(by: { $0.sid < $1.sid }) {
+                NATSEncoder.subscribe(
+                    into: &replay, subject: subscription.subject, queueGroup: subscription.queueGroup,
+                    sid: subscription.sid)
+            }
+            if let inbox = state.inbox {
+                NATSEncoder.subscribe(into: &replay, subject: inbox.prefix + ".*", queueGroup: nil, sid: inbox.sid)
+            }
+            replay.writeImmutableBuffer(state.pending)
+            state.pending.clear()
+            defer { state.connectedWaiters.removeAll() }
+            return (replay, state.connectedWaiters)
+        }
+        if replay.readableBytes > 0 { channel.writeAndFlush(replay, promise: nil) }
+        for waiter in waiters { waiter.succeed(()) }
+        logger.debug("connected to \(server)")
+        eventContinuation.yield(.connected(server: server.description))
+    }
+
+    // MARK: - Events from the channel
+
+    private func handle(_ event: ChannelEvent, generation: Int) {
+        switch event {
+        case .message(let message):
+            let (subscription, request): (NATSSubscription?, AsyncPromise<NATSMessage>?) = state.withLock { state in
+                guard state.generation == generation else { return (nil, nil) }
+                if let inbox = state.inbox, message.sid == inbox.sid {
+                    let token = message.subject.split(separator: ".").last.map(String.init) ?? ""
+                    return (nil, state.requests.removeValue(forKey: token))
+                }
+                return (state.subscriptions[message.sid], nil)
+            }
+            if let request {
+                request.succeed(message)
+            } else if let subscription, !subscription.deliver(message) {
+                let dropped = subscription.droppedCount
+                if dropped == 1 || dropped % 10_000 == 0 {
+                    eventContinuation.yield(.slowConsumer(subject: subscription.subject, dropped: dropped))
+                }
+            }
+        case .pong:
+            let waiter: AsyncPromise<Void>? = state.withLock { state in
+                guard state.generation == generation else { return nil }
+                state.pingsOut = 0
+                return state.pongWaiters.popFirst()
+            }
+            waiter?.succeed(())
+        case .writable:
+            let waiters = state.withLock { state in
+                defer { state.writableWaiters.removeAll() }
+                return state.writableWaiters
+            }
+            for waiter in waiters { waiter.succeed(()) }
+        case .error(let message):
+            state.withLock { $0.lastError = message }
+            logger.warning("server error: \(message)")
+            eventContinuation.yield(.serverError(message))
+        case .info(let bytes):
+            guard let info = try? JSONDecoder().decode(ServerInfo.self, from: Data(bytes.readableBytesView)) else {
+                return
+            }
+            let (channel, server): ((any Channel)?, ServerAddress?) = state.withLock { state in
+                guard state.generation == generation else { return (nil, nil) }
+                for url in info.connect_urls ?? [] {
+                    if let address = try? ServerAddress(parsing: url),
+                        !state.pool.contains(where: { $0.host == address.host && $0.port == address.port })
+                    {
+                        state.pool.append(address)
+                    }
+                }
+                return info.ldm == true ? (state.channel, state.server) : (nil, nil)
+            }
+            if let channel, let server {
+                // Lame duck: the server is going away; move before it closes.
+                logger.notice("\(server) entered lame-duck mode; moving to another server")
+                eventContinuation.yield(.lameDuck(server: server.description))
+                channel.close(promise: nil)
+            }
+        case .closed(let reason):
+            connectionLost(generation: generation, reason: reason)
+        }
+    }
+
+    private func connectionLost(generation: Int, reason: String) {
+        let failed: [AsyncPromise<Void>]? = state.withLock { state in
+            guard state.generation == generation, state.phase == .connected else { return nil }
+            state.phase = .reconnecting
+            state.channel = nil
+            var failed = Array(state.pongWaiters)
+            state.pongWaiters.removeAll()
+            failed += state.writableWaiters
+            state.writableWaiters.removeAll()
+            return failed
+        }
+        guard let failed else { return }
+        for waiter in failed { waiter.fail(NATSError.disconnected) }
+        logger.warning("disconnected: \(reason); reconnecting")
+        eventContinuation.yield(.disconnected(reason: reason))
+        let task = Task { [weak self] in
+            guard let self else { return }
+            await self.reconnectLoop()
+        }
+        state.withLock { $0.reconnecting = task }
+    }
+
+    private func reconnectLoop() async {
+        var attempt = 0
+        while true {
+            let (pool, current, phase) = state.withLock { ($0.pool, $0.server, $0.phase) }
+            guard phase == .reconnecting else { return }
+            // Start with the next server, so a lame-duck or failed one is tried last.
+            let start =
+                current.flatMap { server in pool.firstIndex { $0.host == server.host && $0.port == server.port } }.map {
+                    $0 + 1
+                } ?? 0
+            for index in 0..<pool.count {
+                let server = pool[(start + index) % pool.count]
+                do {
+                    try await establish(server)
+                    logger.notice("reconnected to \(server) after \(attempt + 1) attempt(s)")
+                    return
+                } catch NATSError.closed {
+                    return
+                } catch {
+                    if attempt == 0 || attempt % 20 == 0 {
+                        logger.warning("reconnect to \(server) failed: \(error)")
+                    }
+                }
+            }
+            attempt += 1
+            let base = min(
+                Double(options.reconnectWait.components.seconds) + Double(options.reconnectWait.components.attoseconds)
+                    / 1e18, 3600)
+            let cap =
+                Double(options.maxReconnectWait.components.seconds) + Double(
+                    options.maxReconnectWait.components.attoseconds) / 1e18
+            let delay = min(base * pow(2, Double(min(attempt, 20))), cap) * Double.random(in: 0.5...1.5)
+            do {
+                try await Task.sleep(for: .milliseconds(Int(delay * 1000)))
+            } catch {
+                return
+            }
+        }
+    }
+
+    private func startKeepalive() {
+        let interval = options.pingInterval
+        let maxOut = options.maxPingsOut
+        let task = Task { [weak self] in
+            while !Task.isCancelled {
+                do { try await Task.sleep(for: interval) } catch { return }
+                guard let self else { return }
+                let action: (channel: any Channel, stale: Bool)? = self.state.withLock { state in
+                    guard state.phase == .connected, let channel = state.channel else { return nil }
+                    if state.pingsOut >= maxOut { return (channel, true) }
+                    state.pingsOut += 1
+                    state.pongWaiters.append(AsyncPromise<Void>())
+                    return (channel, false)
+                }
+                guard let action else { continue }
+                if action.stale {
+                    self.logger.warning("no PONG for \(maxOut) PINGs; the connection is stale, reconnecting")
+                    action.channel.close(promise: nil)
+                } else {
+                    action.channel.writeAndFlush(ByteBuffer(staticString: "PING\r\n"), promise: nil)
+                }
+            }
+        }
+        state.withLock { $0.keepalive = task }
+    }
+
+    // MARK: - Publishing
+
+    /// A message to publish.
+    public struct OutgoingMessage: Sendable {
+        /// The subject.
+        public var subject: String
+        /// The payload.
+        public var payload: ByteBuffer
+        /// Optional headers.
+        public var headers: NATSHeaders?
+        /// Optional reply subject.
+        public var replyTo: String?
+
+        /// A message.
+        public init(subject: String, payload: ByteBuffer, headers: NATSHeaders? = nil, replyTo: String? = nil) {
+            self.subject = subject
+            self.payload = payload
+            self.headers = headers
+            self.replyTo = replyTo
+        }
+    }
+
+    /// Publishes one message (written at once, not confirmed; see ``flush(timeout:)``).
+    public func publish(_ subject: String, payload: ByteBuffer, headers: NATSHeaders? = nil, replyTo: String? = nil)
+        async throws
+    {
+        try await publish([OutgoingMessage(subject: subject, payload: payload, headers: headers, replyTo: replyTo)])
+    }
+
+    /// Publishes messages with one write and one flush of the socket,
+    /// waiting while the socket is not writable.
+    ///
+    /// - Throws: ``NATSError/maxPayloadExceeded(subject:size:maxPayload:)`` or
+    ///   ``NATSError/invalidSubject(_:)`` before anything is written.
+    public func publish(_ messages: [OutgoingMessage]) async throws {
+        let maxPayload = self.maxPayload
+        var buffer = ByteBuffer()
+        buffer.reserveCapacity(messages.reduce(0) { $0 + $1.payload.readableBytes + $1.subject.utf8.count + 24 })
+        for message in messages {
+            try Self.check(subject: message.subject)
+            let size = NATSEncoder.payloadSize(headers: message.headers, payload: message.payload)
+            guard size <= maxPayload else {
+                throw NATSError.maxPayloadExceeded(subject: message.subject, size: size, maxPayload: maxPayload)
+            }
+            NATSEncoder.publish(
+                into: &buffer, subject: message.subject, replyTo: message.replyTo, headers: message.headers,
+                payload: message.payload)
+        }
+        try await write(buffer)
+    }
+
+    static func check(subject: String) throws {
+        guard !subject.isEmpty, !subject.utf8.contains(where: { $0 == 0x20 || $0 == 0x09 || $0 == 0x0D || $0 == 0x0A }),
+            !subject.hasPrefix("."), !subject.hasSuffix("."), !subject.contains("..")
+        else { throw NATSError.invalidSubject(subject) }
+    }
+
+    private enum WriteAction {
+        case write(any Channel)
+        case buffered
+        case wait(AsyncPromise<Void>)
+    }
+
+    /// Writes raw protocol bytes: to the socket when connected, to the
+    /// reconnect buffer while reconnecting (waiting when it is full).
+    func write(_ buffer: ByteBuffer) async throws {
+        while true {
+            let action: WriteAction = try state.withLock { state in
+                switch state.phase {
+                case .closed: throw NATSError.closed
+                case .connected:
+                    return .write(state.channel!)
+                case .connecting, .reconnecting:
+                    if state.pending.readableBytes + buffer.readableBytes <= options.reconnectBufferBytes
+                        || state.pending.readableBytes == 0
+                    {
+                        state.pending.writeImmutableBuffer(buffer)
+                        return .buffered
+                    }
+                    let waiter = AsyncPromise<Void>()
+                    state.connectedWaiters.append(waiter)
+                    return .wait(waiter)
+                }
+            }
+            switch action {
+            case .buffered:
+                return
+            case .wait(let waiter):
+                try await waiter.value()
+                continue
+            case .write(let channel):
+                do {
+                    try await channel.writeAndFlush(buffer).get()
+                } catch {
+                    // The channel died under the write; what reached the
+                    // server is unknown. Core NATS promises no more: retry in
+                    // the reconnect buffer (a message may arrive twice).
+                    if state.withLock({ $0.phase == .closed }) { throw NATSError.closed }
+                    continue
+                }
+                if !channel.isWritable {
+                    let waiter = AsyncPromise<Void>()
+                    let stillBlocked = state.withLock { state in
+                        guard state.channel === channel, !channel.isWritable else { return false }
+                        state.writableWaiters.append(waiter)
+                        return true
+                    }
+                    if stillBlocked { try? await waiter.value() }
+                }
+                return
+            }
+        }
+    }
+
+    /// Waits until the server processed everything written before (a
+    /// PING/PONG round trip).
+    ///
+    /// - Throws: ``NATSError/disconnected`` if the connection broke (what was
+    ///   published may be lost: publish again after ``waitUntilConnected()``),
+    ///   ``NATSError/timeout(_:)``.
+    public func flush(timeout: Duration = .seconds(10)) async throws {
+        let waiter = AsyncPromise<Void>()
+        let channel: any Channel = try state.withLock { state in
+            switch state.phase {
+            case .closed: throw NATSError.closed
+            case .connecting, .reconnecting: throw NATSError.disconnected
+            case .connected:
+                state.pongWaiters.append(waiter)
+                return state.channel!
+            }
+        }
+        channel.writeAndFlush(ByteBuffer(staticString: "PING\r\n"), promise: nil)
+        try await waiter.value(timeout: timeout, onTimeout: NATSError.timeout("no PONG within \(timeout)"))
+    }
+
+    /// Returns once connected (at once when connected now).
+    public func waitUntilConnected() async throws {
+        let waiter: AsyncPromise<Void>? = try state.withLock { state in
+            switch state.phase {
+            case .closed: throw NATSError.closed
+            case .connected: return nil
+            case .connecting, .reconnecting:
+                let waiter = AsyncPromise<Void>()
+                state.connectedWaiters.append(waiter)
+                return waiter
+            }
+        }
+        try await waiter?.value()
+    }
+
+    // MARK: - Subscribing
+
+    /// Subscribes to `subject` (wildcards allowed), optionally in a queue
+    /// group; up to `capacity` messages wait for the consumer.
+    public func subscribe(_ subject: String, queueGroup: String? = nil, capacity: Int = 65536) async throws
+        -> NATSSubscription
+    {
+        guard !subject.isEmpty, !subject.contains(" ") else { throw NATSError.invalidSubject(subject) }
+        let sid = state.withLock { state in
+            defer { state.nextSID += 1 }
+            return state.nextSID
+        }
+        let subscription = NATSSubscription(subject: subject, queueGroup: queueGroup, sid: sid, capacity: capacity) {
+            [weak self] sid in
+            self?.unsubscribe(sid)
+        }
+        state.withLock { $0.subscriptions[sid] = subscription }
+        var buffer = ByteBuffer()
+        NATSEncoder.subscribe(into: &buffer, subject: subject, queueGroup: queueGroup, sid: sid)
+        let connected = state.withLock { $0.phase == .connected }
+        if connected { try await write(buffer) }  // while reconnecting, activation subscribes
+        return subscription
+    }
+
+    private func unsubscribe(_ sid: UInt64) {
+        let channel: (any Channel)? = state.withLock { state in
+            state.subscriptions.removeValue(forKey: sid)
+            return state.phase == .connected ? state.channel : nil
+        }
+        var buffer = ByteBuffer()
+        NATSEncoder.unsubscribe(into: &buffer, sid: sid)
+        channel?.writeAndFlush(buffer, promise: nil)
+    }
+
+    // MARK: - Request/reply
+
+    /// Publishes a request and waits for the first reply.
+    ///
+    /// - Throws: ``NATSError/noResponders(subject:)`` when nothing listens,
+    ///   ``NATSError/timeout(_:)`` when no reply came in time.
+    public func request(
+        _ subject: String, payload: ByteBuffer, headers: NATSHeaders? = nil, timeout: Duration = .seconds(5)
+    ) async throws -> NATSMessage {
+        let (inbox, newInbox, token, promise) = state.withLock { state in
+            var created = false
+            if state.inbox == nil {
+                let random = (0..<22).map { _ in
+                    "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".randomElement()!
+                }
+                state.inbox = Inbox(prefix: options.inboxPrefix + "." + String(random), sid: state.nextSID)
+                state.nextSID += 1
+                created = true
+            }
+            state.nextRequest += 1
+            let token = String(state.nextRequest)
+            let promise = AsyncPromise<NATSMessage>()
+            state.requests[token] = promise
+            return (state.inbox!, created, token, promise)
+        }
+        if newInbox {
+            var buffer = ByteBuffer()
+            NATSEncoder.subscribe(into: &buffer, subject: inbox.prefix + ".*", queueGroup: nil, sid: inbox.sid)
+            if state.withLock({ $0.phase == .connected }) { try await write(buffer) }
+        }
+        do {
+            try await publish([
+                OutgoingMessage(
+                    subject: subject, payload: payload, headers: headers, replyTo: inbox.prefix + "." + token)
+            ])
+            let reply = try await promise.value(
+                timeout: timeout,
+                onTimeout: NATSError.timeout("no reply to a request on '\(subject)' within \(timeout)"))
+            if reply.status == 503 { throw NATSError.noResponders(subject: subject) }
+            return reply
+        } catch {
+            _ = state.withLock { $0.requests.removeValue(forKey: token) }
+            throw error
+        }
+    }
+
+    // MARK: - Closing
+
+    /// Flushes (briefly) and closes the connection; subscriptions end.
+    public func close() async {
+        try? await flush(timeout: .seconds(2))
+        let (channel, subscriptions, waiters, tasks):
+            ((any Channel)?, [NATSSubscription], [AsyncPromise<Void>], [Task<Void, Never>?]) = state.withLock { state in
+                state.phase = .closed
+                let waiters = Array(state.pongWaiters) + state.connectedWaiters + state.writableWaiters
+                state.pongWaiters.removeAll()
+                state.connectedWaiters.removeAll()
+                state.writableWaiters.removeAll()
+                let subscriptions = Array(state.subscriptions.values)
+                state.subscriptions.removeAll()
+                return (state.channel, subscriptions, waiters, [state.reconnecting, state.keepalive])
+            }
+        for task in tasks { task?.cancel() }
+        for waiter in waiters { waiter.fail(NATSError.closed) }
+        for subscription in subscriptions { subscription.finish() }
+        try? await channel?.close()
+        eventContinuation.yield(.closed)
+        eventContinuation.finish()
+    }
+}

@@ -1,0 +1,124 @@
+import NIOCore
+import Synchronization
+
+/// Messages of one subscription, as an `AsyncSequence`.
+///
+/// Messages wait in a bounded buffer until the consumer takes them. Core
+/// NATS has no flow control towards the server (a server drops a client that
+/// falls far behind), so when the buffer is full new messages are dropped and
+/// counted in ``droppedCount``; consume promptly, or use JetStream when every
+/// message matters.
+public final class NATSSubscription: AsyncSequence, Sendable {
+    public typealias Element = NATSMessage
+
+    /// The subject (may hold wildcards).
+    public let subject: String
+    /// The queue group, if any.
+    public let queueGroup: String?
+    /// The subscription id on the connection.
+    public let sid: UInt64
+    /// Messages buffered at most.
+    public let capacity: Int
+
+    private struct State {
+        var buffer = CircularBuffer<NATSMessage>()
+        var waiter: CheckedContinuation<NATSMessage?, Never>?
+        var finished = false
+        var dropped = 0
+    }
+
+    private let state = Mutex(State())
+    private let unsubscribeAction: @Sendable (UInt64) -> Void
+
+    init(
+        subject: String, queueGroup: String?, sid: UInt64, capacity: Int,
+        unsubscribe: @escaping @Sendable (UInt64) -> Void
+    ) {
+        self.subject = subject
+        self.queueGroup = queueGroup
+        self.sid = sid
+        self.capacity = Swift.max(1, capacity)
+        self.unsubscribeAction = unsubscribe
+    }
+
+    /// Messages dropped because the buffer was full.
+    public var droppedCount: Int { state.withLock { $0.dropped } }
+
+    /// Messages waiting in the buffer.
+    public var bufferedCount: Int { state.withLock { $0.buffer.count } }
+
+    /// Stops the subscription; the sequence ends after the buffered messages.
+    public func unsubscribe() {
+        unsubscribeAction(sid)
+        finish()
+    }
+
+    /// Hands a message to the consumer; returns false if it was dropped.
+    @discardableResult
+    func deliver(_ message: NATSMessage) -> Bool {
+        let (waiter, accepted): (CheckedContinuation<NATSMessage?, Never>?, Bool) = state.withLock { state in
+            if state.finished { return (nil, false) }
+            if let waiter = state.waiter {
+                state.waiter = nil
+                return (waiter, true)
+            }
+            guard state.buffer.count < capacity else {
+                state.dropped += 1
+                return (nil, false)
+            }
+            state.buffer.append(message)
+            return (nil, true)
+        }
+        waiter?.resume(returning: message)
+        return accepted
+    }
+
+    func finish() {
+        let waiter = state.withLock { state in
+            state.finished = true
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume(returning: nil)
+    }
+
+    /// The next message, waiting for one; `nil` once the subscription ended.
+    public func next() async -> NATSMessage? {
+        if let message = state.withLock({ $0.buffer.popFirst() }) { return message }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<NATSMessage?, Never>) in
+                let ready: (NATSMessage?, Bool) = state.withLock { state in
+                    if let message = state.buffer.popFirst() { return (message, true) }
+                    if state.finished || Task.isCancelled { return (nil, true) }
+                    state.waiter = continuation
+                    return (nil, false)
+                }
+                if ready.1 { continuation.resume(returning: ready.0) }
+            }
+        } onCancel: {
+            let waiter = state.withLock { state in
+                defer { state.waiter = nil }
+                return state.waiter
+            }
+            waiter?.resume(returning: nil)
+        }
+    }
+
+    /// Waits for at least one message and returns up to `max` of those
+    /// buffered; `nil` once the subscription ended.
+    public func nextBatch(max: Int) async -> [NATSMessage]? {
+        guard let first = await next() else { return nil }
+        var batch = [first]
+        state.withLock { state in
+            while batch.count < max, let message = state.buffer.popFirst() { batch.append(message) }
+        }
+        return batch
+    }
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let subscription: NATSSubscription
+        public mutating func next() async -> NATSMessage? { await subscription.next() }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(subscription: self) }
+}
