@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LogPipe
+import LogPipeNATS
 
 struct ValidateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -17,7 +18,7 @@ struct ValidateCommand: ParsableCommand {
     var overrides: [String] = []
 
     func run() throws {
-        let loader = PipelineLoader()
+        let loader = PipelineLoader(registry: .all())
         var failed = false
         for file in files {
             let result = loader.load(file: file, overrides: overrides)
@@ -51,7 +52,7 @@ struct GraphCommand: ParsableCommand {
     var format: Format = .dot
 
     func run() throws {
-        let result = PipelineLoader().load(file: file)
+        let result = PipelineLoader(registry: .all()).load(file: file)
         guard let pipeline = result.pipeline else {
             printDiagnostics(result.diagnostics)
             throw ExitCode(ExitStatus.configurationError)
@@ -119,6 +120,6 @@ struct StagesCommand: ParsableCommand {
     var format: Format = .text
 
     func run() throws {
-        print(StageReference.render(StageRegistry.standard(), markdown: format == .markdown), terminator: "")
+        print(StageReference.render(StageRegistry.all(), markdown: format == .markdown), terminator: "")
     }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import LogPipe
+import LogPipeNATS
 import Logging
 
 struct RunCommand: AsyncParsableCommand {
@@ -39,7 +40,7 @@ struct RunCommand: AsyncParsableCommand {
         }
         let logger = Logger(label: "logpipe")
 
-        let result = PipelineLoader().load(file: file, overrides: overrides)
+        let result = PipelineLoader(registry: .all()).load(file: file, overrides: overrides)
         printDiagnostics(result.diagnostics)
         guard let pipeline = result.pipeline else {
             standardError("logpipe: \(file) has \(result.errors.count) error(s); nothing was started")

@@ -84,5 +84,10 @@ public struct SubjectPattern: Sendable, Hashable, CustomStringConvertible {
         return true
     }
 
+    /// The placeholder names, in order.
+    public var placeholderNames: [String] {
+        segments.compactMap { if case .placeholder(let name) = $0 { name } else { nil } }
+    }
+
     public var description: String { text }
 }

@@ -1,0 +1,102 @@
+import LogPipe
+import Logging
+import NATSClient
+
+/// Connection options shared by every NATS stage: `servers`, `auth`, `tls`.
+enum NATSStageOptions {
+    static let specs: [OptionSpec] = [
+        OptionSpec(
+            "servers", .stringList, required: true,
+            "Server URLs: `nats://host:4222`, `tls://host:4222`; credentials may sit in the URL."),
+        OptionSpec(
+            "auth",
+            .object([
+                OptionSpec("user", .string, "User name."),
+                OptionSpec("password", .string, "Password."),
+                OptionSpec("token", .string, "Authentication token."),
+                OptionSpec("nkey_seed_file", .string, "File holding an NKey user seed (`SU...`)."),
+                OptionSpec("creds_file", .string, "A `.creds` file (user JWT and NKey seed)."),
+            ]),
+            "Credentials: user and password, a token, an NKey seed file or a creds file."
+        ),
+        OptionSpec(
+            "tls",
+            .object([
+                OptionSpec("ca_file", .string, "CA certificates (PEM) for the server's certificate."),
+                OptionSpec("cert_file", .string, "Client certificate (PEM), for mutual TLS."),
+                OptionSpec("key_file", .string, "Client private key (PEM), for mutual TLS."),
+                OptionSpec("verify", .boolean, default: "true", "Verify the server's certificate and name."),
+            ]),
+            "TLS settings (a `tls://` URL or a server that requires TLS turns TLS on)."
+        ),
+        OptionSpec("connect_timeout", .duration, default: "5s", "Time to connect to one server."),
+        OptionSpec("name", .string, "Connection name shown by the server (default: logpipe-<stage>)."),
+    ]
+
+    static func make(_ options: StageOptions) throws -> NATSOptions {
+        let servers = options.stringList("servers")
+        if servers.isEmpty {
+            throw options.error(
+                "servers", "needs at least one server URL", hint: "servers: [\"nats://127.0.0.1:4222\"]")
+        }
+        var settings = NATSOptions(servers: servers)
+        for server in servers {
+            let lower = server.lowercased()
+            if lower.contains("://"), !lower.hasPrefix("nats://"), !lower.hasPrefix("tls://") {
+                throw options.error(
+                    "servers", "'\(server)' is not a NATS URL", hint: "write nats://host:4222 or tls://host:4222")
+            }
+        }
+        settings.name = options.string("name") ?? "logpipe-\(options.stageName)"
+        settings.connectTimeout = options.duration("connect_timeout")
+        if let auth = options.object("auth") {
+            settings.user = auth.string("user")
+            settings.password = auth.string("password")
+            settings.token = auth.string("token")
+            settings.nkeySeedFile = auth.string("nkey_seed_file")
+            settings.credsFile = auth.string("creds_file")
+            if settings.password != nil, settings.user == nil {
+                throw auth.error("password", "a password needs a user", hint: "add auth.user")
+            }
+        }
+        if let tls = options.object("tls") {
+            var configuration = NATSOptions.TLS()
+            configuration.caFile = tls.string("ca_file")
+            configuration.certFile = tls.string("cert_file")
+            configuration.keyFile = tls.string("key_file")
+            configuration.verify = tls.boolean("verify")
+            if (configuration.certFile == nil) != (configuration.keyFile == nil) {
+                throw tls.error("cert_file", "mutual TLS needs both cert_file and key_file")
+            }
+            settings.tls = configuration
+        }
+        return settings
+    }
+
+    /// Connects, logging connection events for the stage until it ends.
+    static func connect(_ options: NATSOptions, context: StageContext) async throws -> (
+        NATSConnection, Task<Void, Never>
+    ) {
+        let connection = try await NATSConnection.connect(options, logger: context.logger)
+        let logger = context.logger
+        let metrics = context.metrics
+        let events = Task {
+            for await event in connection.events {
+                switch event {
+                case .connected(let server): logger.info("connected to \(server)")
+                case .disconnected(let reason):
+                    metrics.count("disconnects")
+                    logger.warning("disconnected: \(reason); reconnecting")
+                case .lameDuck(let server): logger.notice("\(server) is in lame-duck mode; moving")
+                case .serverError(let message): logger.error("server error: \(message)")
+                case .slowConsumer(let subject, let dropped):
+                    logger.warning(
+                        "'\(subject)': \(dropped) messages dropped so far (the pipeline is slower than the subscription)"
+                    )
+                case .closed: return
+                }
+            }
+        }
+        return (connection, events)
+    }
+}
