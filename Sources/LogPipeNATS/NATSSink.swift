@@ -24,6 +24,16 @@ public struct NATSSink: Sink {
     let subject: Template
     let headers: [(String, Template)]
     let onOversize: OversizeMessagePolicy
+    /// The subject template is `{subject}`: take the record's subject as is.
+    let subjectIsRecordSubject: Bool
+
+    init(connection: NATSOptions, subject: Template, headers: [(String, Template)], onOversize: OversizeMessagePolicy) {
+        self.connection = connection
+        self.subject = subject
+        self.headers = headers
+        self.onOversize = onOversize
+        self.subjectIsRecordSubject = subject.text == "{subject}"
+    }
 
     static let definition = StageDefinition.sink(
         "nats",
@@ -62,78 +72,152 @@ public struct NATSSink: Sink {
         let (connection, events) = try await NATSStageOptions.connect(self.connection, context: context)
         defer { events.cancel() }
         var reportedOversize = false
+        var window: [Unconfirmed] = []
+        var safeSubjects = SafeSubjectCache()
         for await batch in input {
-            let maxPayload = connection.maxPayload
-            var messages: [NATSConnection.OutgoingMessage] = []
-            messages.reserveCapacity(batch.count)
-            var oversize: [Record] = []
-            var kept: [Record] = []
-            kept.reserveCapacity(batch.count)
-            for record in batch.records {
-                let message = encode(record)
-                if message.payload.readableBytes > maxPayload {
-                    oversize.append(record)
-                    continue
+            var messages = connection.makePublishBuffer(
+                capacity: batch.records.reduce(0) { $0 + $1.bytes.readableBytes + 48 })
+            var oversize: [Int] = []
+            try batch.records.withUnsafeBufferPointer { records in
+                // Fields are read in place: copying a record costs a retain per field.
+                for index in records.indices {
+                    do {
+                        let subject =
+                            subjectIsRecordSubject
+                            ? safeSubjects.sanitize(records[index].subject ?? "unknown") : subject(for: records[index])
+                        try messages.append(
+                            subject: subject, payload: records[index].bytes,
+                            headers: headers.isEmpty ? nil : headers(for: records[index]), subjectIsValid: true)
+                    } catch NATSError.maxPayloadExceeded(let subject, let size, let maxPayload) {
+                        if onOversize == .fail {
+                            throw NATSError.maxPayloadExceeded(subject: subject, size: size, maxPayload: maxPayload)
+                        }
+                        oversize.append(index)
+                    }
                 }
-                messages.append(message)
-                kept.append(record)
             }
             if !oversize.isEmpty {
-                if onOversize == .fail {
-                    throw NATSError.maxPayloadExceeded(
-                        subject: subject.render(oversize[0]), size: oversize[0].bytes.readableBytes,
-                        maxPayload: maxPayload)
-                }
                 context.metrics.count("oversize_messages", by: oversize.count)
                 if !reportedOversize {
                     context.logger.error(
-                        "records larger than the server's max_payload (\(maxPayload) bytes) were dropped (counted as oversize_messages); raise max_payload or set a smaller max_line_bytes"
+                        "records larger than the server's max_payload (\(messages.maxPayload) bytes) were dropped (counted as oversize_messages); raise max_payload or set a smaller max_line_bytes"
                     )
                     reportedOversize = true
                 }
-                Batch.acknowledge(oversize, status: .failed)
             }
-            try await publishConfirmed(messages, on: connection, context: context)
-            Batch.acknowledge(kept)
-            context.metrics.recordsDelivered.add(kept.count, ordering: .relaxed)
+            // Pipelined: the next batches go out while earlier ones wait for
+            // their PONG; acknowledgements still happen in order.
+            try await connection.publish(messages)
+            window.append(
+                Unconfirmed(batch: batch, messages: messages, oversize: oversize, confirmation: confirm(on: connection))
+            )
+            while window.count > maxUnconfirmedBatches {
+                try await confirmOldest(&window, on: connection, context: context)
+            }
+        }
+        while !window.isEmpty {
+            try await confirmOldest(&window, on: connection, context: context)
         }
         await connection.close()
     }
 
-    func encode(_ record: Record) -> NATSConnection.OutgoingMessage {
-        let subject = self.subject.render(record) { HostName.sanitize($0.utf8) }
-        var headerValues: NATSHeaders?
-        if !headers.isEmpty {
-            var values = NATSHeaders()
-            for (name, template) in headers { values.append(name, template.render(record)) }
-            headerValues = values
-        }
-        return NATSConnection.OutgoingMessage(subject: subject, payload: record.bytes, headers: headerValues)
+    /// The record's subject, made safe (empty tokens and wildcards replaced).
+    @inline(__always)
+    func subject(for record: Record) -> String {
+        if subjectIsRecordSubject { return HostName.sanitize(record.subject ?? "unknown") }
+        return subject.render(record) { HostName.sanitize($0) }
     }
 
-    /// Publishes and confirms with a PING/PONG; after a disconnect or a time
-    /// out, waits for the connection and publishes the batch again.
-    func publishConfirmed(
-        _ messages: [NATSConnection.OutgoingMessage], on connection: NATSConnection, context: StageContext
-    ) async throws {
-        guard !messages.isEmpty else { return }
+    @inline(__always)
+    func headers(for record: Record) -> NATSHeaders? {
+        guard !headers.isEmpty else { return nil }
+        var values = NATSHeaders()
+        for (name, template) in headers { values.append(name, template.render(record)) }
+        return values
+    }
+
+    /// Batches published but not yet confirmed, at most.
+    let maxUnconfirmedBatches = 8
+
+    struct Unconfirmed {
+        var batch: Batch
+        var messages: NATSConnection.PublishBuffer
+        var oversize: [Int]
+        var confirmation: Task<Void, any Error>
+    }
+
+    func confirm(on connection: NATSConnection) -> Task<Void, any Error> {
+        Task { try await connection.flush(timeout: .seconds(10)) }
+    }
+
+    /// Waits for the oldest batch's PONG and acknowledges it. If the
+    /// connection broke (or the PONG is late), every unconfirmed batch is
+    /// published again, in order, once the connection is back.
+    func confirmOldest(_ window: inout [Unconfirmed], on connection: NATSConnection, context: StageContext) async throws
+    {
         var attempts = 0
         while true {
             do {
-                try await connection.publish(messages)
-                try await connection.flush(timeout: .seconds(10))
+                try await window[0].confirmation.value
+                let done = window.removeFirst()
+                if done.oversize.isEmpty {
+                    done.batch.acknowledge()
+                } else {
+                    let failed = Set(done.oversize)
+                    Batch.acknowledge(
+                        done.batch.records.indices.filter { !failed.contains($0) }.map { done.batch.records[$0] })
+                    Batch.acknowledge(done.oversize.map { done.batch.records[$0] }, status: .failed)
+                }
+                context.metrics.recordsDelivered.add(done.batch.count - done.oversize.count, ordering: .relaxed)
                 return
             } catch NATSError.disconnected, NATSError.timeout {
                 attempts += 1
-                context.metrics.count("republished_batches")
+                context.metrics.count("republished_batches", by: window.count)
                 if attempts == 1 || attempts % 10 == 0 {
                     context.logger.warning(
-                        "a batch of \(messages.count) was not confirmed (connection lost); publishing it again after reconnecting"
+                        "\(window.count) batch(es) not confirmed (connection lost); publishing them again after reconnecting"
                     )
                 }
+                for pending in window { pending.confirmation.cancel() }
                 try await connection.waitUntilConnected()
                 try Task.checkCancellation()
+                for index in window.indices {
+                    try await connection.publish(window[index].messages)
+                    window[index].confirmation = confirm(on: connection)
+                }
             }
         }
+    }
+}
+
+/// Remembers subject strings already found safe, by the identity of their
+/// storage: upstream stages (the partition stage) hand out the same few
+/// subject strings over and over, so most checks become a pointer compare.
+struct SafeSubjectCache {
+    private var known: [(subject: String, base: UnsafeRawPointer, count: Int)] = []
+    private var next = 0
+
+    mutating func sanitize(_ subject: String) -> String {
+        var subject = subject
+        // Strings of up to 15 bytes live inline, and `withUTF8` lends them a
+        // temporary address: no identity there (and scanning them is cheap).
+        let identity: (UnsafeRawPointer, Int)? = subject.withUTF8 { bytes in
+            bytes.count > 15 ? bytes.baseAddress.map { (UnsafeRawPointer($0), bytes.count) } : nil
+        }
+        if let identity {
+            for entry in known where entry.base == identity.0 && entry.count == identity.1 { return entry.subject }
+        }
+        let safe = HostName.sanitize(subject)
+        // A heap string's storage keeps its address while it is alive (the
+        // cache keeps it alive).
+        if let identity, safe == subject {
+            if known.count < 64 {
+                known.append((subject, identity.0, identity.1))
+            } else {
+                known[next] = (subject, identity.0, identity.1)
+                next = (next + 1) % 64
+            }
+        }
+        return safe
     }
 }

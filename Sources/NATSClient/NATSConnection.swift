@@ -626,10 +626,65 @@ public final class NATSConnection: Sendable {
         try await write(buffer)
     }
 
+    @inline(__always)
     static func check(subject: String) throws {
-        guard !subject.isEmpty, !subject.utf8.contains(where: { $0 == 0x20 || $0 == 0x09 || $0 == 0x0D || $0 == 0x0A }),
-            !subject.hasPrefix("."), !subject.hasSuffix("."), !subject.contains("..")
-        else { throw NATSError.invalidSubject(subject) }
+        // One pass over the bytes: no whitespace, no empty token.
+        var previousDot = true
+        var empty = true
+        for byte in subject.utf8 {
+            empty = false
+            if byte == 0x20 || byte == 0x09 || byte == 0x0D || byte == 0x0A { throw NATSError.invalidSubject(subject) }
+            let isDot = byte == UInt8(ascii: ".")
+            if isDot && previousDot { throw NATSError.invalidSubject(subject) }
+            previousDot = isDot
+        }
+        if empty || previousDot { throw NATSError.invalidSubject(subject) }
+    }
+
+    /// Messages encoded for one write, checked against the server's
+    /// `max_payload` as they are added; send with ``publish(_:)-(PublishBuffer)``.
+    public struct PublishBuffer: Sendable {
+        var buffer: ByteBuffer
+        /// The server's `max_payload` when the buffer was made.
+        public let maxPayload: Int
+        /// Messages in the buffer.
+        public private(set) var count = 0
+
+        init(maxPayload: Int, capacity: Int) {
+            self.maxPayload = maxPayload
+            buffer = ByteBuffer()
+            buffer.reserveCapacity(capacity)
+        }
+
+        /// Encodes a message.
+        /// - Throws: ``NATSError/maxPayloadExceeded(subject:size:maxPayload:)``
+        ///   or ``NATSError/invalidSubject(_:)``; nothing is added then.
+        ///   Pass `subjectIsValid: true` only for subjects the caller already
+        ///   made safe (it skips the check).
+        public mutating func append(
+            subject: String, payload: ByteBuffer, headers: NATSHeaders? = nil, replyTo: String? = nil,
+            subjectIsValid: Bool = false
+        ) throws {
+            if !subjectIsValid { try NATSConnection.check(subject: subject) }
+            let size = NATSEncoder.payloadSize(headers: headers, payload: payload)
+            guard size <= maxPayload else {
+                throw NATSError.maxPayloadExceeded(subject: subject, size: size, maxPayload: maxPayload)
+            }
+            NATSEncoder.publish(into: &buffer, subject: subject, replyTo: replyTo, headers: headers, payload: payload)
+            count += 1
+        }
+    }
+
+    /// An empty ``PublishBuffer`` for this connection's server.
+    public func makePublishBuffer(capacity: Int = 64 * 1024) -> PublishBuffer {
+        PublishBuffer(maxPayload: maxPayload, capacity: capacity)
+    }
+
+    /// Publishes every message of `messages` with one write and one flush
+    /// of the socket.
+    public func publish(_ messages: PublishBuffer) async throws {
+        guard messages.count > 0 else { return }
+        try await write(messages.buffer)
     }
 
     private enum WriteAction {

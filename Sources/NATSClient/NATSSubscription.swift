@@ -82,7 +82,10 @@ public final class NATSSubscription: AsyncSequence, Sendable {
         waiter?.resume(returning: nil)
     }
 
-    /// The next message, waiting for one; `nil` once the subscription ended.
+    /// The next message, waiting for one; `nil` once the subscription ended
+    /// (or the waiting task was cancelled before a message came). A message
+    /// that arrives as the task is cancelled is still returned: do not
+    /// discard the result of a cancelled call.
     public func next() async -> NATSMessage? {
         if let message = state.withLock({ $0.buffer.popFirst() }) { return message }
         return await withTaskCancellationHandler {

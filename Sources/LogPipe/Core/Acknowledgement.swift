@@ -116,24 +116,40 @@ struct AcknowledgementSlot: Sendable {
     @usableFromInline let index: Int
 }
 
-extension Collection where Element == Record {
-    /// Applies `body` to each maximal run of consecutive records that share a
-    /// token and have consecutive slots, so a whole batch costs one lock.
-    func forEachAcknowledgementRun(_ body: (AcknowledgementToken, Range<Int>) -> Void) {
-        var runToken: AcknowledgementToken?
-        var runStart = 0
-        var runEnd = 0
-        for record in self {
-            guard let slot = record.acknowledgement else { continue }
-            if let token = runToken, token === slot.token, slot.index == runEnd {
-                runEnd += 1
-                continue
-            }
-            if let token = runToken { body(token, runStart..<runEnd) }
-            runToken = slot.token
-            runStart = slot.index
-            runEnd = slot.index + 1
+/// Folds acknowledgement slots into maximal runs of consecutive slots of one
+/// token, so a whole batch costs one lock.
+struct AcknowledgementRuns {
+    private var token: AcknowledgementToken?
+    private var start = 0
+    private var end = 0
+
+    @inline(__always)
+    mutating func add(_ slot: AcknowledgementSlot?, _ body: (AcknowledgementToken, Range<Int>) -> Void) {
+        guard let slot else { return }
+        if let token, token === slot.token, slot.index == end {
+            end += 1
+            return
         }
-        if let token = runToken { body(token, runStart..<runEnd) }
+        if let token { body(token, start..<end) }
+        token = slot.token
+        start = slot.index
+        end = slot.index + 1
+    }
+
+    func finish(_ body: (AcknowledgementToken, Range<Int>) -> Void) {
+        if let token { body(token, start..<end) }
+    }
+}
+
+extension Array where Element == Record {
+    /// Applies `body` to each run of records sharing a token with consecutive
+    /// slots. Reads the slots in place: no record is copied (a copy of a
+    /// record costs a retain per field).
+    func forEachAcknowledgementRun(_ body: (AcknowledgementToken, Range<Int>) -> Void) {
+        var runs = AcknowledgementRuns()
+        withUnsafeBufferPointer { records in
+            for index in records.indices { runs.add(records[index].acknowledgement, body) }
+        }
+        runs.finish(body)
     }
 }

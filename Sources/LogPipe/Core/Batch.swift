@@ -28,22 +28,23 @@ public struct Batch: Sendable {
     public var isEmpty: Bool { records.isEmpty }
 
     /// Removes the records for which `shouldDrop` is true and acknowledges them
-    /// as ``DeliveryStatus/dropped``.
+    /// as ``DeliveryStatus/dropped``. The records that stay keep their order;
+    /// nothing is copied.
     public mutating func removeAll(where shouldDrop: (Record) throws -> Bool) rethrows {
-        var kept: [Record] = []
-        kept.reserveCapacity(records.count)
-        var dropped: [Record] = []
-        for record in records {
-            if try shouldDrop(record) {
-                dropped.append(record)
-            } else {
-                kept.append(record)
+        var runs = AcknowledgementRuns()
+        var kept = 0
+        try records.withUnsafeMutableBufferPointer { buffer in
+            for index in buffer.indices {
+                if try shouldDrop(buffer[index]) {
+                    runs.add(buffer[index].acknowledgement) { $0.release($1, status: .dropped) }
+                } else {
+                    if kept != index { buffer.swapAt(kept, index) }
+                    kept += 1
+                }
             }
         }
-        if !dropped.isEmpty {
-            Batch.acknowledge(dropped, status: .dropped)
-        }
-        records = kept
+        runs.finish { $0.release($1, status: .dropped) }
+        records.removeLast(records.count - kept)
     }
 
     /// Reports every record of the batch done with `status`, releasing this
@@ -53,7 +54,7 @@ public struct Batch: Sendable {
     }
 
     /// Reports the given records done with `status`.
-    public static func acknowledge(_ records: some Collection<Record>, status: DeliveryStatus = .delivered) {
+    public static func acknowledge(_ records: [Record], status: DeliveryStatus = .delivered) {
         records.forEachAcknowledgementRun { token, range in
             token.release(range, status: status)
         }

@@ -163,7 +163,15 @@ public struct Template: Sendable, Hashable, CustomStringConvertible {
     /// `escape` first (a file sink uses it to keep values inside one path
     /// component).
     public func render(_ record: Record, escape: (String) -> String = { $0 }) -> String {
-        if segments.count == 1, case .literal(let text) = segments[0] { return text }
+        if segments.count == 1 {
+            // One segment: no concatenation (and no copy of the value).
+            switch segments[0] {
+            case .literal(let text): return text
+            case .attribute(let attribute): return escape(Template.value(of: attribute, in: record) ?? "unknown")
+            case .field(let name): return escape(record.fields[name] ?? "unknown")
+            case .time(let format): return escape(Template.formatTime(format, CivilTime(record.receivedAt)))
+            }
+        }
         var result = ""
         for segment in segments {
             switch segment {

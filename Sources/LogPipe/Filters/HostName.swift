@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// Host names in partitions and subjects: where they come from in a line,
 /// and the one rule that makes them safe.
 ///
@@ -8,6 +14,29 @@
 /// `logs.p1.web1.example.net`), `we b*1` becomes `we_b_1`, and a host can
 /// never add an empty or wildcard token to a subject.
 public enum HostName {
+    /// Whether `text` is already safe (sanitising it would not change it).
+    @inline(__always)
+    public static func isSafe(_ text: String) -> Bool {
+        var previousDot = true  // a leading dot is not safe
+        var empty = true
+        for byte in text.utf8 {
+            empty = false
+            let isDot = byte == UInt8(ascii: ".")
+            let allowed =
+                (byte >= 0x61 && byte <= 0x7A) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x30 && byte <= 0x39)
+                || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-") || isDot
+            if !allowed || (isDot && previousDot) { return false }
+            previousDot = isDot
+        }
+        return !empty && !previousDot
+    }
+
+    /// Applies the safety rule to a string, returning it unchanged (no copy)
+    /// when it is already safe.
+    public static func sanitize(_ text: String) -> String {
+        isSafe(text) ? text : sanitize(text.utf8)
+    }
+
     /// Applies the safety rule to `raw`.
     public static func sanitize(_ raw: some Collection<UInt8>) -> String {
         var output: [UInt8] = []
@@ -70,23 +99,28 @@ public enum HostName {
     /// The bytes after the first occurrence of `key`, up to `end` (or the line's end).
     static func value(after key: StaticString, in bytes: UnsafeBufferPointer<UInt8>, endingAt end: UInt8) -> Range<Int>?
     {
-        let keyLength = key.utf8CodeUnitCount
-        guard bytes.count >= keyLength else { return nil }
-        return key.withUTF8Buffer { pattern -> Range<Int>? in
-            var index = 0
-            while index + keyLength <= bytes.count {
-                guard let candidate = bytes[index...(bytes.count - keyLength)].firstIndex(of: pattern[0]) else {
-                    return nil
-                }
-                if (0..<keyLength).allSatisfy({ bytes[candidate + $0] == pattern[$0] }) {
-                    let start = candidate + keyLength
-                    let stop = bytes[start...].firstIndex(of: end) ?? bytes.count
-                    return start..<stop
-                }
-                index = candidate + 1
+        guard let base = bytes.baseAddress, bytes.count >= key.utf8CodeUnitCount else { return nil }
+        let length = key.utf8CodeUnitCount
+        let first = Int32(key.utf8Start.pointee)
+        var position = 0
+        var foundAt: Int?
+        // memchr to each candidate first byte, memcmp for the rest.
+        while position + length <= bytes.count,
+            let hit = memchr(base + position, first, bytes.count - length + 1 - position)
+        {
+            let offset = UnsafeRawPointer(hit) - UnsafeRawPointer(base)
+            if memcmp(base + offset, key.utf8Start, length) == 0 {
+                foundAt = offset
+                break
             }
-            return nil
+            position = offset + 1
         }
+        guard let foundAt else { return nil }
+        let start = foundAt + length
+        let stop =
+            memchr(base + start, Int32(end), bytes.count - start).map { UnsafeRawPointer($0) - UnsafeRawPointer(base) }
+            ?? bytes.count
+        return start..<stop
     }
 }
 

@@ -42,11 +42,14 @@ public struct PartitionStage: BatchTransform, FieldProducer, TemplateConsumer {
 
     let options: Options
     private let keyIsHost: Bool
+    /// The subject uses only `{host}` and `{partition}`: it can be cached per host.
+    private let subjectDependsOnHostOnly: Bool
 
     /// Creates a partition stage.
     public init(options: Options) {
         self.options = options
         self.keyIsHost = options.key.text == "{host}"
+        self.subjectDependsOnHostOnly = options.subject.placeholders.allSatisfy { $0 == "host" || $0 == "partition" }
     }
 
     static let definition = StageDefinition.transform(
@@ -87,30 +90,99 @@ public struct PartitionStage: BatchTransform, FieldProducer, TemplateConsumer {
         Int(options.hash.hash(host.utf8) % UInt32(options.partitions))
     }
 
-    public func transform(_ batch: inout Batch) throws {
-        for index in batch.records.indices {
-            var record = batch.records[index]
-            record.host = resolveHost(record)
-            let key = keyIsHost ? record.host : options.key.render(record)
-            record.partition = Int(options.hash.hash(key.utf8) % UInt32(options.partitions))
-            record.subject = options.subject.render(record) { HostName.sanitize($0.utf8) }
-            batch.records[index] = record
+    public func run(input: BatchInput, output: BatchOutput, context: StageContext) async throws {
+        // Hosts repeat: the safe host, its partition and (for templates of
+        // host and partition only) the subject are computed once per raw host.
+        var cache = HostCache(capacity: 4096)
+        for await var batch in input {
+            for index in batch.records.indices {
+                assign(&batch.records[index], cache: &cache)
+            }
+            try await output.send(batch)
         }
     }
 
-    func resolveHost(_ record: Record) -> String {
+    public func transform(_ batch: inout Batch) throws {
+        var cache = HostCache(capacity: 0)
+        for index in batch.records.indices {
+            assign(&batch.records[index], cache: &cache)
+        }
+    }
+
+    @inline(__always)
+    func assign(_ record: inout Record, cache: inout HostCache) {
+        let cacheable = keyIsHost && subjectDependsOnHostOnly
+        let entry: HostCache.Entry = withRawHost(record) { raw in
+            if cacheable, let hit = cache.lookup(raw) { return hit }
+            var resolved = record
+            resolved.host = HostName.sanitize(raw)
+            let key = keyIsHost ? resolved.host : options.key.render(resolved)
+            resolved.partition = Int(options.hash.hash(key.utf8) % UInt32(options.partitions))
+            let subject = options.subject.render(resolved) { HostName.sanitize($0) }
+            let entry = HostCache.Entry(host: resolved.host, partition: resolved.partition!, subject: subject)
+            if cacheable { cache.store(raw, entry) }
+            return entry
+        }
+        record.host = entry.host
+        record.partition = entry.partition
+        record.subject = cacheable ? entry.subject : options.subject.render(record) { HostName.sanitize($0) }
+    }
+
+    /// Calls `body` with the raw (unsanitised) host bytes the options select.
+    @inline(__always)
+    func withRawHost<Result>(_ record: Record, _ body: (UnsafeRawBufferPointer) -> Result) -> Result {
+        let empty = UnsafeRawBufferPointer(start: nil, count: 0)
         switch options.host {
         case .record:
-            return HostName.sanitize(record.host.utf8)
+            var host = record.host
+            return host.withUTF8 { body(UnsafeRawBufferPointer($0)) }
         case .line:
-            return record.bytes.withUnsafeReadableBytes { bytes in
-                HostName.sanitize(HostName.fromLine(bytes) ?? UnsafeRawBufferPointer(start: nil, count: 0))
-            }
+            return record.bytes.withUnsafeReadableBytes { bytes in body(HostName.fromLine(bytes) ?? empty) }
         case .auto:
-            if let captured = record.fields["host"] { return HostName.sanitize(captured.utf8) }
-            return record.bytes.withUnsafeReadableBytes { bytes in
-                HostName.fromLine(bytes).map { HostName.sanitize($0) }
-            } ?? HostName.sanitize(record.host.utf8)
+            if var captured = record.fields["host"] {
+                return captured.withUTF8 { body(UnsafeRawBufferPointer($0)) }
+            }
+            let found: Result? = record.bytes.withUnsafeReadableBytes { bytes in
+                HostName.fromLine(bytes).map(body)
+            }
+            if let found { return found }
+            var host = record.host
+            return host.withUTF8 { body(UnsafeRawBufferPointer($0)) }
         }
+    }
+}
+
+/// Raw host bytes → safe host, partition, subject; bounded, cleared when full.
+struct HostCache {
+    struct Entry {
+        var host: String
+        var partition: Int
+        var subject: String
+    }
+
+    private var entries: [UInt64: (raw: [UInt8], entry: Entry)] = [:]
+    let capacity: Int
+
+    init(capacity: Int) {
+        self.capacity = capacity
+    }
+
+    @inline(__always)
+    static func hash(_ raw: UnsafeRawBufferPointer) -> UInt64 {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        for byte in raw { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
+        return hash
+    }
+
+    @inline(__always)
+    func lookup(_ raw: UnsafeRawBufferPointer) -> Entry? {
+        guard capacity > 0, let found = entries[Self.hash(raw)], found.raw.elementsEqual(raw) else { return nil }
+        return found.entry
+    }
+
+    mutating func store(_ raw: UnsafeRawBufferPointer, _ entry: Entry) {
+        guard capacity > 0 else { return }
+        if entries.count >= capacity { entries.removeAll(keepingCapacity: true) }
+        entries[Self.hash(raw)] = (Array(raw), entry)
     }
 }

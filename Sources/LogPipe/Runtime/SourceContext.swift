@@ -35,20 +35,21 @@ public struct SourceContext: Sendable {
     /// - Returns: the token, to query ``AcknowledgementToken/isComplete``.
     @discardableResult
     public func emit(
-        _ records: [Record],
+        _ records: consuming [Record],
         onAcknowledged: AcknowledgementToken.Handler? = nil
     ) async throws -> AcknowledgementToken? {
-        guard !records.isEmpty else { return nil }
+        let count = records.count
+        guard count > 0 else { return nil }
         let ledger = self.ledger
-        let token = AcknowledgementToken(count: records.count) { token, completed in
+        let token = AcknowledgementToken(count: count) { token, completed in
             ledger.acknowledged(completed.count)
             onAcknowledged?(token, completed)
         }
-        var batch = Batch(records: records)
+        var batch = Batch(records: consume records)
         for index in batch.records.indices {
             batch.records[index].acknowledgement = AcknowledgementSlot(token: token, index: index)
         }
-        ledger.emitted(records.count)
+        ledger.emitted(count)
         try await output.send(batch)
         return token
     }

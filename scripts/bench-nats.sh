@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Benchmark: publish every corpus line to core NATS on logs.p<crc32(host)%8>.<host>.
+# `logpipe run` stdin -> partition (host: line) -> nats, beside the Go reference
+# publisher ../shared/bench/natspub (nats.go, built here), against a private
+# nats-server on free loopback ports, alternating, median of N. Each run must
+# raise the server's in_msgs by exactly the corpus' line count.
+#
+#   scripts/bench-nats.sh [lines] [runs]     # default 1000000 3
+#
+# Needs Go and nats.go from Debian (../shared/bench/setup-tools.sh installs them).
+source "$(dirname "$0")/bench-lib.sh"
+lines="${1:-1000000}"
+runs="${2:-3}"
+input="$(corpus "$lines")"
+bin="$(logpipe_bin)"
+work="$BENCH_WORK/nats"
+rm -rf "$work" && mkdir -p "$work"
+command -v go >/dev/null || bash ../shared/bench/setup-tools.sh >&2
+(cd ../shared/bench/natspub && GOPATH=/usr/share/gocode GO111MODULE=off GOFLAGS= GOCACHE="$work/gocache" go build -o "$work/natspub" .)
+
+nats-server -a 127.0.0.1 -p -1 -m -1 -l "$work/server.log" &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
+for _ in $(seq 100); do grep -q "Server is ready" "$work/server.log" 2>/dev/null && break; sleep 0.1; done
+port=$(grep -o "client connections on 127.0.0.1:[0-9]*" "$work/server.log" | grep -o "[0-9]*$")
+http=$(grep -o "http monitor on 127.0.0.1:[0-9]*" "$work/server.log" | grep -o "[0-9]*$")
+url="nats://127.0.0.1:$port"
+in_msgs() { curl -s "http://127.0.0.1:$http/varz" | python3 -c 'import json,sys; print(json.load(sys.stdin)["in_msgs"])'; }
+cat > "$work/publish.yaml" <<YAML
+sources:
+  in: { type: stdin }
+transforms:
+  route: { type: partition, inputs: [in], partitions: 8, host: line }
+sinks:
+  bus: { type: nats, inputs: [route], servers: ["$url"] }
+YAML
+check() {
+  local before=$1 after
+  after=$(in_msgs)
+  [ $((after - before)) -eq "$lines" ] || { echo "bench: in_msgs grew by $((after - before)), expected $lines" >&2; exit 1; }
+}
+for run in $(seq 1 "$runs"); do
+  echo "run $run" >&2
+  before=$(in_msgs)
+  measure go_natspub_core "'$work/natspub' -url '$url' -mode core '$input' > /dev/null"
+  check "$before"
+  before=$(in_msgs)
+  measure logpipe_partition_nats "'$bin' run --quiet '$work/publish.yaml' < '$input'"
+  check "$before"
+done
+echo "every run raised in_msgs by exactly $lines" >&2
+report "$lines" "$(stat -c %s "$input")" go_natspub_core
