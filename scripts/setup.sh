@@ -2,15 +2,17 @@
 # Installs what building, testing and benchmarking LogPipe need on a fresh
 # Debian/Ubuntu machine (as root, or with sudo). Elsewhere, install the same
 # by hand: a Swift 6.1+ toolchain, PCRE2 with its headers and pcre2grep
-# (brew install pcre2), pkg-config, python3, and for benchmarks GNU time.
+# (brew install pcre2), pkg-config, nats-server 2.9+, openssl, python3, and
+# for benchmarks GNU time.
 #
 #   scripts/setup.sh          # build and test dependencies
 #   scripts/setup.sh bench    # plus what the benchmarks use
 set -euo pipefail
 
 # System packages by purpose: the build links libpcre2-8 (regex stage); the
-# tests compare the regex stage with pcre2grep.
-build_packages=(libpcre2-dev pcre2-utils pkg-config)
+# tests compare the regex stage with pcre2grep, run a private nats-server, and
+# make TLS certificates with openssl.
+build_packages=(libpcre2-dev pcre2-utils pkg-config nats-server openssl)
 bench_packages=(time python3)
 
 wanted=("${build_packages[@]}")
