@@ -72,8 +72,22 @@ public struct NATSSink: Sink {
         let (connection, events) = try await NATSStageOptions.connect(self.connection, context: context)
         defer { events.cancel() }
         var reportedOversize = false
-        var window: [Unconfirmed] = []
         var safeSubjects = SafeSubjectCache()
+        // Pipelined: batches go out while earlier ones wait for their PONG; a
+        // task of its own acknowledges them, in order, as the PONGs come (it
+        // must not wait for more input: a source may wait for these acks).
+        let unconfirmed = BoundedChannel<Unconfirmed>(capacity: maxUnconfirmedBatches)
+        let settler = Task {
+            do {
+                while let item = await unconfirmed.receive() {
+                    try await settle(item, on: connection, context: context)
+                }
+            } catch {
+                unconfirmed.close()
+                throw error
+            }
+        }
+        defer { settler.cancel() }
         for await batch in input {
             var messages = connection.makePublishBuffer(
                 capacity: batch.records.reduce(0) { $0 + $1.bytes.readableBytes + 48 })
@@ -105,19 +119,17 @@ public struct NATSSink: Sink {
                     reportedOversize = true
                 }
             }
-            // Pipelined: the next batches go out while earlier ones wait for
-            // their PONG; acknowledgements still happen in order.
             try await connection.publish(messages)
-            window.append(
-                Unconfirmed(batch: batch, messages: messages, oversize: oversize, confirmation: confirm(on: connection))
-            )
-            while window.count > maxUnconfirmedBatches {
-                try await confirmOldest(&window, on: connection, context: context)
+            do {
+                try await unconfirmed.send(
+                    Unconfirmed(
+                        batch: batch, messages: messages, oversize: oversize, confirmation: confirm(on: connection)))
+            } catch is ChannelClosedError {
+                break  // the settler failed; its error is thrown below
             }
         }
-        while !window.isEmpty {
-            try await confirmOldest(&window, on: connection, context: context)
-        }
+        unconfirmed.finishProducer()
+        try await settler.value
         await connection.close()
     }
 
@@ -139,7 +151,7 @@ public struct NATSSink: Sink {
     /// Batches published but not yet confirmed, at most.
     let maxUnconfirmedBatches = 8
 
-    struct Unconfirmed {
+    struct Unconfirmed: Sendable {
         var batch: Batch
         var messages: NATSConnection.PublishBuffer
         var oversize: [Int]
@@ -150,41 +162,37 @@ public struct NATSSink: Sink {
         Task { try await connection.flush(timeout: .seconds(10)) }
     }
 
-    /// Waits for the oldest batch's PONG and acknowledges it. If the
-    /// connection broke (or the PONG is late), every unconfirmed batch is
-    /// published again, in order, once the connection is back.
-    func confirmOldest(_ window: inout [Unconfirmed], on connection: NATSConnection, context: StageContext) async throws
-    {
+    /// Waits for a batch's PONG and acknowledges it. If the connection broke
+    /// (or the PONG is late), the batch is published again once the
+    /// connection is back; later batches fail their PONG the same way and
+    /// follow in order.
+    func settle(_ item: Unconfirmed, on connection: NATSConnection, context: StageContext) async throws {
+        var item = item
         var attempts = 0
         while true {
             do {
-                try await window[0].confirmation.value
-                let done = window.removeFirst()
-                if done.oversize.isEmpty {
-                    done.batch.acknowledge()
+                try await item.confirmation.value
+                if item.oversize.isEmpty {
+                    item.batch.acknowledge()
                 } else {
-                    let failed = Set(done.oversize)
+                    let failed = Set(item.oversize)
                     Batch.acknowledge(
-                        done.batch.records.indices.filter { !failed.contains($0) }.map { done.batch.records[$0] })
-                    Batch.acknowledge(done.oversize.map { done.batch.records[$0] }, status: .failed)
+                        item.batch.records.indices.filter { !failed.contains($0) }.map { item.batch.records[$0] })
+                    Batch.acknowledge(item.oversize.map { item.batch.records[$0] }, status: .failed)
                 }
-                context.metrics.recordsDelivered.add(done.batch.count - done.oversize.count, ordering: .relaxed)
+                context.metrics.recordsDelivered.add(item.batch.count - item.oversize.count, ordering: .relaxed)
                 return
             } catch NATSError.disconnected, NATSError.timeout {
                 attempts += 1
-                context.metrics.count("republished_batches", by: window.count)
+                context.metrics.count("republished_batches")
                 if attempts == 1 || attempts % 10 == 0 {
                     context.logger.warning(
-                        "\(window.count) batch(es) not confirmed (connection lost); publishing them again after reconnecting"
-                    )
+                        "a batch was not confirmed (connection lost); publishing it again after reconnecting")
                 }
-                for pending in window { pending.confirmation.cancel() }
                 try await connection.waitUntilConnected()
                 try Task.checkCancellation()
-                for index in window.indices {
-                    try await connection.publish(window[index].messages)
-                    window[index].confirmation = confirm(on: connection)
-                }
+                try await connection.publish(item.messages)
+                item.confirmation = confirm(on: connection)
             }
         }
     }

@@ -2,10 +2,12 @@ import LogPipe
 
 /// Registers the NATS stage types.
 public enum NATSStages {
-    /// Adds `nats` (source and sink) to `registry`.
+    /// Adds `nats` and `jetstream` (sources and sinks) to `registry`.
     public static func register(in registry: StageRegistry) {
         registry.register(NATSSink.definition)
         registry.register(NATSSource.definition)
+        registry.register(JetStreamSink.definition)
+        registry.register(JetStreamSource.definition)
     }
 }
 

@@ -2,7 +2,7 @@ import Synchronization
 
 /// A value that arrives later, completed once from any thread and awaited by
 /// any number of tasks; awaiting is cancellable and can time out.
-final class AsyncPromise<Value: Sendable>: Sendable {
+public final class AsyncPromise<Value: Sendable>: Sendable {
     private struct State {
         var result: Result<Value, any Error>?
         var waiters: [UInt64: CheckedContinuation<Value, any Error>] = [:]
@@ -11,16 +11,17 @@ final class AsyncPromise<Value: Sendable>: Sendable {
 
     private let state = Mutex(State())
 
-    init() {}
+    /// An uncompleted promise.
+    public init() {}
 
     /// Whether the promise was completed.
-    var isCompleted: Bool { state.withLock { $0.result != nil } }
+    public var isCompleted: Bool { state.withLock { $0.result != nil } }
 
     /// Completes with `value`; later completions are ignored.
-    func succeed(_ value: Value) { complete(.success(value)) }
+    public func succeed(_ value: Value) { complete(.success(value)) }
 
     /// Completes with `error`; later completions are ignored.
-    func fail(_ error: any Error) { complete(.failure(error)) }
+    public func fail(_ error: any Error) { complete(.failure(error)) }
 
     private func complete(_ result: Result<Value, any Error>) {
         let waiters: [CheckedContinuation<Value, any Error>] = state.withLock { state in
@@ -33,7 +34,7 @@ final class AsyncPromise<Value: Sendable>: Sendable {
     }
 
     /// Waits for the value.
-    func value() async throws -> Value {
+    public func value() async throws -> Value {
         let id = state.withLock { state in
             state.nextID += 1
             return state.nextID
@@ -55,7 +56,9 @@ final class AsyncPromise<Value: Sendable>: Sendable {
     }
 
     /// Waits for the value at most `timeout`; then throws `onTimeout`.
-    func value(timeout: Duration, onTimeout: @autoclosure @escaping @Sendable () -> any Error) async throws -> Value {
+    public func value(timeout: Duration, onTimeout: @autoclosure @escaping @Sendable () -> any Error) async throws
+        -> Value
+    {
         try await withThrowingTaskGroup(of: Value.self) { group in
             group.addTask { try await self.value() }
             group.addTask {

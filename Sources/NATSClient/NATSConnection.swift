@@ -166,7 +166,8 @@ public final class NATSConnection: Sendable {
         var lastError: String?
     }
 
-    let options: NATSOptions
+    /// The options the connection was made with.
+    public let options: NATSOptions
     let logger: Logger
     private let state: Mutex<State>
     private let eventContinuation: AsyncStream<NATSConnectionEvent>.Continuation

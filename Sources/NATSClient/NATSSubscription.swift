@@ -25,6 +25,8 @@ public final class NATSSubscription: AsyncSequence, Sendable {
         var waiter: CheckedContinuation<NATSMessage?, Never>?
         var finished = false
         var dropped = 0
+        /// Identifies the current waiter, so a time-out only ends its own wait.
+        var waiterID: UInt64 = 0
     }
 
     private let state = Mutex(State())
@@ -104,6 +106,37 @@ public final class NATSSubscription: AsyncSequence, Sendable {
                 return state.waiter
             }
             waiter?.resume(returning: nil)
+        }
+    }
+
+    /// The next message, or `nil` when none came within `timeout` (or the
+    /// subscription ended). A message is never lost to the time-out.
+    public func next(timeout: Duration) async -> NATSMessage? {
+        if let message = state.withLock({ $0.buffer.popFirst() }) { return message }
+        return await withCheckedContinuation { (continuation: CheckedContinuation<NATSMessage?, Never>) in
+            let ready: (NATSMessage?, Bool, UInt64) = state.withLock { state in
+                if let message = state.buffer.popFirst() { return (message, true, 0) }
+                if state.finished { return (nil, true, 0) }
+                state.waiter = continuation
+                state.waiterID &+= 1
+                return (nil, false, state.waiterID)
+            }
+            if ready.1 {
+                continuation.resume(returning: ready.0)
+                return
+            }
+            let id = ready.2
+            Task { [self] in
+                try? await Task.sleep(for: timeout)
+                // Only this wait, and only if still waiting: a delivery that
+                // won the race keeps its message.
+                let waiter: CheckedContinuation<NATSMessage?, Never>? = state.withLock { state in
+                    guard state.waiterID == id, let waiter = state.waiter else { return nil }
+                    state.waiter = nil
+                    return waiter
+                }
+                waiter?.resume(returning: nil)
+            }
         }
     }
 

@@ -381,7 +381,9 @@ final class FileTailer {
                 file.atEnd = false
                 file.lastGrowth = .now
                 try await emit(file, buffer: result.buffer, count: result.bytesRead)
-            } else {
+            } else if result.size <= file.readOffset {
+                // Really at the end (not merely skipped this round because the
+                // round's byte budget ran out).
                 file.atEnd = true
                 try await flushPartialLine(file)
             }

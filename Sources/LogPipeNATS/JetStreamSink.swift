@@ -1,0 +1,295 @@
+import Foundation
+import LogPipe
+import NATSClient
+import NIOCore
+
+/// What the JetStream sink does with a message the server refuses (too
+/// large, a wrong expected sequence): a JSON error in the publish acknowledgement.
+public enum RejectionPolicy: String, Sendable, CaseIterable {
+    /// Stop the pipeline with the server's error.
+    case fail
+    /// Skip the record: counted as `rejected`, logged, written to
+    /// `dead_letter_file` when set, acknowledged as failed.
+    case drop
+}
+
+/// Publishes each record to a JetStream stream and acknowledges it to the
+/// pipeline only when the stream stored it.
+///
+/// Every message carries a deterministic `Nats-Msg-Id` (shipping host, stage,
+/// file fingerprint and byte offset for file sources), so a retry or a replay
+/// after a crash is recognised by the stream as a duplicate inside its
+/// `duplicate_window`. Up to `max_in_flight` messages await their
+/// acknowledgements; time-outs, 503 (no stream) and disconnects are retried
+/// in order with the same ids.
+public struct JetStreamSink: Sink {
+    let connection: NATSOptions
+    let stream: StreamConfig?
+    let streamName: String
+    let create: Bool
+    let update: Bool
+    let subject: Template
+    let messageID: Template?
+    let maxInFlight: Int
+    let ackTimeout: Duration
+    let onRejected: RejectionPolicy
+    let deadLetterFile: String?
+
+    static let streamOptions: [OptionSpec] = [
+        OptionSpec("name", .string, required: true, "Stream name."),
+        OptionSpec("subjects", .stringList, "Subjects the stream stores (default: the stream name + `.>`)."),
+        OptionSpec("storage", .choice(["file", "memory"]), default: "file", "Storage."),
+        OptionSpec("retention", .choice(["limits", "interest", "workqueue"]), default: "limits", "Retention policy."),
+        OptionSpec("max_age", .duration, default: "0", "Oldest message kept (0: no limit), e.g. `1d`."),
+        OptionSpec("max_bytes", .size, "Most bytes kept (default: no limit)."),
+        OptionSpec("max_msgs", .integer(-1...Int.max), default: "-1", "Most messages kept (-1: no limit)."),
+        OptionSpec(
+            "duplicate_window", .duration, default: "2m", "How long message ids are remembered for de-duplication."),
+        OptionSpec("replicas", .integer(1...5), default: "1", "Replicas (3 for a cluster)."),
+        OptionSpec("create", .boolean, default: "true", "Create the stream when missing."),
+        OptionSpec(
+            "update", .boolean, default: "false",
+            "Change an existing stream whose settings differ (otherwise that is an error)."),
+    ]
+
+    static let definition = StageDefinition.sink(
+        "jetstream",
+        summary:
+            "Publishes each record to a JetStream stream with a deterministic message id; acknowledges when stored.",
+        options: NATSStageOptions.specs + [
+            OptionSpec(
+                "stream", .object(streamOptions), required: true,
+                "The stream: `{name, subjects, storage, max_age, ...}`; created or checked at start."),
+            OptionSpec("subject", .template, default: "{subject}", "Subject template (default: the record's subject)."),
+            OptionSpec(
+                "msg_id", .template, "Template for `Nats-Msg-Id` (default: host, stage, file fingerprint and offset)."),
+            OptionSpec(
+                "max_in_flight", .integer(1...1_000_000), default: "4096",
+                "Messages awaiting their acknowledgement at most."),
+            OptionSpec(
+                "ack_timeout", .duration, default: "5s",
+                "How long to wait for an acknowledgement before publishing again (same id)."),
+            OptionSpec(
+                "on_rejected", .choice(RejectionPolicy.allCases.map(\.rawValue)), default: "fail",
+                "A message the server refuses: `fail` the pipeline or `drop` it (counted)."),
+            OptionSpec("dead_letter_file", .string, "With `on_rejected: drop`, append refused records to this file."),
+        ]
+    ) { options in
+        guard let streamOptions = options.object("stream"), let name = streamOptions.string("name") else {
+            throw options.error("stream", "needs a name", hint: "stream: { name: LOGS, subjects: [\"logs.>\"] }")
+        }
+        var config = StreamConfig(name: name, subjects: streamOptions.stringList("subjects"))
+        if config.subjects.isEmpty { config.subjects = [name.lowercased() + ".>"] }
+        config.storage = streamOptions.string("storage") ?? "file"
+        config.retention = streamOptions.string("retention") ?? "limits"
+        config.max_age = nanoseconds(streamOptions.duration("max_age"))
+        config.max_bytes = streamOptions.isSet("max_bytes") ? Int64(streamOptions.size("max_bytes")) : -1
+        config.max_msgs = Int64(streamOptions.integer("max_msgs"))
+        config.duplicate_window = nanoseconds(streamOptions.duration("duplicate_window"))
+        config.num_replicas = streamOptions.integer("replicas")
+        if options.string("dead_letter_file") != nil, options.string("on_rejected") != "drop" {
+            throw options.error("dead_letter_file", "is only used with on_rejected: drop")
+        }
+        return JetStreamSink(
+            connection: try NATSStageOptions.make(options), stream: config, streamName: name,
+            create: streamOptions.boolean("create"), update: streamOptions.boolean("update"),
+            subject: try options.template("subject")!, messageID: try options.template("msg_id"),
+            maxInFlight: options.integer("max_in_flight"), ackTimeout: options.duration("ack_timeout"),
+            onRejected: RejectionPolicy(rawValue: options.string("on_rejected") ?? "fail") ?? .fail,
+            deadLetterFile: options.string("dead_letter_file"))
+    }
+
+    static func nanoseconds(_ duration: Duration) -> Int64 {
+        duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000
+    }
+
+    /// One published batch awaiting its acknowledgements.
+    struct InFlight: Sendable {
+        var batch: Batch
+        var messages: [JetStreamPublisher.Message]
+        var results: [AsyncPromise<JetStreamPublishResult>]
+        var rejected: [Int] = []
+    }
+
+    public func run(input: BatchInput, context: StageContext) async throws {
+        let (connection, events) = try await NATSStageOptions.connect(self.connection, context: context)
+        defer { events.cancel() }
+        let jetstream = JetStreamContext(connection: connection)
+        if let stream {
+            let info = try await jetstream.ensureStream(stream, create: create, update: update)
+            context.logger.info("stream \(streamName) ready (\(info.state.messages) messages)")
+        }
+        let publisher = try await JetStreamPublisher(connection: connection)
+        let run = RunIdentity(hostname: context.hostname)
+        // Publishing and settling run apart: the settler acknowledges
+        // batches, in order, as their acks arrive, without waiting for more
+        // input (a source may wait for exactly these acknowledgements).
+        let inFlight = BoundedChannel<InFlight>(capacity: 1024)
+        let inFlightMessages = LockedBox(0)
+        let settler = Task {
+            do {
+                while let item = await inFlight.receive() {
+                    try await settle(item, publisher: publisher, context: context)
+                    inFlightMessages.withLock { $0 -= item.messages.count }
+                }
+            } catch {
+                inFlight.close()
+                throw error
+            }
+        }
+        defer { settler.cancel() }
+        for await batch in input {
+            var messages: [JetStreamPublisher.Message] = []
+            messages.reserveCapacity(batch.count)
+            batch.records.withUnsafeBufferPointer { records in
+                for index in records.indices {
+                    messages.append(
+                        JetStreamPublisher.Message(
+                            subject: HostName.sanitize(subject.render(records[index])), payload: records[index].bytes,
+                            messageID: messageID.map { $0.render(records[index]) } ?? run.messageID(for: records[index])
+                        ))
+                }
+            }
+            // Bounded: wait while max_in_flight messages await their acks.
+            while inFlightMessages.withLock({ $0 }) >= maxInFlight, !settler.isCancelled {
+                try await Task.sleep(for: .milliseconds(1))
+            }
+            let results = try await publishRetrying(messages, with: publisher, context: context)
+            inFlightMessages.withLock { $0 += messages.count }
+            do {
+                try await inFlight.send(InFlight(batch: batch, messages: messages, results: results))
+            } catch is ChannelClosedError {
+                break  // the settler failed; its error is thrown below
+            }
+        }
+        inFlight.finishProducer()
+        try await settler.value
+        await connection.close()
+    }
+
+    func publishRetrying(
+        _ messages: [JetStreamPublisher.Message], with publisher: JetStreamPublisher, context: StageContext
+    )
+        async throws -> [AsyncPromise<JetStreamPublishResult>]
+    {
+        while true {
+            do {
+                return try await publisher.publish(messages)
+            } catch NATSError.disconnected {
+                try await publisher.connection.waitUntilConnected()
+            }
+        }
+    }
+
+    /// Waits for every acknowledgement of a batch, publishing again (same
+    /// ids, in order) what timed out or found no stream, then acknowledges the
+    /// batch to the pipeline.
+    func settle(_ item: InFlight, publisher: JetStreamPublisher, context: StageContext) async throws {
+        var window = [item]
+        var backoff: Duration = .milliseconds(100)
+        var attempts = 0
+        while true {
+            var retry: [Int] = []
+            for (index, result) in window[0].results.enumerated() {
+                let outcome: JetStreamPublishResult?
+                do {
+                    outcome = try await result.value(
+                        timeout: ackTimeout, onTimeout: NATSError.timeout("publish acknowledgement"))
+                } catch {
+                    outcome = nil
+                }
+                switch outcome {
+                case .stored(_, let duplicate):
+                    if duplicate { context.metrics.count("duplicates") }
+                case .noResponders, nil:
+                    retry.append(index)
+                case .rejected(let error):
+                    if onRejected == .fail {
+                        throw NATSError.serverError(
+                            "the stream refused a message on '\(window[0].messages[index].subject)': \(error.description) (code \(error.code)\(error.err_code.map { ", err_code \($0)" } ?? "")); fix the cause or set on_rejected: drop"
+                        )
+                    }
+                    window[0].rejected.append(index)
+                }
+            }
+            if retry.isEmpty { break }
+            attempts += 1
+            context.metrics.count("retries", by: retry.count)
+            if attempts == 1 || attempts % 10 == 0 {
+                context.logger.warning(
+                    "\(retry.count) message(s) not acknowledged by the stream (time-out, no stream or connection lost); publishing them again with the same ids"
+                )
+            }
+            try await Task.sleep(for: backoff)
+            backoff = min(backoff * 2, .seconds(2))
+            try await publisher.connection.waitUntilConnected()
+            let again = retry.map { window[0].messages[$0] }
+            let results = try await publishRetrying(again, with: publisher, context: context)
+            for (position, index) in retry.enumerated() { window[0].results[index] = results[position] }
+        }
+        let done = window.removeFirst()
+        if done.rejected.isEmpty {
+            done.batch.acknowledge()
+        } else {
+            let rejected = Set(done.rejected)
+            context.metrics.count("rejected", by: rejected.count)
+            context.logger.error(
+                "\(rejected.count) message(s) refused by the stream were dropped (counted as rejected)")
+            if let deadLetterFile {
+                var text = ""
+                for index in done.rejected.sorted() { text += done.batch.records[index].text + "\n" }
+                try appendToDeadLetters(text, path: deadLetterFile)
+            }
+            Batch.acknowledge(
+                done.batch.records.indices.filter { !rejected.contains($0) }.map { done.batch.records[$0] })
+            Batch.acknowledge(done.rejected.map { done.batch.records[$0] }, status: .failed)
+        }
+        context.metrics.recordsDelivered.add(done.batch.count - done.rejected.count, ordering: .relaxed)
+    }
+
+    func appendToDeadLetters(_ text: String, path: String) throws {
+        if !FileManager.default.fileExists(atPath: path) {
+            _ = FileManager.default.createFile(atPath: path, contents: nil)
+        }
+        guard let handle = FileHandle(forWritingAtPath: path) else {
+            throw NATSError.serverError("cannot open dead_letter_file \(path)")
+        }
+        handle.seekToEndOfFile()
+        handle.write(Data(text.utf8))
+        try handle.close()
+    }
+}
+
+/// Deterministic message ids.
+///
+/// A record from a source that knows where it read it (a file: fingerprint
+/// and offset) gets `host:stage:fingerprint:offset`, the same after a crash
+/// and restart, so the stream drops the replay. Other records (stdin, app
+/// streams, generated lines) get an id unique to this run, which still makes
+/// retries idempotent.
+struct RunIdentity: Sendable {
+    let hostname: String
+    let run: String
+    let counter = Counter()
+
+    final class Counter: Sendable {
+        private let value = LockedBox<UInt64>(0)
+        func next() -> UInt64 {
+            value.withLock {
+                $0 += 1; return $0
+            }
+        }
+    }
+
+    init(hostname: String) {
+        self.hostname = hostname
+        self.run = String(UInt64.random(in: 0...UInt64.max), radix: 36)
+    }
+
+    func messageID(for record: Record) -> String {
+        if let stream = record.streamID, let offset = record.offset {
+            return "\(hostname):\(record.source):\(stream):\(offset)"
+        }
+        return "\(hostname):\(run):\(counter.next())"
+    }
+}

@@ -1,0 +1,230 @@
+import Foundation
+import LogPipe
+import NATSClient
+import NIOCore
+import Synchronization
+
+/// Pulls batches from a durable JetStream consumer and acknowledges each
+/// message to the server only when every sink is done with its record.
+///
+/// A message that is not acknowledged (the sink failed, the process died) is
+/// delivered again after the consumer's `ack_wait`; its delivery count is
+/// kept in the record field `deliveries`. Host and partition are read from
+/// the subject with `subject_pattern`.
+public struct JetStreamSource: Source, FieldProducer {
+    let connection: NATSOptions
+    let stream: String
+    let consumer: ConsumerConfig
+    let createConsumer: Bool
+    let batchSize: Int
+    let expires: Duration
+    let pattern: SubjectPattern?
+    let stopAfterIdle: Duration
+
+    static let consumerOptions: [OptionSpec] = [
+        OptionSpec("durable", .string, required: true, "Durable consumer name, e.g. `central-p${PARTITION}`."),
+        OptionSpec("filter_subject", .string, "Only messages on these subjects, e.g. `logs.p3.>`."),
+        OptionSpec("create", .boolean, default: "true", "Create the consumer when missing."),
+        OptionSpec("deliver_policy", .choice(["all", "new", "last"]), default: "all", "Where a new consumer starts."),
+        OptionSpec("ack_wait", .duration, default: "30s", "Unacknowledged messages are delivered again after this."),
+        OptionSpec(
+            "max_ack_pending", .integer(1...1_000_000), default: "10000",
+            "Messages delivered but not yet acknowledged, at most."),
+        OptionSpec(
+            "max_deliver", .integer(-1...Int.max), default: "-1", "Deliveries of one message at most (-1: no limit)."),
+    ]
+
+    static let definition = StageDefinition.source(
+        "jetstream",
+        summary: "Pulls batches from a durable JetStream consumer; acks each message when every sink is done with it.",
+        options: NATSStageOptions.specs + [
+            OptionSpec("stream", .string, required: true, "Stream name, e.g. `LOGS`."),
+            OptionSpec("consumer", .object(consumerOptions), required: true, "The durable pull consumer."),
+            OptionSpec("batch", .integer(1...100_000), default: "1000", "Messages per pull request."),
+            OptionSpec("expires", .duration, default: "5s", "How long a pull request waits for messages."),
+            OptionSpec(
+                "subject_pattern", .string, "Reads fields back from the subject, e.g. `logs.p{partition}.{host}`."),
+            OptionSpec(
+                "stop_after_idle", .duration, default: "0",
+                "Finish once no message came for this long (0: never), for back-fills and tests."),
+        ]
+    ) { options in
+        guard let consumerOptions = options.object("consumer"), let durable = consumerOptions.string("durable") else {
+            throw options.error(
+                "consumer", "needs a durable name",
+                hint: "consumer: { durable: central-p3, filter_subject: \"logs.p3.>\" }")
+        }
+        var consumer = ConsumerConfig(durable: durable, filterSubject: consumerOptions.string("filter_subject"))
+        consumer.deliver_policy = consumerOptions.string("deliver_policy") ?? "all"
+        consumer.ack_wait = JetStreamSink.nanoseconds(consumerOptions.duration("ack_wait"))
+        consumer.max_ack_pending = consumerOptions.integer("max_ack_pending")
+        consumer.max_deliver = consumerOptions.integer("max_deliver")
+        var pattern: SubjectPattern?
+        if let text = options.string("subject_pattern") {
+            do {
+                pattern = try SubjectPattern(text)
+            } catch let error as Template.ParseError {
+                throw options.error("subject_pattern", error.message, hint: error.hint)
+            }
+        }
+        return JetStreamSource(
+            connection: try NATSStageOptions.make(options), stream: options.string("stream")!, consumer: consumer,
+            createConsumer: consumerOptions.boolean("create"), batchSize: options.integer("batch"),
+            expires: options.duration("expires"), pattern: pattern, stopAfterIdle: options.duration("stop_after_idle"))
+    }
+
+    public var producedFields: Set<String> {
+        Set((pattern?.placeholderNames ?? []).filter { !["host", "partition"].contains($0) } + ["deliveries"])
+    }
+
+    public func run(_ context: SourceContext) async throws {
+        let (connection, events) = try await NATSStageOptions.connect(self.connection, context: context.stage)
+        defer { events.cancel() }
+        let jetstream = JetStreamContext(connection: connection)
+        let info = try await jetstream.ensureConsumer(stream: stream, consumer, create: createConsumer)
+        context.logger.info("consumer \(consumer.durable_name) on \(stream): \(info.num_pending) message(s) waiting")
+        let inbox = connection.options.inboxPrefix + "." + UUID().uuidString.replacingOccurrences(of: "-", with: "")
+        let replies = try await connection.subscribe(inbox, capacity: batchSize * 4)
+        let acker = Acker(connection: connection)
+        let flusher = Task { await acker.run() }
+        defer { flusher.cancel() }
+        // A pull waits at most `expires` for messages; with stop_after_idle
+        // it must not wait longer than that.
+        let pullWait = stopAfterIdle > .zero ? min(expires, stopAfterIdle) : expires
+        let request = try JSONSerialization.data(
+            withJSONObject: ["batch": batchSize, "expires": JetStreamSink.nanoseconds(pullWait)], options: [.sortedKeys]
+        )
+        let pullSubject = "$JS.API.CONSUMER.MSG.NEXT.\(stream).\(consumer.durable_name)"
+        var lastMessage = ContinuousClock.now
+        let name = context.name
+        // Records are emitted when the pull is complete, when 1000 are
+        // gathered, or after a 10 ms pause in the flow.
+        let linger: Duration = .milliseconds(10)
+
+        pulling: while !context.isStopping {
+            try await connection.publish(pullSubject, payload: ByteBuffer(bytes: request), replyTo: inbox)
+            var received = 0
+            var records: [Record] = []
+            var ackSubjects: [String] = []
+            let deadline = ContinuousClock.now + pullWait + .seconds(2)
+            collecting: while received < batchSize, !context.isStopping {
+                let now = ContinuousClock.now
+                if now >= deadline { break collecting }
+                let wait = records.isEmpty ? min(deadline - now, .milliseconds(250)) : linger
+                guard let message = await replies.next(timeout: wait) else {
+                    try await emit(&records, &ackSubjects, acker: acker, context: context)
+                    continue collecting
+                }
+                if let status = message.status {
+                    switch status {
+                    case 404, 408: break collecting  // no messages / request expired
+                    case 409:
+                        let text = message.headers?.statusDescription ?? ""
+                        if text.lowercased().contains("deleted") {
+                            throw NATSError.serverError("consumer \(consumer.durable_name) was deleted: \(text)")
+                        }
+                        break collecting
+                    case 100: continue collecting  // heartbeat
+                    default: break collecting
+                    }
+                }
+                received += 1
+                guard let reply = message.replyTo, let metadata = JetStreamMetadata(ackSubject: reply) else { continue }
+                var record = Record(
+                    bytes: message.payload, source: name, origin: message.subject, host: "unknown", receivedAt: .now(),
+                    subject: message.subject, offset: Int64(metadata.streamSequence), streamID: stream)
+                pattern?.apply(message.subject, to: &record)
+                if metadata.delivered > 1 {
+                    record.fields["deliveries"] = String(metadata.delivered)
+                    context.metrics.count("redeliveries")
+                }
+                records.append(record)
+                ackSubjects.append(reply)
+                if records.count >= 1000 {
+                    try await emit(&records, &ackSubjects, acker: acker, context: context)
+                }
+            }
+            try await emit(&records, &ackSubjects, acker: acker, context: context)
+            if received > 0 {
+                lastMessage = .now
+            } else if stopAfterIdle > .zero, ContinuousClock.now - lastMessage >= stopAfterIdle {
+                break pulling
+            }
+        }
+        replies.unsubscribe()
+        // Acknowledge what the sinks finish (the shutdown deadline cancels).
+        while acker.outstanding > 0 {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        await acker.flush()
+        await connection.close()
+    }
+
+    private func emit(_ records: inout [Record], _ ackSubjects: inout [String], acker: Acker, context: SourceContext)
+        async throws
+    {
+        guard !records.isEmpty else { return }
+        let subjects = ackSubjects
+        acker.expect(subjects.count)
+        let batch = records
+        records = []
+        ackSubjects = []
+        try await context.emit(batch) { _, completed in
+            acker.add(completed.map { subjects[$0.index] })
+        }
+    }
+}
+
+/// Sends `+ACK`s in batches: one write for everything finished since the last one.
+final class Acker: Sendable {
+    private struct State {
+        var queue: [String] = []
+        var outstanding = 0
+    }
+
+    private let state = Mutex(State())
+    private let connection: NATSConnection
+
+    init(connection: NATSConnection) {
+        self.connection = connection
+    }
+
+    /// Records emitted whose acknowledgement was not sent yet.
+    var outstanding: Int { state.withLock { $0.outstanding + $0.queue.count } }
+
+    func expect(_ count: Int) {
+        state.withLock { $0.outstanding += count }
+    }
+
+    func add(_ subjects: [String]) {
+        state.withLock { state in
+            state.queue.append(contentsOf: subjects)
+            state.outstanding -= subjects.count
+        }
+    }
+
+    func run() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(5))
+            await flush()
+        }
+    }
+
+    func flush() async {
+        let subjects = state.withLock { state in
+            defer { state.queue.removeAll(keepingCapacity: true) }
+            return state.queue
+        }
+        guard !subjects.isEmpty else { return }
+        var buffer = connection.makePublishBuffer(capacity: subjects.count * 96)
+        let ack = ByteBuffer(staticString: "+ACK")
+        for subject in subjects {
+            try? buffer.append(subject: subject, payload: ack, subjectIsValid: true)
+        }
+        do {
+            try await connection.publish(buffer)
+        } catch {
+            // Not acknowledged: the server delivers them again after ack_wait.
+        }
+    }
+}
