@@ -190,12 +190,17 @@ public struct JetStreamSink: Sink {
         var attempts = 0
         while true {
             var retry: [Int] = []
+            // One deadline for the whole batch: acknowledgements arrive in
+            // order, and past the deadline only those already here count.
+            let deadline = ContinuousClock.now + ackTimeout
             for (index, result) in window[0].results.enumerated() {
                 let outcome: JetStreamPublishResult?
-                do {
-                    outcome = try await result.value(
-                        timeout: ackTimeout, onTimeout: NATSError.timeout("publish acknowledgement"))
-                } catch {
+                let remaining = deadline - ContinuousClock.now
+                if result.isCompleted || remaining > .zero {
+                    outcome = try? await result.value(
+                        timeout: max(remaining, .milliseconds(1)),
+                        onTimeout: NATSError.timeout("publish acknowledgement"))
+                } else {
                     outcome = nil
                 }
                 switch outcome {

@@ -379,3 +379,38 @@ import Testing
         }
     }
 }
+
+@Suite struct FileBudgetTests {
+    /// Several large files in once mode: a file skipped in a round because
+    /// the round's byte budget ran out is not at its end, and its unfinished
+    /// last line must not be emitted early.
+    @Test func filesSkippedForTheRoundBudgetKeepTheirLinesWhole() async throws {
+        let directory = try makeTemporaryDirectory()
+        try FileManager.default.createDirectory(atPath: directory + "/logs", withIntermediateDirectories: true)
+        for file in 0..<8 {
+            let text = (0..<4000).map {
+                "file \(file) line \($0) " + String(repeating: "x", count: ($0 * 7) % 90) + "\n"
+            }.joined()
+            try write(text, to: directory + "/logs/f\(file).log")
+        }
+        try write(
+            """
+            data_dir: \(directory)/data
+            sources:
+              in: { type: file, include: ['\(directory)/logs/*.log'], once: true, read_bytes: 16KiB }
+            sinks:
+              out: { type: file, inputs: [in], path: "\(directory)/out/{origin}" }
+            """,
+            to: directory + "/p.yaml"
+        )
+        let result = try await CLI.run(["run", directory + "/p.yaml"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let prefix = directory + "/out/" + (directory + "/logs/").replacingOccurrences(of: "/", with: "_")
+        for file in 0..<8 {
+            #expect(
+                try Data(contentsOf: URL(fileURLWithPath: prefix + "f\(file).log"))
+                    == Data(contentsOf: URL(fileURLWithPath: directory + "/logs/f\(file).log")), "f\(file).log")
+        }
+        #expect(!result.stderr.contains("partial_lines"))
+    }
+}

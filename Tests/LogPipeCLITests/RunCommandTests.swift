@@ -215,7 +215,8 @@ import Testing
             $0.hasSuffix(".yaml")
         }
         #expect(!pipelines.isEmpty)
-        let validate = try await CLI.run(["validate"] + pipelines.map { "pipelines/" + $0 })
+        let validate = try await CLI.run(
+            ["validate"] + pipelines.map { "pipelines/" + $0 }, environment: ["PARTITION": "0"])
         #expect(validate.status == 0, "\(validate.stdout)\(validate.stderr)")
 
         let directory = try makeTemporaryDirectory()

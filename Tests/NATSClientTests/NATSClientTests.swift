@@ -412,3 +412,27 @@ import Testing
         await subscriber.close()
     }
 }
+
+@Suite struct AsyncPromiseTests {
+    @Test func timesOutAndDeliversValues() async throws {
+        let never = AsyncPromise<Int>()
+        let start = ContinuousClock.now
+        await #expect(throws: NATSError.self) {
+            try await never.value(timeout: .milliseconds(100), onTimeout: NATSError.timeout("x"))
+        }
+        #expect(ContinuousClock.now - start < .seconds(2))
+        let later = AsyncPromise<Int>()
+        Task {
+            try await Task.sleep(for: .milliseconds(20))
+            later.succeed(7)
+        }
+        #expect(try await later.value(timeout: .seconds(5), onTimeout: NATSError.timeout("x")) == 7)
+        // Many waiters on many promises at once.
+        let promises = (0..<2000).map { _ in AsyncPromise<Int>() }
+        let started = ContinuousClock.now
+        for promise in promises {
+            _ = try? await promise.value(timeout: .milliseconds(1), onTimeout: NATSError.timeout("x"))
+        }
+        #expect(ContinuousClock.now - started < .seconds(10))
+    }
+}

@@ -1,0 +1,187 @@
+import Foundation
+import NATSClient
+import NATSTestSupport
+import Testing
+
+/// The reference scenario with the real binary and a real nats-server:
+/// pipelines/ship-logs.yaml into the LOGS stream, pipelines/central.yaml out
+/// of it, one file per host.
+@Suite(.serialized) struct JetStreamTests {
+    struct Scenario {
+        let server: NATSServer
+        let directory: String
+        let lines: Int
+
+        /// Sample logs for six fake hosts, made with logpipe's demo_logs.
+        init(lines: Int) async throws {
+            server = try NATSServer()
+            directory = try makeTemporaryDirectory()
+            self.lines = lines
+            try FileManager.default.createDirectory(atPath: directory + "/hosts", withIntermediateDirectories: true)
+            try write(
+                """
+                sources:
+                  demo: { type: demo_logs, count: \(lines), hosts: 6, format: mixed }
+                transforms:
+                  no_plain: { type: regex, inputs: [demo], exclude: '^20' }
+                sinks:
+                  files: { type: file, inputs: [no_plain], path: "\(directory)/hosts/{host}.log" }
+                """,
+                to: directory + "/generate.yaml"
+            )
+            let result = try await CLI.run(["run", "--quiet", directory + "/generate.yaml"])
+            #expect(result.status == 0, "\(result.stderr)")
+        }
+
+        var hostFiles: [String] {
+            ((try? FileManager.default.contentsOfDirectory(atPath: directory + "/hosts")) ?? []).filter {
+                $0.hasSuffix(".log")
+            }.sorted()
+        }
+
+        var inputLines: Int {
+            hostFiles.reduce(0) { total, file in
+                total
+                    + ((try? String(contentsOfFile: directory + "/hosts/" + file, encoding: .utf8))?.split(
+                        separator: "\n"
+                    ).count ?? 0)
+            }
+        }
+
+        var shipEnvironment: [String: String] {
+            [
+                "NATS_URL": server.url, "LOG_FILES": directory + "/hosts/*.log", "ONCE": "true",
+                "LOGPIPE_DATA": directory + "/ship", "PARTITIONS": "4",
+            ]
+        }
+
+        func ship() throws -> CLI.Running {
+            try CLI.Running(["run", "pipelines/ship-logs.yaml"], environment: shipEnvironment)
+        }
+
+        func streamMessages() async throws -> Int64 {
+            let connection = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
+            defer { Task { await connection.close() } }
+            return try await JetStreamContext(connection: connection).streamInfo("LOGS")?.state.messages ?? -1
+        }
+
+        func consumeAll() async throws -> [CLI.Result] {
+            try await withThrowingTaskGroup(of: CLI.Result.self) { group in
+                for partition in 0..<4 {
+                    group.addTask {
+                        try await CLI.Running(
+                            ["run", "pipelines/central.yaml"],
+                            environment: [
+                                "NATS_URL": server.url, "PARTITION": String(partition), "STOP_AFTER_IDLE": "1s",
+                                "OUT": directory + "/central", "LOGPIPE_DATA": directory + "/central-\(partition)",
+                            ]
+                        ).wait()
+                    }
+                }
+                var results: [CLI.Result] = []
+                for try await result in group { results.append(result) }
+                return results
+            }
+        }
+
+        func expectCentralFilesEqualInput() throws {
+            for file in hostFiles {
+                let input = try Data(contentsOf: URL(fileURLWithPath: directory + "/hosts/" + file))
+                let output = try? Data(contentsOf: URL(fileURLWithPath: directory + "/central/" + file))
+                #expect(output == input, "\(file): \(output?.count ?? -1) bytes vs \(input.count)")
+            }
+        }
+    }
+
+    /// Shipped once, consumed per partition: the stream holds every line,
+    /// and every host's central file equals its input byte for byte.
+    @Test func shipAndConsumeEveryLineExactlyOnce() async throws {
+        let scenario = try await Scenario(lines: 60_000)
+        defer { scenario.server.stop() }
+        let expected = scenario.inputLines
+        #expect(scenario.hostFiles.count == 6)
+        let shipped = try await scenario.ship().wait()
+        #expect(shipped.status == 0, "\(shipped.stderr)")
+        #expect(try await scenario.streamMessages() == Int64(expected))
+        for result in try await scenario.consumeAll() {
+            #expect(result.status == 0, "\(result.stderr)")
+        }
+        try scenario.expectCentralFilesEqualInput()
+
+        // Shipping everything again (checkpoints gone): the message ids make
+        // the stream drop every replayed line.
+        try FileManager.default.removeItem(atPath: scenario.directory + "/ship")
+        let again = try await scenario.ship().wait()
+        #expect(again.status == 0, "\(again.stderr)")
+        #expect(again.stderr.contains("store.duplicates=\(expected)"), "\(again.stderr)")
+        #expect(try await scenario.streamMessages() == Int64(expected))
+    }
+
+    /// `kill -9` of the shipper at random moments, then restarts: the stream
+    /// ends up with every line exactly once.
+    @Test func killNineTheShipperAndRestart() async throws {
+        let scenario = try await Scenario(lines: 150_000)
+        defer { scenario.server.stop() }
+        let expected = scenario.inputLines
+        var random = SystemRandomNumberGenerator()
+        for _ in 0..<3 {
+            let running = try scenario.ship()
+            try await Task.sleep(for: .milliseconds(Int.random(in: 200...700, using: &random)))
+            running.signal(SIGKILL)
+            _ = try await running.wait()
+        }
+        let final = try await scenario.ship().wait()
+        #expect(final.status == 0, "\(final.stderr)")
+        #expect(try await scenario.streamMessages() == Int64(expected))
+        for result in try await scenario.consumeAll() {
+            #expect(result.status == 0, "\(result.stderr)")
+        }
+        try scenario.expectCentralFilesEqualInput()
+    }
+
+    /// nats-server restarts (same store) in the middle of shipping: the
+    /// shipper reconnects, publishes again what was not acknowledged, and the
+    /// stream holds every line exactly once.
+    @Test func serverRestartWhileShipping() async throws {
+        let scenario = try await Scenario(lines: 150_000)
+        defer { scenario.server.stop() }
+        let expected = scenario.inputLines
+        let port = scenario.server.port
+        let running = try scenario.ship()
+        try await eventually { running.stderr.contains("stream LOGS ready") }
+        try await Task.sleep(for: .milliseconds(200))
+        scenario.server.kill()
+        try await Task.sleep(for: .milliseconds(500))
+        try scenario.server.start(port: port)
+        let result = try await running.wait(timeout: .seconds(120))
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(try await scenario.streamMessages() == Int64(expected))
+    }
+
+    @Test func existingStreamWithOtherSettingsIsReported() async throws {
+        let server = try NATSServer()
+        defer { server.stop() }
+        let connection = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
+        var config = StreamConfig(name: "LOGS", subjects: ["logs.>"])
+        config.storage = "memory"
+        try await JetStreamContext(connection: connection).ensureStream(config)
+        await connection.close()
+        let directory = try makeTemporaryDirectory()
+        try write(
+            """
+            sources:
+              demo: { type: demo_logs, count: 10 }
+            sinks:
+              store: { type: jetstream, inputs: [demo], servers: ["\(server.url)"], stream: { name: LOGS, subjects: ["logs.>"] } }
+            """,
+            to: directory + "/p.yaml"
+        )
+        let result = try await CLI.run(["run", directory + "/p.yaml"])
+        #expect(result.status == 2)
+        #expect(
+            result.stderr.contains(
+                "stream LOGS exists with other settings (storage: file (pipeline) vs memory (server))"),
+            "\(result.stderr)")
+        #expect(result.stderr.contains("stream.update: true"))
+    }
+}
