@@ -98,3 +98,34 @@ import Testing
         #expect(try await run.value.isClean)
     }
 }
+
+@Suite struct WrittenLedgerTests {
+    @Test func rangesMergeAndAnswerMembership() throws {
+        let directory = try temporaryDirectory()
+        let ledger = WrittenLedger(directory: directory, stage: "out")
+        ledger.update("/x", size: 10, offsets: ["S": [1, 2, 3, 7, 8]])
+        ledger.update("/x", size: 20, offsets: ["S": [4, 5, 6, 12]])
+        #expect((1...8).allSatisfy { ledger.contains(stream: "S", offset: $0, file: "/x") })
+        #expect(!ledger.contains(stream: "S", offset: 9, file: "/x"))
+        #expect(ledger.contains(stream: "S", offset: 12, file: "/x"))
+        #expect(!ledger.contains(stream: "T", offset: 1, file: "/x"))
+        try ledger.save()
+        let reloaded = WrittenLedger(directory: directory, stage: "out")
+        try reloaded.load()
+        #expect(reloaded.files["/x"]?.ranges["S"] == [[1, 8], [12, 12]])
+        #expect(reloaded.files["/x"]?.size == 20)
+    }
+
+    @Test func recoverCutsAnUnacknowledgedTail() throws {
+        let directory = try temporaryDirectory()
+        let file = directory + "/out.log"
+        try "acknowledged\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let ledger = WrittenLedger(directory: directory, stage: "out")
+        #expect(try ledger.recover(file) == (0, true))  // first sight: records the size
+        try "acknowledged\nnot acknow".write(toFile: file, atomically: true, encoding: .utf8)
+        let restarted = WrittenLedger(directory: directory, stage: "out")
+        restarted.update(file, size: 13, offsets: [:])
+        #expect(try restarted.recover(file) == (10, false))
+        #expect(try String(contentsOfFile: file, encoding: .utf8) == "acknowledged\n")
+    }
+}

@@ -2,6 +2,12 @@ import Logging
 import NIOCore
 import Synchronization
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// When the file sink calls `fsync`.
 public enum FsyncPolicy: String, Sendable, CaseIterable {
     /// Never; the kernel writes back when it likes. Records are acknowledged
@@ -38,6 +44,9 @@ public struct FileSink: Sink {
         public var retryBackoff: Duration = .milliseconds(100)
         /// Longest wait between retries.
         public var maxRetryBackoff: Duration = .seconds(5)
+        /// Skip records already written and cut off unacknowledged tails after
+        /// a crash (implies fsync after every batch); see ``WrittenLedger``.
+        public var exactlyOnce = false
 
         /// Options writing to `path`.
         public init(path: Template) {
@@ -76,6 +85,10 @@ public struct FileSink: Sink {
                 "retry_backoff", .duration, default: "100ms",
                 "First wait after a failed write; doubles on each failure."),
             OptionSpec("max_retry_backoff", .duration, default: "5s", "Longest wait between write retries."),
+            OptionSpec(
+                "exactly_once", .boolean, default: "false",
+                "Write each record once even when a source delivers it again (a JetStream consumer after a crash): skips records already written and cuts unacknowledged tails; fsyncs every batch. Keeps a ledger in data_dir."
+            ),
         ]
     ) { options in
         guard let path = try options.template("path") else { throw options.error("path", "is required") }
@@ -86,6 +99,8 @@ public struct FileSink: Sink {
         settings.maxOpenFiles = options.integer("max_open_files")
         settings.retryBackoff = options.duration("retry_backoff")
         settings.maxRetryBackoff = options.duration("max_retry_backoff")
+        settings.exactlyOnce = options.boolean("exactly_once")
+        if settings.exactlyOnce { settings.fsync = .batch }
         if settings.fsync == .interval, settings.fsyncInterval <= .zero {
             throw options.error("fsync_interval", "must be longer than 0 with fsync: interval")
         }
@@ -101,6 +116,10 @@ public struct FileSink: Sink {
     }
 
     public func run(input: BatchInput, context: StageContext) async throws {
+        if options.exactlyOnce {
+            try await runExactlyOnce(input: input, context: context)
+            return
+        }
         let pool = FileWriterPool(maxOpenFiles: options.maxOpenFiles, syncBeforeClose: options.fsync != .never)
         defer { pool.closeAll() }
         let unsynced = LockedBox<[Batch]>([])
@@ -129,6 +148,65 @@ public struct FileSink: Sink {
             }
             try await Self.syncAndAcknowledge(pool: pool, unsynced: unsynced, context: context, options: options)
             group.cancelAll()
+        }
+    }
+
+    /// The exactly-once loop: skip what the ledger says is written, cut
+    /// unacknowledged tails, write and fsync, record the new sizes and
+    /// offsets, then acknowledge.
+    func runExactlyOnce(input: BatchInput, context: StageContext) async throws {
+        let pool = FileWriterPool(maxOpenFiles: options.maxOpenFiles, syncBeforeClose: true)
+        defer { pool.closeAll() }
+        let ledger = WrittenLedger(directory: context.dataDirectory, stage: context.name)
+        let ledgerBox = SendableBox(ledger)
+        try await BlockingIO.run { try ledgerBox.value.load() }
+        for await batch in input {
+            var fresh: [Record] = []
+            var skipped = 0
+            var offsets: [String: [String: [Int64]]] = [:]
+            for record in batch.records {
+                let path = options.path.render(record, escape: Self.escapePathValue)
+                if let stream = record.streamID, let offset = record.offset {
+                    if ledger.contains(stream: stream, offset: offset, file: path) {
+                        skipped += 1
+                        continue
+                    }
+                    offsets[path, default: [:]][stream, default: []].append(offset)
+                }
+                fresh.append(record)
+            }
+            if skipped > 0 { context.metrics.count("already_written", by: skipped) }
+            let chunks = encode(Batch(records: fresh))
+            let paths = chunks.map(\.path)
+            let cut: Int64 = try await BlockingIO.run {
+                var cut: Int64 = 0
+                var added = false
+                for path in paths {
+                    let result = try ledgerBox.value.recover(path)
+                    cut += result.cut
+                    added = added || result.added
+                }
+                if added { try ledgerBox.value.save() }
+                return cut
+            }
+            if cut > 0 {
+                context.metrics.count("unacknowledged_bytes_cut", by: Int(cut))
+                context.logger.notice(
+                    "cut \(cut) unacknowledged byte(s) left by a crash; those records are delivered again")
+            }
+            try await Self.writeRetrying(chunks, pool: pool, sync: true, context: context, options: options)
+            let written = offsets
+            try await BlockingIO.run {
+                for path in paths {
+                    var info = stat()
+                    if stat(path, &info) == 0 {
+                        ledgerBox.value.update(path, size: Int64(info.st_size), offsets: written[path] ?? [:])
+                    }
+                }
+                try ledgerBox.value.save()
+            }
+            batch.acknowledge()
+            context.metrics.recordsDelivered.add(batch.count, ordering: .relaxed)
         }
     }
 

@@ -171,8 +171,9 @@ struct PollingReader: Sendable {
     }
 }
 
-/// Moves a value into a `@Sendable` closure that runs exactly once on
-/// another thread; safe because the sender never touches the value again.
+/// Hands a value to `@Sendable` closures run on the blocking pool; safe
+/// because the owner awaits each closure before touching the value again, so
+/// only one thread uses it at a time.
 final class SendableBox<Value>: @unchecked Sendable {
     let value: Value
     init(_ value: Value) { self.value = value }
