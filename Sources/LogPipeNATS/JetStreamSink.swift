@@ -107,8 +107,7 @@ public struct JetStreamSink: Sink {
     struct InFlight: Sendable {
         var batch: Batch
         var messages: [JetStreamPublisher.Message]
-        var results: [AsyncPromise<JetStreamPublishResult>]
-        var rejected: [Int] = []
+        var tracker: PublishTracker
     }
 
     public func run(input: BatchInput, context: StageContext) async throws {
@@ -125,12 +124,10 @@ public struct JetStreamSink: Sink {
         // batches, in order, as their acks arrive, without waiting for more
         // input (a source may wait for exactly these acknowledgements).
         let inFlight = BoundedChannel<InFlight>(capacity: 1024)
-        let inFlightMessages = LockedBox(0)
         let settler = Task {
             do {
                 while let item = await inFlight.receive() {
                     try await settle(item, publisher: publisher, context: context)
-                    inFlightMessages.withLock { $0 -= item.messages.count }
                 }
             } catch {
                 inFlight.close()
@@ -150,17 +147,27 @@ public struct JetStreamSink: Sink {
                         ))
                 }
             }
-            // Bounded: wait while max_in_flight messages await their acks.
-            while inFlightMessages.withLock({ $0 }) >= maxInFlight, !settler.isCancelled {
-                try await Task.sleep(for: .milliseconds(1))
+            // Chunks of a quarter window keep the window full: a chunk is
+            // published as soon as that much room is free.
+            let chunk = max(1, maxInFlight / 4)
+            var start = 0
+            var failed = false
+            while start < messages.count {
+                let end = min(start + chunk, messages.count)
+                await publisher.waitForRoom(limit: maxInFlight - (end - start) + 1)
+                let part = Array(messages[start..<end])
+                let tracker = try await publishRetrying(part, with: publisher, context: context)
+                let records =
+                    start == 0 && end == messages.count ? batch : Batch(records: Array(batch.records[start..<end]))
+                do {
+                    try await inFlight.send(InFlight(batch: records, messages: part, tracker: tracker))
+                } catch is ChannelClosedError {
+                    failed = true  // the settler failed; its error is thrown below
+                    break
+                }
+                start = end
             }
-            let results = try await publishRetrying(messages, with: publisher, context: context)
-            inFlightMessages.withLock { $0 += messages.count }
-            do {
-                try await inFlight.send(InFlight(batch: batch, messages: messages, results: results))
-            } catch is ChannelClosedError {
-                break  // the settler failed; its error is thrown below
-            }
+            if failed { break }
         }
         inFlight.finishProducer()
         try await settler.value
@@ -170,7 +177,7 @@ public struct JetStreamSink: Sink {
     func publishRetrying(
         _ messages: [JetStreamPublisher.Message], with publisher: JetStreamPublisher, context: StageContext
     )
-        async throws -> [AsyncPromise<JetStreamPublishResult>]
+        async throws -> PublishTracker
     {
         while true {
             do {
@@ -185,25 +192,19 @@ public struct JetStreamSink: Sink {
     /// ids, in order) what timed out or found no stream, then acknowledges the
     /// batch to the pipeline.
     func settle(_ item: InFlight, publisher: JetStreamPublisher, context: StageContext) async throws {
-        var window = [item]
         var backoff: Duration = .milliseconds(100)
         var attempts = 0
+        var tracker = item.tracker
+        // Positions in `tracker` → indices in the batch.
+        var mapping = Array(item.messages.indices)
+        var rejected: [Int] = []
         while true {
+            await tracker.wait(timeout: ackTimeout)
+            let results = tracker.results
+            publisher.forget(tracker)
             var retry: [Int] = []
-            // One deadline for the whole batch: acknowledgements arrive in
-            // order, and past the deadline only those already here count.
-            let deadline = ContinuousClock.now + ackTimeout
-            for (index, result) in window[0].results.enumerated() {
-                let outcome: JetStreamPublishResult?
-                let remaining = deadline - ContinuousClock.now
-                if result.isCompleted || remaining > .zero {
-                    outcome = try? await result.value(
-                        timeout: max(remaining, .milliseconds(1)),
-                        onTimeout: NATSError.timeout("publish acknowledgement"))
-                } else {
-                    outcome = nil
-                }
-                switch outcome {
+            for (position, index) in mapping.enumerated() {
+                switch results[position] {
                 case .stored(_, let duplicate):
                     if duplicate { context.metrics.count("duplicates") }
                 case .noResponders, nil:
@@ -211,10 +212,10 @@ public struct JetStreamSink: Sink {
                 case .rejected(let error):
                     if onRejected == .fail {
                         throw NATSError.serverError(
-                            "the stream refused a message on '\(window[0].messages[index].subject)': \(error.description) (code \(error.code)\(error.err_code.map { ", err_code \($0)" } ?? "")); fix the cause or set on_rejected: drop"
+                            "the stream refused a message on '\(item.messages[index].subject)': \(error.description) (code \(error.code)\(error.err_code.map { ", err_code \($0)" } ?? "")); fix the cause or set on_rejected: drop"
                         )
                     }
-                    window[0].rejected.append(index)
+                    rejected.append(index)
                 }
             }
             if retry.isEmpty { break }
@@ -228,28 +229,26 @@ public struct JetStreamSink: Sink {
             try await Task.sleep(for: backoff)
             backoff = min(backoff * 2, .seconds(2))
             try await publisher.connection.waitUntilConnected()
-            let again = retry.map { window[0].messages[$0] }
-            let results = try await publishRetrying(again, with: publisher, context: context)
-            for (position, index) in retry.enumerated() { window[0].results[index] = results[position] }
+            tracker = try await publishRetrying(retry.map { item.messages[$0] }, with: publisher, context: context)
+            mapping = retry
         }
-        let done = window.removeFirst()
-        if done.rejected.isEmpty {
-            done.batch.acknowledge()
+        if rejected.isEmpty {
+            item.batch.acknowledge()
         } else {
-            let rejected = Set(done.rejected)
+            let rejectedSet = Set(rejected)
             context.metrics.count("rejected", by: rejected.count)
             context.logger.error(
                 "\(rejected.count) message(s) refused by the stream were dropped (counted as rejected)")
             if let deadLetterFile {
                 var text = ""
-                for index in done.rejected.sorted() { text += done.batch.records[index].text + "\n" }
+                for index in rejected.sorted() { text += item.batch.records[index].text + "\n" }
                 try appendToDeadLetters(text, path: deadLetterFile)
             }
             Batch.acknowledge(
-                done.batch.records.indices.filter { !rejected.contains($0) }.map { done.batch.records[$0] })
-            Batch.acknowledge(done.rejected.map { done.batch.records[$0] }, status: .failed)
+                item.batch.records.indices.filter { !rejectedSet.contains($0) }.map { item.batch.records[$0] })
+            Batch.acknowledge(rejected.map { item.batch.records[$0] }, status: .failed)
         }
-        context.metrics.recordsDelivered.add(done.batch.count - done.rejected.count, ordering: .relaxed)
+        context.metrics.recordsDelivered.add(item.batch.count - rejected.count, ordering: .relaxed)
     }
 
     func appendToDeadLetters(_ text: String, path: String) throws {

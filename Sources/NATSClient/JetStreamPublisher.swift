@@ -12,23 +12,80 @@ public enum JetStreamPublishResult: Sendable {
     case rejected(JetStreamAPIError)
 }
 
+/// The acknowledgements of one published batch, filled in as replies arrive.
+public final class PublishTracker: Sendable {
+    private struct State {
+        var results: [JetStreamPublishResult?]
+        var remaining: Int
+    }
+
+    private let state: Mutex<State>
+    private let done = AsyncPromise<Void>()
+    /// The batch number in reply subjects.
+    let batch: UInt64
+
+    init(count: Int, batch: UInt64) {
+        self.batch = batch
+        state = Mutex(State(results: Array(repeating: nil, count: count), remaining: count))
+        if count == 0 { done.succeed(()) }
+    }
+
+    /// Records a reply; returns whether it was the first for `index`.
+    @discardableResult
+    func resolve(_ index: Int, _ result: JetStreamPublishResult) -> Bool {
+        let (first, finished): (Bool, Bool) = state.withLock { state in
+            guard index < state.results.count, state.results[index] == nil else { return (false, false) }
+            state.results[index] = result
+            state.remaining -= 1
+            return (true, state.remaining == 0)
+        }
+        if finished { done.succeed(()) }
+        return first
+    }
+
+    /// Replies still missing.
+    var remaining: Int { state.withLock { $0.remaining } }
+
+    /// Waits until every reply arrived or `timeout` passed.
+    public func wait(timeout: Duration) async {
+        _ = try? await done.value(timeout: timeout, onTimeout: NATSError.timeout("publish acknowledgements"))
+    }
+
+    /// The replies so far, in publish order (`nil`: none yet).
+    public var results: [JetStreamPublishResult?] { state.withLock { $0.results } }
+}
+
 /// Publishes to JetStream with many acknowledgements in flight on one muxed
-/// reply subscription. Each publish gets a promise of its ``JetStreamPublishResult``.
+/// reply subscription (`<inbox>.<batch>.<index>`); a ``PublishTracker`` per
+/// batch collects the replies.
 public final class JetStreamPublisher: Sendable {
     public let connection: NATSConnection
     private let prefix: String
     private let subscription: NATSSubscription
-    private final class Pending: Sendable {
-        let state = Mutex<(next: UInt64, waiting: [UInt64: AsyncPromise<JetStreamPublishResult>])>((0, [:]))
-        func withLock<R>(_ body: (inout (next: UInt64, waiting: [UInt64: AsyncPromise<JetStreamPublishResult>])) -> R)
-            -> R
-        {
-            state.withLock { body(&$0) }
+    private let trackers = Trackers()
+    private let reader: Task<Void, Never>
+
+    private final class Trackers: Sendable {
+        struct State {
+            var next: UInt64 = 0
+            var byBatch: [UInt64: PublishTracker] = [:]
+            /// Messages published whose reply has not arrived (or was given up).
+            var outstanding = 0
+            var roomWaiters: [(limit: Int, promise: AsyncPromise<Void>)] = []
+        }
+        let state = Mutex(State())
+
+        /// Wakes the publishers waiting for room.
+        func released(_ count: Int) {
+            let ready: [AsyncPromise<Void>] = state.withLock { state in
+                state.outstanding -= count
+                let ready = state.roomWaiters.filter { state.outstanding < $0.limit }
+                state.roomWaiters.removeAll { state.outstanding < $0.limit }
+                return ready.map(\.promise)
+            }
+            for promise in ready { promise.succeed(()) }
         }
     }
-
-    private let pending = Pending()
-    private let reader: Task<Void, Never>
 
     /// One message to publish.
     public struct Message: Sendable {
@@ -52,14 +109,18 @@ public final class JetStreamPublisher: Sendable {
             "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".randomElement()!
         }
         prefix = connection.options.inboxPrefix + "." + String(random)
-        let subscription = try await connection.subscribe(prefix + ".*", capacity: 1 << 20)
+        let subscription = try await connection.subscribe(prefix + ".>", capacity: 1 << 20)
         self.subscription = subscription
-        let pending = self.pending
+        let trackers = self.trackers
         reader = Task {
-            for await reply in subscription {
-                guard let token = reply.subject.split(separator: ".").last.flatMap({ UInt64($0) }) else { continue }
-                guard let promise = pending.withLock({ $0.waiting.removeValue(forKey: token) }) else { continue }
-                promise.succeed(Self.result(of: reply))
+            while let replies = await subscription.nextBatch(max: 4096) {
+                var released = 0
+                for reply in replies {
+                    guard let (batch, index) = Self.tokens(reply.subject) else { continue }
+                    let tracker = trackers.state.withLock { $0.byBatch[batch] }
+                    if tracker?.resolve(index, Self.result(of: reply)) == true { released += 1 }
+                }
+                if released > 0 { trackers.released(released) }
             }
         }
     }
@@ -69,8 +130,55 @@ public final class JetStreamPublisher: Sendable {
         subscription.unsubscribe()
     }
 
+    /// The last two tokens of `<inbox>.<batch>.<index>`, read without splitting.
+    static func tokens(_ subject: String) -> (UInt64, Int)? {
+        var index: UInt64 = 0
+        var batch: UInt64 = 0
+        var multiplier: UInt64 = 1
+        var field = 0
+        for byte in subject.utf8.reversed() {
+            if byte == UInt8(ascii: ".") {
+                field += 1
+                multiplier = 1
+                if field == 2 { return (batch, Int(index)) }
+                continue
+            }
+            guard byte >= 0x30, byte <= 0x39 else { return nil }
+            if field == 0 {
+                index += UInt64(byte - 0x30) * multiplier
+            } else {
+                batch += UInt64(byte - 0x30) * multiplier
+            }
+            multiplier *= 10
+        }
+        return nil
+    }
+
+    /// Reads a PubAck. The common `{"stream":"LOGS","seq":42}` is scanned
+    /// by hand; errors and anything unusual go through JSONDecoder.
     static func result(of reply: NATSMessage) -> JetStreamPublishResult {
         if reply.status == 503 { return .noResponders }
+        let fast: JetStreamPublishResult? = reply.payload.withUnsafeReadableBytes { bytes in
+            let body = bytes.bindMemory(to: UInt8.self)
+            guard let seqKey = find(#""seq":"#, in: body), find(#""error""#, in: body) == nil else { return nil }
+            var sequence: UInt64 = 0
+            var position = seqKey
+            while position < body.count, body[position] == 0x20 { position += 1 }  // the server writes `"seq": 42`
+            var digits = 0
+            while position < body.count, body[position] >= 0x30, body[position] <= 0x39 {
+                sequence = sequence * 10 + UInt64(body[position] - 0x30)
+                position += 1
+                digits += 1
+            }
+            guard digits > 0 else { return nil }
+            var duplicate = false
+            if var flag = find(#""duplicate":"#, in: body) {
+                while flag < body.count, body[flag] == 0x20 { flag += 1 }
+                duplicate = flag < body.count && body[flag] == UInt8(ascii: "t")
+            }
+            return .stored(sequence: sequence, duplicate: duplicate)
+        }
+        if let fast { return fast }
         guard let ack = try? JSONDecoder().decode(PubAck.self, from: Data(reply.payload.readableBytesView)) else {
             return .rejected(
                 JetStreamAPIError(code: 500, err_code: nil, description: "unreadable publish acknowledgement"))
@@ -79,23 +187,36 @@ public final class JetStreamPublisher: Sendable {
         return .stored(sequence: ack.seq ?? 0, duplicate: ack.duplicate ?? false)
     }
 
-    /// Publishes `messages` with one write; returns a promise per message, in order.
-    public func publish(_ messages: [Message]) async throws -> [AsyncPromise<JetStreamPublishResult>] {
-        var buffer = connection.makePublishBuffer(capacity: messages.reduce(0) { $0 + $1.payload.readableBytes + 96 })
-        let (first, promises): (UInt64, [AsyncPromise<JetStreamPublishResult>]) = pending.withLock { state in
-            let first = state.next
-            var promises: [AsyncPromise<JetStreamPublishResult>] = []
-            promises.reserveCapacity(messages.count)
-            for offset in 0..<UInt64(messages.count) {
-                let promise = AsyncPromise<JetStreamPublishResult>()
-                state.waiting[first + offset] = promise
-                promises.append(promise)
+    /// The position just after `needle` in `haystack`.
+    static func find(_ needle: StaticString, in haystack: UnsafeBufferPointer<UInt8>) -> Int? {
+        let length = needle.utf8CodeUnitCount
+        guard haystack.count >= length else { return nil }
+        return needle.withUTF8Buffer { pattern -> Int? in
+            var start = 0
+            while start + length <= haystack.count {
+                if haystack[start] == pattern[0], (1..<length).allSatisfy({ haystack[start + $0] == pattern[$0] }) {
+                    return start + length
+                }
+                start += 1
             }
-            state.next += UInt64(messages.count)
-            return (first, promises)
+            return nil
         }
+    }
+
+    /// Publishes `messages` with one write; the tracker collects their replies.
+    public func publish(_ messages: [Message]) async throws -> PublishTracker {
+        let tracker: PublishTracker = trackers.state.withLock { state in
+            defer { state.next += 1 }
+            let tracker = PublishTracker(count: messages.count, batch: state.next)
+            state.byBatch[state.next] = tracker
+            state.outstanding += messages.count
+            return tracker
+        }
+        let batch = tracker.batch
+        var buffer = connection.makePublishBuffer(capacity: messages.reduce(0) { $0 + $1.payload.readableBytes + 96 })
+        let batchPrefix = prefix + "." + String(batch) + "."
         do {
-            for (offset, message) in messages.enumerated() {
+            for (index, message) in messages.enumerated() {
                 var headers: NATSHeaders?
                 if let id = message.messageID {
                     headers = NATSHeaders()
@@ -103,23 +224,37 @@ public final class JetStreamPublisher: Sendable {
                 }
                 try buffer.append(
                     subject: message.subject, payload: message.payload, headers: headers,
-                    replyTo: prefix + "." + String(first + UInt64(offset)))
+                    replyTo: batchPrefix + String(index))
             }
             try await connection.publish(buffer)
         } catch {
-            forget(first..<(first + UInt64(messages.count)))
+            forget(tracker)
             throw error
         }
-        return promises
+        return tracker
     }
 
-    /// Drops the promises of tokens whose replies no longer matter.
-    func forget(_ tokens: Range<UInt64>) {
-        pending.withLock { state in
-            for token in tokens { state.waiting.removeValue(forKey: token) }
+    /// Stops routing replies to `tracker` (its batch is settled); replies it
+    /// still lacks no longer count as outstanding.
+    public func forget(_ tracker: PublishTracker) {
+        let removed = trackers.state.withLock { $0.byBatch.removeValue(forKey: tracker.batch) != nil }
+        if removed {
+            let missing = tracker.remaining
+            if missing > 0 { trackers.released(missing) }
         }
     }
 
-    /// Publishes awaiting replies.
-    public var inFlight: Int { pending.withLock { $0.waiting.count } }
+    /// Waits until fewer than `limit` messages await their reply.
+    public func waitForRoom(limit: Int) async {
+        let waiter: AsyncPromise<Void>? = trackers.state.withLock { state in
+            guard state.outstanding >= limit else { return nil }
+            let promise = AsyncPromise<Void>()
+            state.roomWaiters.append((limit, promise))
+            return promise
+        }
+        _ = try? await waiter?.value()
+    }
+
+    /// Batches whose replies are still routed.
+    public var inFlightBatches: Int { trackers.state.withLock { $0.byBatch.count } }
 }

@@ -14,7 +14,7 @@ import Testing
 
         /// Sample logs for six fake hosts, made with logpipe's demo_logs.
         init(lines: Int) async throws {
-            server = try NATSServer()
+            server = try await NATSServer()
             directory = try makeTemporaryDirectory()
             self.lines = lines
             try FileManager.default.createDirectory(atPath: directory + "/hosts", withIntermediateDirectories: true)
@@ -154,7 +154,7 @@ import Testing
         try await Task.sleep(for: .milliseconds(200))
         scenario.server.kill()
         try await Task.sleep(for: .milliseconds(500))
-        try scenario.server.start(port: port)
+        try await scenario.server.start(port: port)
         let result = try await running.wait(timeout: .seconds(120))
         #expect(result.status == 0, "\(result.stderr)")
         #expect(try await scenario.streamMessages() == Int64(expected))
@@ -204,7 +204,7 @@ import Testing
     }
 
     @Test func existingStreamWithOtherSettingsIsReported() async throws {
-        let server = try NATSServer()
+        let server = try await NATSServer()
         defer { server.stop() }
         let connection = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
         var config = StreamConfig(name: "LOGS", subjects: ["logs.>"])

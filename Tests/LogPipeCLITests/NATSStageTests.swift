@@ -47,7 +47,7 @@ import Testing
     /// stdin → partition → nats: every line arrives once, on
     /// `logs.p<crc32(host) % 8>.<host>`.
     @Test func stdinPartitionNatsDeliversEveryLineOnItsSubject() async throws {
-        let server = try NATSServer(jetstream: false)
+        let server = try await NATSServer(jetstream: false)
         defer { server.stop() }
         let directory = try makeTemporaryDirectory()
         let hosts = ["web-01", "db-01.prod.example.com", "api-02", "we b*1"]
@@ -106,7 +106,7 @@ import Testing
     /// connected are gone for that subscriber, and a batch that was not
     /// confirmed before the break is published again (it may arrive twice).
     @Test func sinkReconnectsAfterAServerRestart() async throws {
-        let server = try NATSServer(jetstream: false)
+        let server = try await NATSServer(jetstream: false)
         defer { server.stop() }
         let port = server.port
         let directory = try makeTemporaryDirectory()
@@ -125,7 +125,7 @@ import Testing
         server.kill()
         try await eventually { running.stderr.contains("disconnected") }
         try await Task.sleep(for: .milliseconds(500))
-        try server.start(port: port)
+        try await server.start(port: port)
         try await eventually { running.stderr.contains("reconnected to nats://127.0.0.1:\(port)") }
         let subscriber = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
         let subscription = try await subscriber.subscribe("demo.>")
@@ -143,7 +143,7 @@ import Testing
     /// nats source → file: a queue group, and host and partition read back
     /// from the subject into the path.
     @Test func sourceReadsHostAndPartitionFromTheSubject() async throws {
-        let server = try NATSServer(jetstream: false)
+        let server = try await NATSServer(jetstream: false)
         defer { server.stop() }
         let directory = try makeTemporaryDirectory()
         try write(
@@ -198,7 +198,8 @@ import Testing
     /// A wrong password or an unreachable server stops `logpipe run` with a
     /// clear message instead of hanging.
     @Test func wrongPasswordAndUnreachableServerFailClearly() async throws {
-        let server = try NATSServer(configuration: "authorization { user: ops, password: right }", jetstream: false)
+        let server = try await NATSServer(
+            configuration: "authorization { user: ops, password: right }", jetstream: false)
         defer { server.stop() }
         let directory = try makeTemporaryDirectory()
         try write(

@@ -342,7 +342,7 @@ import Testing
         _ = FileManager.default.createFile(atPath: directory + "/expected.log", contents: nil)
         reference.standardOutput = FileHandle(forWritingAtPath: directory + "/expected.log")
         try reference.run()
-        reference.waitUntilExit()
+        while reference.isRunning { try await Task.sleep(for: .milliseconds(10)) }
 
         let result = try await CLI.run(
             ["run", "pipelines/filter-errors.yaml"], stdinPath: directory + "/input.log",

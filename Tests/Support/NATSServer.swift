@@ -16,12 +16,12 @@ public final class NATSServer: @unchecked Sendable {
 
     /// Starts a server; `configuration` is nats-server config text (without
     /// `listen`/`port`, which are set here).
-    public init(configuration: String? = nil, jetstream: Bool = true) throws {
+    public init(configuration: String? = nil, jetstream: Bool = true) async throws {
         directory = NSTemporaryDirectory() + "logpipe-nats-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         self.configuration = configuration
         self.jetstream = jetstream
-        try start(port: -1)
+        try await start(port: -1)
     }
 
     public static var binary: String? {
@@ -31,7 +31,8 @@ public final class NATSServer: @unchecked Sendable {
     }
 
     /// Starts the server (again), on `port` (-1: a random free port).
-    public func start(port requested: Int? = nil) throws {
+    /// Waits without blocking a thread of the cooperative pool (tests share it).
+    public func start(port requested: Int? = nil) async throws {
         guard let binary = Self.binary else {
             throw TestSupportError("nats-server is not installed (scripts/setup.sh installs it)")
         }
@@ -65,7 +66,7 @@ public final class NATSServer: @unchecked Sendable {
                 let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
                 throw TestSupportError("nats-server exited at start: \(text.suffix(800))")
             }
-            Thread.sleep(forTimeInterval: 0.02)
+            try await Task.sleep(for: .milliseconds(20))
         }
         throw TestSupportError("nats-server did not become ready within 10 s")
     }
