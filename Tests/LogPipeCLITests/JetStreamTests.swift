@@ -203,6 +203,85 @@ import Testing
         }
     }
 
+    /// A three-node cluster with an R3 stream: the shipper and the consumers
+    /// keep going while one node is stopped and started again; every line is
+    /// stored once and written once.
+    @Test func threeNodeClusterSurvivesANodeRestart() async throws {
+        let cluster = try await NATSCluster()
+        defer { cluster.shutdown() }
+        let directory = try makeTemporaryDirectory()
+        try FileManager.default.createDirectory(atPath: directory + "/hosts", withIntermediateDirectories: true)
+        try write(
+            """
+            sources:
+              demo: { type: demo_logs, count: 80000, hosts: 4, format: syslog }
+            sinks:
+              files: { type: file, inputs: [demo], path: "\(directory)/hosts/{host}.log" }
+            """,
+            to: directory + "/generate.yaml")
+        #expect(try await CLI.run(["run", "--quiet", directory + "/generate.yaml"]).status == 0)
+        let servers = cluster.urls.map { "\"\($0)\"" }.joined(separator: ", ")
+        try write(
+            """
+            data_dir: \(directory)/ship
+            shutdown_timeout: 60s
+            sources:
+              logs: { type: file, include: ['\(directory)/hosts/*.log'], once: true }
+            transforms:
+              route: { type: partition, inputs: [logs], partitions: 2 }
+            sinks:
+              store:
+                type: jetstream
+                inputs: [route]
+                servers: [\(servers)]
+                stream: { name: LOGS, subjects: ["logs.>"], storage: file, replicas: 3 }
+            """,
+            to: directory + "/ship.yaml")
+        let shipper = try CLI.Running(["run", directory + "/ship.yaml"])
+        try await eventually { shipper.stderr.contains("stream LOGS ready") }
+        try await Task.sleep(for: .milliseconds(300))
+        cluster.stop(1)
+        try await Task.sleep(for: .seconds(1))
+        try cluster.start(1)
+        let shipped = try await shipper.wait(timeout: .seconds(180))
+        #expect(shipped.status == 0, "\(shipped.stderr)")
+
+        var consumers: [CLI.Running] = []
+        for partition in 0..<2 {
+            try write(
+                """
+                data_dir: \(directory)/central-\(partition)
+                sources:
+                  logs:
+                    type: jetstream
+                    servers: [\(servers)]
+                    stream: LOGS
+                    consumer: { durable: "central-p\(partition)", filter_subject: "logs.p\(partition).>", ack_wait: 3s }
+                    subject_pattern: "logs.p{partition}.{host}"
+                    stop_after_idle: 6s
+                sinks:
+                  files: { type: file, inputs: [logs], path: "\(directory)/central/{host}.log", exactly_once: true }
+                """,
+                to: directory + "/central-\(partition).yaml")
+            consumers.append(try CLI.Running(["run", directory + "/central-\(partition).yaml"]))
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        cluster.stop(2)
+        try await Task.sleep(for: .seconds(1))
+        try cluster.start(2)
+        for consumer in consumers {
+            let result = try await consumer.wait(timeout: .seconds(180))
+            #expect(result.status == 0, "\(result.stderr)")
+        }
+        for file in try FileManager.default.contentsOfDirectory(atPath: directory + "/hosts") {
+            let input = try String(contentsOfFile: directory + "/hosts/" + file, encoding: .utf8).split(separator: "\n")
+            let output =
+                (try? String(contentsOfFile: directory + "/central/" + file, encoding: .utf8))?.split(separator: "\n")
+                ?? []
+            #expect(output.sorted() == input.sorted(), "\(file): \(output.count) of \(input.count) lines")
+        }
+    }
+
     @Test func existingStreamWithOtherSettingsIsReported() async throws {
         let server = try await NATSServer()
         defer { server.stop() }

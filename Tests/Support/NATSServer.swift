@@ -1,5 +1,9 @@
 import Foundation
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// A private nats-server for a test: a free loopback port, a temporary store
 /// directory, optional configuration, stopped (and its store removed) by
 /// `stop()`.
@@ -93,4 +97,115 @@ public final class NATSServer: @unchecked Sendable {
 public struct TestSupportError: Error, CustomStringConvertible {
     public var description: String
     public init(_ description: String) { self.description = description }
+}
+
+/// Three nats-server processes routed into one cluster with JetStream, on
+/// free loopback ports, each with its own store; nodes can be stopped and
+/// started again.
+public final class NATSCluster: @unchecked Sendable {
+    // @unchecked: owned by one test, used one call at a time.
+    public let directory: String
+    public let clientPorts: [Int]
+    let routePorts: [Int]
+    var processes: [Process?]
+
+    public var urls: [String] { clientPorts.map { "nats://127.0.0.1:\($0)" } }
+
+    public init() async throws {
+        directory = NSTemporaryDirectory() + "logpipe-cluster-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        var ports: [Int] = []
+        for _ in 0..<6 { ports.append(try Self.freePort(excluding: ports)) }
+        clientPorts = Array(ports[0..<3])
+        routePorts = Array(ports[3..<6])
+        processes = [nil, nil, nil]
+        for node in 0..<3 { try start(node) }
+        for node in 0..<3 { try await waitReady(node) }
+        // JetStream needs a meta leader before streams can be created.
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            if (0..<3).contains(where: {
+                log($0).contains("JetStream cluster new metadata leader")
+                    || log($0).contains("Self is new JetStream cluster metadata leader")
+            }) {
+                return
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw TestSupportError("the cluster elected no JetStream leader within 30 s")
+    }
+
+    static func freePort(excluding taken: [Int]) throws -> Int {
+        for _ in 0..<50 {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(fd) }
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = 0
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let bound = withUnsafeMutablePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Bool in
+                    bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
+                }
+            }
+            let port = Int(UInt16(bigEndian: address.sin_port))
+            if bound, port > 0, !taken.contains(port) { return port }
+        }
+        throw TestSupportError("no free loopback port")
+    }
+
+    func log(_ node: Int) -> String {
+        (try? String(contentsOfFile: directory + "/n\(node).log", encoding: .utf8)) ?? ""
+    }
+
+    /// Starts node `node` (0, 1 or 2), with its store kept across restarts.
+    public func start(_ node: Int) throws {
+        guard let binary = NATSServer.binary else { throw TestSupportError("nats-server is not installed") }
+        let routes = (0..<3).filter { $0 != node }.map { "nats-route://127.0.0.1:\(routePorts[$0])" }
+        let configuration = """
+            server_name: n\(node)
+            listen: 127.0.0.1:\(clientPorts[node])
+            jetstream { store_dir: "\(directory)/store-n\(node)" }
+            cluster {
+              name: logpipe-test
+              listen: 127.0.0.1:\(routePorts[node])
+              routes: [\(routes.joined(separator: ", "))]
+            }
+            """
+        try configuration.write(toFile: directory + "/n\(node).conf", atomically: true, encoding: .utf8)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = ["-c", directory + "/n\(node).conf", "-l", directory + "/n\(node).log"]
+        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        try? FileManager.default.removeItem(atPath: directory + "/n\(node).log")
+        try process.run()
+        processes[node] = process
+    }
+
+    public func waitReady(_ node: Int) async throws {
+        let deadline = Date().addingTimeInterval(15)
+        while Date() < deadline {
+            if log(node).contains("Server is ready") { return }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw TestSupportError("cluster node n\(node) did not become ready")
+    }
+
+    /// Stops node `node`.
+    public func stop(_ node: Int) {
+        guard let process = processes[node], process.isRunning else { return }
+        process.terminate()
+        process.waitUntilExit()
+        processes[node] = nil
+    }
+
+    /// Stops every node and removes the stores.
+    public func shutdown() {
+        for node in 0..<3 { stop(node) }
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    deinit { shutdown() }
 }
