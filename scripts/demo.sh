@@ -33,17 +33,26 @@ YAML
 "$bin" run --quiet "$work/generate.yaml"
 
 echo "== nats-server with JetStream (store in $work/nats)" >&2
-nats-server -js -a 127.0.0.1 -p -1 -sd "$work/nats" -l "$work/nats-server.log" &
+nats-server -js -a 127.0.0.1 -p -1 -m -1 -sd "$work/nats" -l "$work/nats-server.log" &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
 for _ in $(seq 100); do grep -q "Server is ready" "$work/nats-server.log" 2>/dev/null && break; sleep 0.1; done
 port=$(grep -o "client connections on 127.0.0.1:[0-9]*" "$work/nats-server.log" | grep -o "[0-9]*$")
+http=$(grep -o "http monitor on 127.0.0.1:[0-9]*" "$work/nats-server.log" | grep -o "[0-9]*$")
 export NATS_URL="nats://127.0.0.1:$port"
 echo "   $NATS_URL" >&2
+stream_messages() {
+  python3 -c "
+import json, urllib.request
+data = json.load(urllib.request.urlopen('http://127.0.0.1:$http/jsz?streams=true'))
+print(sum(s['state']['messages'] for a in data.get('account_details', []) for s in a.get('stream_detail', []) if s['name'] == 'LOGS'))" 2>/dev/null || echo "?"
+}
 
 echo "== shipping (pipelines/ship-logs.yaml)" >&2
 ONCE=true LOG_FILES="$work/hosts/*.log" PARTITIONS=$partitions LOGPIPE_DATA="$work/ship" \
   "$bin" run pipelines/ship-logs.yaml
+
+echo "   stream LOGS holds $(stream_messages) messages" >&2
 
 echo "== central consumers, one per partition (pipelines/central.yaml)" >&2
 pids=()

@@ -18,14 +18,15 @@ import Testing
             directory = try makeTemporaryDirectory()
             self.lines = lines
             try FileManager.default.createDirectory(atPath: directory + "/hosts", withIntermediateDirectories: true)
+            // Exactly `lines` lines in three formats that carry their host.
             try write(
                 """
                 sources:
-                  demo: { type: demo_logs, count: \(lines), hosts: 6, format: mixed }
-                transforms:
-                  no_plain: { type: regex, inputs: [demo], exclude: '^20' }
+                  syslog: { type: demo_logs, count: \(lines / 2), hosts: 6, format: syslog, seed: 1 }
+                  json: { type: demo_logs, count: \(lines / 4), hosts: 6, format: json, seed: 2 }
+                  logfmt: { type: demo_logs, count: \(lines - lines / 2 - lines / 4), hosts: 6, format: logfmt, seed: 3 }
                 sinks:
-                  files: { type: file, inputs: [no_plain], path: "\(directory)/hosts/{host}.log" }
+                  files: { type: file, inputs: [syslog, json, logfmt], path: "\(directory)/hosts/{host}.log" }
                 """,
                 to: directory + "/generate.yaml"
             )
@@ -95,12 +96,14 @@ import Testing
         }
     }
 
-    /// Shipped once, consumed per partition: the stream holds every line,
-    /// and every host's central file equals its input byte for byte.
+    /// 1,000,000 lines shipped once and consumed per partition: the stream
+    /// holds exactly 1,000,000 messages, and every host's central file equals
+    /// its input byte for byte, in order.
     @Test func shipAndConsumeEveryLineExactlyOnce() async throws {
-        let scenario = try await Scenario(lines: 60_000)
+        let scenario = try await Scenario(lines: 1_000_000)
         defer { scenario.server.stop() }
         let expected = scenario.inputLines
+        #expect(expected == 1_000_000)
         #expect(scenario.hostFiles.count == 6)
         let shipped = try await scenario.ship().wait()
         #expect(shipped.status == 0, "\(shipped.stderr)")
