@@ -85,7 +85,9 @@ public struct JetStreamSource: Source, FieldProducer {
         context.logger.info("consumer \(consumer.durable_name) on \(stream): \(info.num_pending) message(s) waiting")
         let inbox = connection.options.inboxPrefix + "." + UUID().uuidString.replacingOccurrences(of: "-", with: "")
         let replies = try await connection.subscribe(inbox, capacity: batchSize * 4)
-        let acker = Acker(connection: connection)
+        // Records still in the pipeline after half of ack_wait get a +WPI
+        // ("working"), so the server does not deliver them again meanwhile.
+        let acker = Acker(connection: connection, progressAfter: .nanoseconds(consumer.ack_wait / 2))
         let flusher = Task { await acker.run() }
         defer { flusher.cancel() }
         // A pull waits at most `expires` for messages; with stop_after_idle
@@ -164,49 +166,80 @@ public struct JetStreamSource: Source, FieldProducer {
         async throws
     {
         guard !records.isEmpty else { return }
-        let subjects = ackSubjects
-        acker.expect(subjects.count)
+        let id = acker.register(ackSubjects)
         let batch = records
         records = []
         ackSubjects = []
         try await context.emit(batch) { _, completed in
-            acker.add(completed.map { subjects[$0.index] })
+            acker.acknowledged(id, completed.map(\.index))
         }
     }
 }
 
-/// Sends `+ACK`s in batches: one write for everything finished since the last one.
+/// Sends `+ACK`s in batches (one write for everything finished since the
+/// last one), and `+WPI` for messages still in the pipeline after
+/// `progressAfter`.
 final class Acker: Sendable {
+    private struct Pending {
+        var subjects: [String]
+        var done: [Bool]
+        var remaining: Int
+        var lastProgress: ContinuousClock.Instant
+    }
+
     private struct State {
+        var batches: [UInt64: Pending] = [:]
+        var next: UInt64 = 0
         var queue: [String] = []
-        var outstanding = 0
     }
 
     private let state = Mutex(State())
     private let connection: NATSConnection
+    private let progressAfter: Duration
 
-    init(connection: NATSConnection) {
+    init(connection: NATSConnection, progressAfter: Duration) {
         self.connection = connection
+        self.progressAfter = max(progressAfter, .milliseconds(100))
     }
 
-    /// Records emitted whose acknowledgement was not sent yet.
-    var outstanding: Int { state.withLock { $0.outstanding + $0.queue.count } }
-
-    func expect(_ count: Int) {
-        state.withLock { $0.outstanding += count }
+    /// Messages emitted whose acknowledgement was not sent yet.
+    var outstanding: Int {
+        state.withLock { state in state.batches.values.reduce(0) { $0 + $1.remaining } + state.queue.count }
     }
 
-    func add(_ subjects: [String]) {
+    /// Registers the ack subjects of an emitted batch.
+    func register(_ subjects: [String]) -> UInt64 {
         state.withLock { state in
-            state.queue.append(contentsOf: subjects)
-            state.outstanding -= subjects.count
+            defer { state.next += 1 }
+            state.batches[state.next] = Pending(
+                subjects: subjects, done: Array(repeating: false, count: subjects.count), remaining: subjects.count,
+                lastProgress: .now)
+            return state.next
+        }
+    }
+
+    /// Queues the acks of records every sink is done with.
+    func acknowledged(_ batch: UInt64, _ indices: [Int]) {
+        state.withLock { state in
+            guard var pending = state.batches[batch] else { return }
+            for index in indices where index < pending.done.count && !pending.done[index] {
+                pending.done[index] = true
+                pending.remaining -= 1
+                state.queue.append(pending.subjects[index])
+            }
+            state.batches[batch] = pending.remaining == 0 ? nil : pending
         }
     }
 
     func run() async {
+        var lastProgressCheck = ContinuousClock.now
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(5))
             await flush()
+            if ContinuousClock.now - lastProgressCheck >= progressAfter / 4 {
+                lastProgressCheck = .now
+                await sendProgress()
+            }
         }
     }
 
@@ -215,11 +248,28 @@ final class Acker: Sendable {
             defer { state.queue.removeAll(keepingCapacity: true) }
             return state.queue
         }
+        await send(subjects, ByteBuffer(staticString: "+ACK"))
+    }
+
+    /// `+WPI` for messages in the pipeline for longer than `progressAfter`.
+    func sendProgress() async {
+        let now = ContinuousClock.now
+        let due: [String] = state.withLock { state in
+            var due: [String] = []
+            for (id, pending) in state.batches where now - pending.lastProgress >= progressAfter {
+                for (index, subject) in pending.subjects.enumerated() where !pending.done[index] { due.append(subject) }
+                state.batches[id]?.lastProgress = now
+            }
+            return due
+        }
+        await send(due, ByteBuffer(staticString: "+WPI"))
+    }
+
+    private func send(_ subjects: [String], _ payload: ByteBuffer) async {
         guard !subjects.isEmpty else { return }
         var buffer = connection.makePublishBuffer(capacity: subjects.count * 96)
-        let ack = ByteBuffer(staticString: "+ACK")
         for subject in subjects {
-            try? buffer.append(subject: subject, payload: ack, subjectIsValid: true)
+            try? buffer.append(subject: subject, payload: payload, subjectIsValid: true)
         }
         do {
             try await connection.publish(buffer)

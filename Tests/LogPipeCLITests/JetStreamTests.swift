@@ -1,6 +1,7 @@
 import Foundation
 import NATSClient
 import NATSTestSupport
+import NIOCore
 import Testing
 
 /// The reference scenario with the real binary and a real nats-server:
@@ -283,6 +284,46 @@ import Testing
                 ?? []
             #expect(output.sorted() == input.sorted(), "\(file): \(output.count) of \(input.count) lines")
         }
+    }
+
+    /// A sink slower than the consumer's ack_wait: the source sends +WPI for
+    /// the records still in the pipeline, so nothing is delivered twice.
+    @Test func workInProgressKeepsSlowRecordsFromComingBack() async throws {
+        let server = try await NATSServer()
+        defer { server.stop() }
+        let connection = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
+        try await JetStreamContext(connection: connection).ensureStream(
+            StreamConfig(name: "LOGS", subjects: ["logs.>"]))
+        let publisher = try await JetStreamPublisher(connection: connection)
+        let tracker = try await publisher.publish(
+            (0..<100).map { .init(subject: "logs.p0.web", payload: ByteBuffer(string: "line \($0)"), messageID: nil) })
+        await tracker.wait(timeout: .seconds(10))
+        await connection.close()
+        let directory = try makeTemporaryDirectory()
+        _ = FileManager.default.createFile(atPath: directory + "/out", contents: Data())  // the sink is stuck
+        try write(
+            """
+            data_dir: \(directory)/data
+            sources:
+              logs:
+                type: jetstream
+                servers: ["\(server.url)"]
+                stream: LOGS
+                consumer: { durable: slow, ack_wait: 1s }
+                stop_after_idle: 2s
+            sinks:
+              files: { type: file, inputs: [logs], path: "\(directory)/out/all.log", max_retry_backoff: 200ms }
+            """,
+            to: directory + "/p.yaml")
+        let running = try CLI.Running(["run", directory + "/p.yaml"])
+        try await eventually { running.stderr.contains("cannot write") }
+        try await Task.sleep(for: .seconds(3))  // three times ack_wait
+        try FileManager.default.removeItem(atPath: directory + "/out")
+        let result = try await running.wait(timeout: .seconds(60))
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(!result.stderr.contains("redeliveries"), "\(result.stderr)")
+        let lines = try String(contentsOfFile: directory + "/out/all.log", encoding: .utf8).split(separator: "\n")
+        #expect(lines == (0..<100).map { "line \($0)"[...] })
     }
 
     @Test func existingStreamWithOtherSettingsIsReported() async throws {
