@@ -15,23 +15,16 @@ input="$(corpus "$lines")"
 bin="$(logpipe_bin)"
 work="$BENCH_WORK/jetstream"
 rm -rf "$work" && mkdir -p "$work"
-command -v go >/dev/null || bash ../shared/bench/setup-tools.sh >&2
-(cd ../shared/bench/natspub && GOPATH=/usr/share/gocode GO111MODULE=off GOFLAGS= GOCACHE="$work/gocache" go build -o "$work/natspub" .)
-
-nats-server -js -a 127.0.0.1 -p -1 -m -1 -sd "$work/store" -l "$work/server.log" &
-server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true; rm -rf "$work/store"' EXIT
-for _ in $(seq 100); do grep -q "Server is ready" "$work/server.log" 2>/dev/null && break; sleep 0.1; done
-port=$(grep -o "client connections on 127.0.0.1:[0-9]*" "$work/server.log" | grep -o "[0-9]*$")
-http=$(grep -o "http monitor on 127.0.0.1:[0-9]*" "$work/server.log" | grep -o "[0-9]*$")
-url="nats://127.0.0.1:$port"
+build_natspub "$work"
+start_nats_server "$work" -js -sd "$work/store"
+url="$NATS_SERVER_URL"
+http="$NATS_HTTP_PORT"
 stream_messages() {
   curl -s "http://127.0.0.1:$http/jsz?streams=true" | python3 -c '
 import json, sys
 data = json.load(sys.stdin)
 print(sum(s["state"]["messages"] for a in data.get("account_details", []) for s in a.get("stream_detail", []) if s["name"] == "LOGS"))'
 }
-purge() { curl -s "http://127.0.0.1:$http/healthz" > /dev/null; "$bin" run --quiet "$work/purge.yaml" 2>/dev/null || true; }
 cat > "$work/publish.yaml" <<YAML
 sources:
   in: { type: stdin }
@@ -50,8 +43,8 @@ check() {
   count=$(stream_messages)
   [ "$count" -eq "$lines" ] || { echo "bench: the stream holds $count messages, expected $lines" >&2; exit 1; }
 }
-# natspub purges the stream itself before publishing; logpipe's runs purge
-# through natspub's own call on an empty file.
+# natspub purges the stream before publishing; after logpipe's runs an empty
+# natspub run purges it.
 : > "$work/empty.log"
 for run in $(seq 1 "$runs"); do
   echo "run $run" >&2

@@ -53,3 +53,22 @@ for name in order:
     print(f"{name:<28} {wall:>7.2f} {lines / wall:>12,.0f} {size / wall / 1e6:>8.1f} {cpu:>6.2f} {rss / 1024:>8.1f}MiB {wall / base:>15.2f}x")
 PY
 }
+
+# build_natspub DIR: builds the Go reference publisher into DIR/natspub.
+build_natspub() {
+  command -v go >/dev/null || bash ../shared/bench/setup-tools.sh >&2
+  (cd ../shared/bench/natspub && GOPATH=/usr/share/gocode GO111MODULE=off GOFLAGS= GOCACHE="$1/gocache" go build -o "$1/natspub" .)
+}
+
+# start_nats_server DIR [ARGS...]: a private nats-server on free loopback
+# ports (client and monitoring), logging to DIR/server.log, stopped on exit.
+# Sets NATS_SERVER_URL and NATS_HTTP_PORT.
+start_nats_server() {
+  local dir="$1"; shift
+  nats-server -a 127.0.0.1 -p -1 -m -1 -l "$dir/server.log" "$@" &
+  NATS_SERVER_PID=$!
+  trap 'kill $NATS_SERVER_PID 2>/dev/null; wait $NATS_SERVER_PID 2>/dev/null || true' EXIT
+  for _ in $(seq 100); do grep -q "Server is ready" "$dir/server.log" 2>/dev/null && break; sleep 0.1; done
+  NATS_SERVER_URL="nats://127.0.0.1:$(grep -o "client connections on 127.0.0.1:[0-9]*" "$dir/server.log" | grep -o "[0-9]*$")"
+  NATS_HTTP_PORT=$(grep -o "http monitor on 127.0.0.1:[0-9]*" "$dir/server.log" | grep -o "[0-9]*$")
+}

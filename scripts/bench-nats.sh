@@ -15,16 +15,10 @@ input="$(corpus "$lines")"
 bin="$(logpipe_bin)"
 work="$BENCH_WORK/nats"
 rm -rf "$work" && mkdir -p "$work"
-command -v go >/dev/null || bash ../shared/bench/setup-tools.sh >&2
-(cd ../shared/bench/natspub && GOPATH=/usr/share/gocode GO111MODULE=off GOFLAGS= GOCACHE="$work/gocache" go build -o "$work/natspub" .)
-
-nats-server -a 127.0.0.1 -p -1 -m -1 -l "$work/server.log" &
-server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
-for _ in $(seq 100); do grep -q "Server is ready" "$work/server.log" 2>/dev/null && break; sleep 0.1; done
-port=$(grep -o "client connections on 127.0.0.1:[0-9]*" "$work/server.log" | grep -o "[0-9]*$")
-http=$(grep -o "http monitor on 127.0.0.1:[0-9]*" "$work/server.log" | grep -o "[0-9]*$")
-url="nats://127.0.0.1:$port"
+build_natspub "$work"
+start_nats_server "$work"
+url="$NATS_SERVER_URL"
+http="$NATS_HTTP_PORT"
 in_msgs() { curl -s "http://127.0.0.1:$http/varz" | python3 -c 'import json,sys; print(json.load(sys.stdin)["in_msgs"])'; }
 cat > "$work/publish.yaml" <<YAML
 sources:

@@ -59,14 +59,7 @@ public struct JetStreamSource: Source, FieldProducer {
         consumer.ack_wait = JetStreamSink.nanoseconds(consumerOptions.duration("ack_wait"))
         consumer.max_ack_pending = consumerOptions.integer("max_ack_pending")
         consumer.max_deliver = consumerOptions.integer("max_deliver")
-        var pattern: SubjectPattern?
-        if let text = options.string("subject_pattern") {
-            do {
-                pattern = try SubjectPattern(text)
-            } catch let error as Template.ParseError {
-                throw options.error("subject_pattern", error.message, hint: error.hint)
-            }
-        }
+        let pattern = try NATSStageOptions.subjectPattern(options)
         return JetStreamSource(
             connection: try NATSStageOptions.make(options), stream: options.string("stream")!, consumer: consumer,
             createConsumer: consumerOptions.boolean("create"), batchSize: options.integer("batch"),

@@ -38,14 +38,7 @@ public struct NATSSource: Source, FieldProducer {
         if subjects.isEmpty {
             throw options.error("subjects", "needs at least one subject", hint: "subjects: [\"logs.>\"]")
         }
-        var pattern: SubjectPattern?
-        if let text = options.string("subject_pattern") {
-            do {
-                pattern = try SubjectPattern(text)
-            } catch let error as Template.ParseError {
-                throw options.error("subject_pattern", error.message, hint: error.hint)
-            }
-        }
+        let pattern = try NATSStageOptions.subjectPattern(options)
         return NATSSource(
             connection: try NATSStageOptions.make(options), subjects: subjects,
             queueGroup: options.string("queue_group"),

@@ -73,6 +73,16 @@ enum NATSStageOptions {
         return settings
     }
 
+    /// The `subject_pattern` option, parsed.
+    static func subjectPattern(_ options: StageOptions) throws -> SubjectPattern? {
+        guard let text = options.string("subject_pattern") else { return nil }
+        do {
+            return try SubjectPattern(text)
+        } catch let error as Template.ParseError {
+            throw options.error("subject_pattern", error.message, hint: error.hint)
+        }
+    }
+
     /// Connects, logging connection events for the stage until it ends.
     static func connect(_ options: NATSOptions, context: StageContext) async throws -> (
         NATSConnection, Task<Void, Never>

@@ -78,16 +78,7 @@ import Testing
     func run(_ yaml: String, lines: [String]) async throws -> (kept: [Record], summary: RunSummary) {
         let registry = StageRegistry.standard()
         let collected = LockedBox<[Record]>([])
-        struct Collect: Sink {
-            let collected: LockedBox<[Record]>
-            func run(input: BatchInput, context: StageContext) async throws {
-                for await batch in input {
-                    collected.withLock { $0.append(contentsOf: batch.records) }
-                    batch.acknowledge()
-                }
-            }
-        }
-        registry.register(.sink("collect", summary: "test", options: []) { _ in Collect(collected: collected) })
+        registry.register(.sink("collect", summary: "test", options: []) { _ in RecordCollector(collected: collected) })
         let result = PipelineLoader(registry: registry, environment: [:]).load(yaml: yaml)
         let pipeline = try #require(result.pipeline, "\(result.diagnostics)")
         var withSource = Pipeline(settings: pipeline.settings)

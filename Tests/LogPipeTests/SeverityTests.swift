@@ -74,19 +74,10 @@ import Testing
         for line in lines { continuation.yield(line) }
         continuation.finish()
         let collected = LockedBox<[Record]>([])
-        struct Collect: Sink {
-            let collected: LockedBox<[Record]>
-            func run(input: BatchInput, context: StageContext) async throws {
-                for await batch in input {
-                    collected.withLock { $0.append(contentsOf: batch.records) }
-                    batch.acknowledge()
-                }
-            }
-        }
         var pipeline = Pipeline()
         try pipeline.add("in", source: AsyncSequenceSource(lines: stream))
         try pipeline.add("level", transform: SeverityFilter(options: options), inputs: ["in"])
-        try pipeline.add("out", sink: Collect(collected: collected), inputs: ["level"])
+        try pipeline.add("out", sink: RecordCollector(collected: collected), inputs: ["level"])
         let summary = try await PipelineRunner(pipeline: pipeline).run()
         #expect(summary.isClean)
         return collected.withLock { $0 }

@@ -112,3 +112,14 @@ func eventually(timeout: Duration = .seconds(10), _ condition: () -> Bool) async
         try await Task.sleep(for: .milliseconds(5))
     }
 }
+
+/// Keeps every record it receives, then acknowledges them.
+struct RecordCollector: Sink {
+    let collected: LockedBox<[Record]>
+    func run(input: BatchInput, context: StageContext) async throws {
+        for await batch in input {
+            collected.withLock { $0.append(contentsOf: batch.records) }
+            batch.acknowledge()
+        }
+    }
+}

@@ -139,3 +139,29 @@ struct LineSplitter {
         emit(buffer.getSlice(at: pieceStart, length: lineEnd - pieceStart)!, offset)
     }
 }
+
+/// The line-splitting options shared by line-reading sources (`stdin`, `file`).
+enum LineOptions {
+    static let specs: [OptionSpec] = [
+        OptionSpec(
+            "max_line_bytes", .size, default: "1MiB",
+            "Longest line emitted as one record; longer lines follow `oversize`."),
+        OptionSpec(
+            "oversize", .choice(OversizePolicy.allCases.map(\.rawValue)), default: "split",
+            "Split an overlong line into several records, or truncate it (counted as `oversize_lines`)."),
+        OptionSpec("strip_cr", .boolean, default: "false", "Remove a `\\r` before the `\\n` (CRLF input)."),
+        OptionSpec("host", .string, "Host of the records (default: this machine's host name)."),
+    ]
+
+    /// The options, checked.
+    static func read(_ options: StageOptions) throws -> (
+        maxLineBytes: Int, oversize: OversizePolicy, stripCR: Bool, host: String?
+    ) {
+        let maxLineBytes = options.size("max_line_bytes")
+        if maxLineBytes < 1 { throw options.error("max_line_bytes", "must be at least 1 byte") }
+        return (
+            maxLineBytes, OversizePolicy(rawValue: options.string("oversize") ?? "split") ?? .split,
+            options.boolean("strip_cr"), options.string("host")
+        )
+    }
+}

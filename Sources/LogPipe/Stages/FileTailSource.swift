@@ -17,7 +17,7 @@ public struct FileTailSource: Source, FieldProducer {
     static let definition = StageDefinition.source(
         "file",
         summary: "Tails files matched by globs; follows rotation and truncation; checkpoints only acknowledged lines.",
-        options: [
+        options: LineOptions.specs + [
             OptionSpec(
                 "include", .stringList, required: true,
                 "Globs of files to read: `*`, `?`, `[...]` within a name, `**` for any directories."),
@@ -45,16 +45,8 @@ public struct FileTailSource: Source, FieldProducer {
                 "rotate_wait", .duration, default: "5s",
                 "How long a rotated or deleted file is watched after its end before it is closed."),
             OptionSpec(
-                "max_line_bytes", .size, default: "1MiB",
-                "Longest line emitted as one record; longer lines follow `oversize`."),
-            OptionSpec(
-                "oversize", .choice(OversizePolicy.allCases.map(\.rawValue)), default: "split",
-                "Split an overlong line into several records, or truncate it (counted as `oversize_lines`)."),
-            OptionSpec("strip_cr", .boolean, default: "false", "Remove a `\\r` before the `\\n`."),
-            OptionSpec(
                 "read_bytes", .size, default: "256KiB",
                 "Most bytes read from one file at a time (fairness between files)."),
-            OptionSpec("host", .string, "Host of the records (default: this machine's host name)."),
         ]
     ) { options in
         let include = options.stringList("include").map(Glob.init)
@@ -71,15 +63,12 @@ public struct FileTailSource: Source, FieldProducer {
         settings.checkpointInterval = options.duration("checkpoint_interval")
         settings.partialLineTimeout = options.duration("partial_line_timeout")
         settings.rotateWait = options.duration("rotate_wait")
-        settings.maxLineBytes = options.size("max_line_bytes")
-        settings.oversize = OversizePolicy(rawValue: options.string("oversize") ?? "split") ?? .split
-        settings.stripCarriageReturn = options.boolean("strip_cr")
+        (settings.maxLineBytes, settings.oversize, settings.stripCarriageReturn, settings.host) = try LineOptions.read(
+            options)
         settings.readBytes = options.size("read_bytes")
-        settings.host = options.string("host")
         for name in ["scan_interval", "poll_interval", "checkpoint_interval"] where options.duration(name) <= .zero {
             throw options.error(name, "must be longer than 0")
         }
-        if settings.maxLineBytes < 1 { throw options.error("max_line_bytes", "must be at least 1 byte") }
         if settings.readBytes < 1 { throw options.error("read_bytes", "must be at least 1 byte") }
         return FileTailSource(options: settings)
     }

@@ -46,25 +46,14 @@ public struct StdinSource: Source {
     static let definition = StageDefinition.source(
         "stdin",
         summary: "Reads lines from standard input until end of file.",
-        options: [
-            OptionSpec(
-                "max_line_bytes", .size, default: "1MiB",
-                "Longest line emitted as one record; longer lines follow `oversize`."),
-            OptionSpec(
-                "oversize", .choice(OversizePolicy.allCases.map(\.rawValue)), default: "split",
-                "Split an overlong line into several records, or truncate it (counted as `oversize_lines`)."),
-            OptionSpec("strip_cr", .boolean, default: "false", "Remove a `\\r` before the `\\n` (CRLF input)."),
-            OptionSpec("host", .string, "Host of the records (default: this machine's host name)."),
-            OptionSpec("read_bytes", .size, default: "256KiB", "Bytes read at a time; one read becomes one batch."),
+        options: LineOptions.specs + [
+            OptionSpec("read_bytes", .size, default: "256KiB", "Bytes read at a time; one read becomes one batch.")
         ]
     ) { options in
         var settings = Options()
-        settings.maxLineBytes = options.size("max_line_bytes")
-        settings.oversize = OversizePolicy(rawValue: options.string("oversize") ?? "split") ?? .split
-        settings.stripCarriageReturn = options.boolean("strip_cr")
-        settings.host = options.string("host")
+        (settings.maxLineBytes, settings.oversize, settings.stripCarriageReturn, settings.host) = try LineOptions.read(
+            options)
         settings.readBytes = options.size("read_bytes")
-        if settings.maxLineBytes < 1 { throw options.error("max_line_bytes", "must be at least 1 byte") }
         if settings.readBytes < 1 { throw options.error("read_bytes", "must be at least 1 byte") }
         return StdinSource(options: settings)
     }
