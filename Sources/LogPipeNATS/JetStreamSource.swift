@@ -26,6 +26,10 @@ public struct JetStreamSource: Source, FieldProducer {
         OptionSpec("filter_subject", .string, "Only messages on these subjects, e.g. `logs.p3.>`."),
         OptionSpec("create", .boolean, default: "true", "Create the consumer when missing."),
         OptionSpec("deliver_policy", .choice(["all", "new", "last"]), default: "all", "Where a new consumer starts."),
+        OptionSpec(
+            "ack_policy", .choice(["explicit", "all"]), default: "explicit",
+            "`explicit`: each message is acknowledged; `all`: one ack covers every earlier message (only for a single puller per consumer)."
+        ),
         OptionSpec("ack_wait", .duration, default: "30s", "Unacknowledged messages are delivered again after this."),
         OptionSpec(
             "max_ack_pending", .integer(1...1_000_000), default: "10000",
@@ -56,6 +60,7 @@ public struct JetStreamSource: Source, FieldProducer {
         }
         var consumer = ConsumerConfig(durable: durable, filterSubject: consumerOptions.string("filter_subject"))
         consumer.deliver_policy = consumerOptions.string("deliver_policy") ?? "all"
+        consumer.ack_policy = consumerOptions.string("ack_policy") ?? "explicit"
         consumer.ack_wait = JetStreamSink.nanoseconds(consumerOptions.duration("ack_wait"))
         consumer.max_ack_pending = consumerOptions.integer("max_ack_pending")
         consumer.max_deliver = consumerOptions.integer("max_deliver")
@@ -80,7 +85,9 @@ public struct JetStreamSource: Source, FieldProducer {
         let replies = try await connection.subscribe(inbox, capacity: batchSize * 4)
         // Records still in the pipeline after half of ack_wait get a +WPI
         // ("working"), so the server does not deliver them again meanwhile.
-        let acker = Acker(connection: connection, progressAfter: .nanoseconds(consumer.ack_wait / 2))
+        let acker = Acker(
+            connection: connection, progressAfter: .nanoseconds(consumer.ack_wait / 2),
+            cumulative: info.config.ack_policy == "all")
         let flusher = Task { await acker.run() }
         defer { flusher.cancel() }
         // A pull waits at most `expires` for messages; with stop_after_idle
@@ -189,10 +196,14 @@ final class Acker: Sendable {
     private let state = Mutex(State())
     private let connection: NATSConnection
     private let progressAfter: Duration
+    /// `ack_policy: all`: one ack covers every earlier message, so only the
+    /// last message of the completed prefix is acknowledged.
+    private let cumulative: Bool
 
-    init(connection: NATSConnection, progressAfter: Duration) {
+    init(connection: NATSConnection, progressAfter: Duration, cumulative: Bool = false) {
         self.connection = connection
         self.progressAfter = max(progressAfter, .milliseconds(100))
+        self.cumulative = cumulative
     }
 
     /// Messages emitted whose acknowledgement was not sent yet.
@@ -218,9 +229,24 @@ final class Acker: Sendable {
             for index in indices where index < pending.done.count && !pending.done[index] {
                 pending.done[index] = true
                 pending.remaining -= 1
-                state.queue.append(pending.subjects[index])
+                if !cumulative { state.queue.append(pending.subjects[index]) }
             }
-            state.batches[batch] = pending.remaining == 0 ? nil : pending
+            if cumulative {
+                state.batches[batch] = pending
+                // Ack only up to the first message not done yet, oldest batch first.
+                var last: String?
+                scanning: for id in state.batches.keys.sorted() {
+                    guard let entry = state.batches[id] else { continue }
+                    for index in entry.done.indices {
+                        guard entry.done[index] else { break scanning }
+                        last = entry.subjects[index]
+                    }
+                    state.batches[id] = nil
+                }
+                if let last { state.queue = [last] }
+            } else {
+                state.batches[batch] = pending.remaining == 0 ? nil : pending
+            }
         }
     }
 

@@ -326,6 +326,44 @@ import Testing
         #expect(lines == (0..<100).map { "line \($0)"[...] })
     }
 
+    /// `ack_policy: all`: one ack per completed prefix; afterwards nothing is
+    /// pending on the server.
+    @Test func cumulativeAcknowledgements() async throws {
+        let server = try await NATSServer()
+        defer { server.stop() }
+        let connection = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
+        let jetstream = JetStreamContext(connection: connection)
+        try await jetstream.ensureStream(StreamConfig(name: "LOGS", subjects: ["logs.>"]))
+        let publisher = try await JetStreamPublisher(connection: connection)
+        let tracker = try await publisher.publish(
+            (0..<5000).map { .init(subject: "logs.p0.web", payload: ByteBuffer(string: "line \($0)"), messageID: nil) })
+        await tracker.wait(timeout: .seconds(10))
+        let directory = try makeTemporaryDirectory()
+        try write(
+            """
+            data_dir: \(directory)/data
+            sources:
+              logs:
+                type: jetstream
+                servers: ["\(server.url)"]
+                stream: LOGS
+                consumer: { durable: single, ack_policy: all }
+                stop_after_idle: 1s
+            sinks:
+              files: { type: file, inputs: [logs], path: "\(directory)/all.log" }
+            """,
+            to: directory + "/p.yaml")
+        let result = try await CLI.run(["run", directory + "/p.yaml"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(
+            try String(contentsOfFile: directory + "/all.log", encoding: .utf8).split(separator: "\n").count == 5000)
+        let info = try #require(try await jetstream.consumerInfo(stream: "LOGS", name: "single"))
+        #expect(info.config.ack_policy == "all")
+        #expect(info.num_ack_pending == 0)
+        #expect(info.num_pending == 0)
+        await connection.close()
+    }
+
     @Test func existingStreamWithOtherSettingsIsReported() async throws {
         let server = try await NATSServer()
         defer { server.stop() }
