@@ -88,6 +88,15 @@ import Testing
             }
         }
 
+        /// Drains the stream with one central consumer per partition and
+        /// compares every host file with its input.
+        func consumeAllAndCompare() async throws {
+            for result in try await consumeAll() {
+                #expect(result.status == 0, "\(result.stderr)")
+            }
+            try expectCentralFilesEqualInput()
+        }
+
         func expectCentralFilesEqualInput() throws {
             for file in hostFiles {
                 let input = try Data(contentsOf: URL(fileURLWithPath: directory + "/hosts/" + file))
@@ -117,10 +126,7 @@ import Testing
         #expect(again.stderr.contains("store.duplicates=\(expected)"), "\(again.stderr)")
         #expect(try await scenario.streamMessages() == Int64(expected))
 
-        for result in try await scenario.consumeAll() {
-            #expect(result.status == 0, "\(result.stderr)")
-        }
-        try scenario.expectCentralFilesEqualInput()
+        try await scenario.consumeAllAndCompare()
     }
 
     /// `kill -9` of the shipper at random moments, then restarts: the stream
@@ -139,10 +145,7 @@ import Testing
         let final = try await scenario.ship().wait()
         #expect(final.status == 0, "\(final.stderr)")
         #expect(try await scenario.streamMessages() == Int64(expected))
-        for result in try await scenario.consumeAll() {
-            #expect(result.status == 0, "\(result.stderr)")
-        }
-        try scenario.expectCentralFilesEqualInput()
+        try await scenario.consumeAllAndCompare()
     }
 
     /// nats-server restarts (same store) in the middle of shipping: the
