@@ -106,6 +106,9 @@ public struct JetStreamSource: Source, FieldProducer {
         pulling: while !context.isStopping {
             try await connection.publish(pullSubject, payload: ByteBuffer(bytes: request), replyTo: inbox)
             var received = 0
+            // Whether the server said "nothing there" (404/408): only that
+            // counts towards stop_after_idle, not a pull lost in an outage.
+            var serverSaidEmpty = false
             var records: [Record] = []
             var ackSubjects: [String] = []
             let deadline = ContinuousClock.now + pullWait + .seconds(2)
@@ -119,7 +122,9 @@ public struct JetStreamSource: Source, FieldProducer {
                 }
                 if let status = message.status {
                     switch status {
-                    case 404, 408: break collecting  // no messages / request expired
+                    case 404, 408:  // no messages / request expired
+                        serverSaidEmpty = true
+                        break collecting
                     case 409:
                         let text = message.headers?.statusDescription ?? ""
                         if text.lowercased().contains("deleted") {
@@ -147,7 +152,7 @@ public struct JetStreamSource: Source, FieldProducer {
                 }
             }
             try await emit(&records, &ackSubjects, acker: acker, context: context)
-            if received > 0 {
+            if received > 0 || !serverSaidEmpty {
                 lastMessage = .now
             } else if stopAfterIdle > .zero, ContinuousClock.now - lastMessage >= stopAfterIdle {
                 break pulling

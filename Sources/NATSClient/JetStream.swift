@@ -115,8 +115,36 @@ public struct JetStreamContext: Sendable {
         var error: JetStreamAPIError?
     }
 
-    func request<Response: Decodable>(_ subject: String, body: some Encodable, as: Response.Type) async throws
+    /// Sends an API request; a time-out, a missing responder or a 503 (a
+    /// cluster electing a leader, a node restarting) is retried with backoff
+    /// for up to six times the timeout before it counts.
+    func request<Response: Decodable>(_ subject: String, body: some Encodable, as type: Response.Type) async throws
         -> Response
+    {
+        let deadline = ContinuousClock.now + timeout * 6
+        var backoff: Duration = .milliseconds(100)
+        while true {
+            do {
+                return try await requestOnce(subject, body: body, as: type)
+            } catch let error where Self.isTransient(error) && ContinuousClock.now < deadline {
+                try await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, .seconds(2))
+                try? await connection.waitUntilConnected()
+            }
+        }
+    }
+
+    static func isTransient(_ error: any Error) -> Bool {
+        switch error {
+        case NATSError.timeout, NATSError.disconnected: return true
+        case NATSError.serverError(let message): return message.contains("no responders")
+        case let error as JetStreamAPIError: return error.code == 503 || error.code == 408
+        default: return false
+        }
+    }
+
+    private func requestOnce<Response: Decodable>(_ subject: String, body: some Encodable, as: Response.Type)
+        async throws -> Response
     {
         let payload = try JSONEncoder().encode(body)
         let reply: NATSMessage

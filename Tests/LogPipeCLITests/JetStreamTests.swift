@@ -265,7 +265,7 @@ import Testing
                     stream: LOGS
                     consumer: { durable: "central-p\(partition)", filter_subject: "logs.p\(partition).>", ack_wait: 3s }
                     subject_pattern: "logs.p{partition}.{host}"
-                    stop_after_idle: 6s
+                    stop_after_idle: 10s
                 sinks:
                   files: { type: file, inputs: [logs], path: "\(directory)/central/{host}.log", exactly_once: true }
                 """,
