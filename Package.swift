@@ -67,7 +67,7 @@ let package = Package(
         ),
         .testTarget(
             name: "LogPipeTests",
-            dependencies: ["LogPipe"],
+            dependencies: ["LogPipe", "NATSTestSupport"],
             exclude: ["../Fixtures"]
         ),
         .testTarget(

@@ -1,4 +1,5 @@
 import Foundation
+import NATSTestSupport
 import Synchronization
 import Testing
 
@@ -98,9 +99,7 @@ enum CLI {
 }
 
 func makeTemporaryDirectory() throws -> String {
-    let path = NSTemporaryDirectory() + "logpipe-cli-" + UUID().uuidString
-    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    return path
+    try TestDirectories.make(prefix: "logpipe-cli")
 }
 
 func write(_ text: String, to path: String) throws {

@@ -1,4 +1,5 @@
 import Foundation
+import NATSTestSupport
 import NIOCore
 import Synchronization
 import Testing
@@ -89,9 +90,7 @@ final class Gate: Sendable {
 }
 
 func temporaryDirectory() throws -> String {
-    let path = NSTemporaryDirectory() + "logpipe-test-" + UUID().uuidString
-    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    return path
+    try TestDirectories.make(prefix: "logpipe-test")
 }
 
 /// `Tests/Fixtures`, found from this file's path.

@@ -21,8 +21,7 @@ public final class NATSServer: @unchecked Sendable {
     /// Starts a server; `configuration` is nats-server config text (without
     /// `listen`/`port`, which are set here).
     public init(configuration: String? = nil, jetstream: Bool = true) async throws {
-        directory = NSTemporaryDirectory() + "logpipe-nats-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        directory = try TestDirectories.make(prefix: "logpipe-nats")
         self.configuration = configuration
         self.jetstream = jetstream
         try await start(port: -1)
@@ -112,8 +111,7 @@ public final class NATSCluster: @unchecked Sendable {
     public var urls: [String] { clientPorts.map { "nats://127.0.0.1:\($0)" } }
 
     public init() async throws {
-        directory = NSTemporaryDirectory() + "logpipe-cluster-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        directory = try TestDirectories.make(prefix: "logpipe-cluster")
         var ports: [Int] = []
         for _ in 0..<6 { ports.append(try Self.freePort(excluding: ports)) }
         clientPorts = Array(ports[0..<3])
