@@ -5,7 +5,10 @@
 # reference publisher ../shared/bench/natspub -mode js (PublishAsync, max
 # pending 4000), against a private nats-server on free loopback ports,
 # alternating, median of N. Before each run the stream is purged; after it,
-# the stream must hold exactly the corpus' line count.
+# the stream must hold exactly the corpus' line count. logpipe runs twice:
+# with its default Nats-Msg-Id per line (idempotent; the server keeps every id
+# for the duplicate window) and with `deduplicate: false`, like the Go
+# reference, which sets no id.
 #
 #   scripts/bench-jetstream.sh [lines] [runs]     # default 1000000 3
 source "$(dirname "$0")/bench-lib.sh"
@@ -38,6 +41,9 @@ sinks:
     stream: { name: LOGS, subjects: ["logs.>"], storage: file }
     max_in_flight: 4000
 YAML
+# The same without Nats-Msg-Id (the Go reference sets none): the server
+# then skips its de-duplication work.
+sed 's/max_in_flight: 4000/max_in_flight: 4000\n    deduplicate: false/' "$work/publish.yaml" > "$work/publish-noid.yaml"
 check() {
   local count
   count=$(stream_messages)
@@ -52,6 +58,9 @@ for run in $(seq 1 "$runs"); do
   check
   "$work/natspub" -url "$url" -mode js "$work/empty.log" > /dev/null  # purge
   measure logpipe_partition_jetstream "'$bin' run --quiet '$work/publish.yaml' < '$input'"
+  check
+  "$work/natspub" -url "$url" -mode js "$work/empty.log" > /dev/null  # purge
+  measure logpipe_partition_jetstream_noid "'$bin' run --quiet '$work/publish-noid.yaml' < '$input'"
   check
   "$work/natspub" -url "$url" -mode js "$work/empty.log" > /dev/null  # purge
 done

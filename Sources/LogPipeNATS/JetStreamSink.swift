@@ -30,6 +30,8 @@ public struct JetStreamSink: Sink {
     let update: Bool
     let subject: Template
     let messageID: Template?
+    /// Whether messages carry `Nats-Msg-Id`.
+    let deduplicate: Bool
     let maxInFlight: Int
     let ackTimeout: Duration
     let onRejected: RejectionPolicy
@@ -64,6 +66,10 @@ public struct JetStreamSink: Sink {
             OptionSpec(
                 "msg_id", .template, "Template for `Nats-Msg-Id` (default: host, stage, file fingerprint and offset)."),
             OptionSpec(
+                "deduplicate", .boolean, default: "true",
+                "Set `Nats-Msg-Id` so the stream drops a line published twice (a retry, a replay after a crash). `false` saves the server its de-duplication work (about a fifth of its CPU per message) but a replay stores lines again."
+            ),
+            OptionSpec(
                 "max_in_flight", .integer(1...1_000_000), default: "4096",
                 "Messages awaiting their acknowledgement at most."),
             OptionSpec(
@@ -87,6 +93,9 @@ public struct JetStreamSink: Sink {
         config.max_msgs = Int64(streamOptions.integer("max_msgs"))
         config.duplicate_window = nanoseconds(streamOptions.duration("duplicate_window"))
         config.num_replicas = streamOptions.integer("replicas")
+        if options.isSet("msg_id"), !options.boolean("deduplicate") {
+            throw options.error("msg_id", "is not sent with deduplicate: false", hint: "remove msg_id or deduplicate")
+        }
         if options.string("dead_letter_file") != nil, options.string("on_rejected") != "drop" {
             throw options.error("dead_letter_file", "is only used with on_rejected: drop")
         }
@@ -94,7 +103,8 @@ public struct JetStreamSink: Sink {
             connection: try NATSStageOptions.make(options), stream: config, streamName: name,
             create: streamOptions.boolean("create"), update: streamOptions.boolean("update"),
             subject: try options.template("subject")!, messageID: try options.template("msg_id"),
-            maxInFlight: options.integer("max_in_flight"), ackTimeout: options.duration("ack_timeout"),
+            deduplicate: options.boolean("deduplicate"), maxInFlight: options.integer("max_in_flight"),
+            ackTimeout: options.duration("ack_timeout"),
             onRejected: RejectionPolicy(rawValue: options.string("on_rejected") ?? "fail") ?? .fail,
             deadLetterFile: options.string("dead_letter_file"))
     }
@@ -143,7 +153,9 @@ public struct JetStreamSink: Sink {
                     messages.append(
                         JetStreamPublisher.Message(
                             subject: HostName.sanitize(subject.render(records[index])), payload: records[index].bytes,
-                            messageID: messageID.map { $0.render(records[index]) } ?? run.messageID(for: records[index])
+                            messageID: !deduplicate
+                                ? nil
+                                : messageID.map { $0.render(records[index]) } ?? run.messageID(for: records[index])
                         ))
                 }
             }

@@ -72,7 +72,6 @@ public struct NATSSink: Sink {
         let (connection, events) = try await NATSStageOptions.connect(self.connection, context: context)
         defer { events.cancel() }
         var reportedOversize = false
-        var safeSubjects = SafeSubjectCache()
         // Pipelined: batches go out while earlier ones wait for their PONG; a
         // task of its own acknowledges them, in order, as the PONGs come (it
         // must not wait for more input: a source may wait for these acks).
@@ -96,9 +95,11 @@ public struct NATSSink: Sink {
                 // Fields are read in place: copying a record costs a retain per field.
                 for index in records.indices {
                     do {
+                        // Only the subject is read out: passing the whole record
+                        // to a function copies it (a retain per field).
                         let subject =
                             subjectIsRecordSubject
-                            ? safeSubjects.sanitize(records[index].subject ?? "unknown") : subject(for: records[index])
+                            ? HostName.sanitize(records[index].subject ?? "unknown") : subject(for: records[index])
                         try messages.append(
                             subject: subject, payload: records[index].bytes,
                             headers: headers.isEmpty ? nil : headers(for: records[index]), subjectIsValid: true)
@@ -195,37 +196,5 @@ public struct NATSSink: Sink {
                 item.confirmation = confirm(on: connection)
             }
         }
-    }
-}
-
-/// Remembers subject strings already found safe, by the identity of their
-/// storage: upstream stages (the partition stage) hand out the same few
-/// subject strings over and over, so most checks become a pointer compare.
-struct SafeSubjectCache {
-    private var known: [(subject: String, base: UnsafeRawPointer, count: Int)] = []
-    private var next = 0
-
-    mutating func sanitize(_ subject: String) -> String {
-        var subject = subject
-        // Strings of up to 15 bytes live inline, and `withUTF8` lends them a
-        // temporary address: no identity there (and scanning them is cheap).
-        let identity: (UnsafeRawPointer, Int)? = subject.withUTF8 { bytes in
-            bytes.count > 15 ? bytes.baseAddress.map { (UnsafeRawPointer($0), bytes.count) } : nil
-        }
-        if let identity {
-            for entry in known where entry.base == identity.0 && entry.count == identity.1 { return entry.subject }
-        }
-        let safe = HostName.sanitize(subject)
-        // A heap string's storage keeps its address while it is alive (the
-        // cache keeps it alive).
-        if let identity, safe == subject {
-            if known.count < 64 {
-                known.append((subject, identity.0, identity.1))
-            } else {
-                known[next] = (subject, identity.0, identity.1)
-                next = (next + 1) % 64
-            }
-        }
-        return safe
     }
 }

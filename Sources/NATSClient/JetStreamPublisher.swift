@@ -63,7 +63,6 @@ public final class JetStreamPublisher: Sendable {
     private let prefix: String
     private let subscription: NATSSubscription
     private let trackers = Trackers()
-    private let reader: Task<Void, Never>
 
     private final class Trackers: Sendable {
         struct State {
@@ -79,6 +78,7 @@ public final class JetStreamPublisher: Sendable {
         func released(_ count: Int) {
             let ready: [AsyncPromise<Void>] = state.withLock { state in
                 state.outstanding -= count
+                guard state.roomWaiters.contains(where: { state.outstanding < $0.limit }) else { return [] }
                 let ready = state.roomWaiters.filter { state.outstanding < $0.limit }
                 state.roomWaiters.removeAll { state.outstanding < $0.limit }
                 return ready.map(\.promise)
@@ -109,24 +109,17 @@ public final class JetStreamPublisher: Sendable {
             "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".randomElement()!
         }
         prefix = connection.options.inboxPrefix + "." + String(random)
-        let subscription = try await connection.subscribe(prefix + ".>", capacity: 1 << 20)
-        self.subscription = subscription
+        // Replies are matched on the event loop as they are decoded: no
+        // task switch per acknowledgement.
         let trackers = self.trackers
-        reader = Task {
-            while let replies = await subscription.nextBatch(max: 4096) {
-                var released = 0
-                for reply in replies {
-                    guard let (batch, index) = Self.tokens(reply.subject) else { continue }
-                    let tracker = trackers.state.withLock { $0.byBatch[batch] }
-                    if tracker?.resolve(index, Self.result(of: reply)) == true { released += 1 }
-                }
-                if released > 0 { trackers.released(released) }
-            }
+        subscription = try await connection.subscribe(prefix + ".>") { reply in
+            guard let (batch, index) = Self.tokens(reply.subject) else { return }
+            let tracker = trackers.state.withLock { $0.byBatch[batch] }
+            if tracker?.resolve(index, Self.result(of: reply)) == true { trackers.released(1) }
         }
     }
 
     deinit {
-        reader.cancel()
         subscription.unsubscribe()
     }
 
@@ -217,14 +210,9 @@ public final class JetStreamPublisher: Sendable {
         let batchPrefix = prefix + "." + String(batch) + "."
         do {
             for (index, message) in messages.enumerated() {
-                var headers: NATSHeaders?
-                if let id = message.messageID {
-                    headers = NATSHeaders()
-                    headers!.append("Nats-Msg-Id", id)
-                }
-                try buffer.append(
-                    subject: message.subject, payload: message.payload, headers: headers,
-                    replyTo: batchPrefix + String(index))
+                try buffer.appendJetStream(
+                    subject: message.subject, payload: message.payload, messageID: message.messageID,
+                    replyPrefix: batchPrefix, replyIndex: index)
             }
             try await connection.publish(buffer)
         } catch {

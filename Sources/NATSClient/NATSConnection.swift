@@ -674,6 +674,22 @@ public final class NATSConnection: Sendable {
             NATSEncoder.publish(into: &buffer, subject: subject, replyTo: replyTo, headers: headers, payload: payload)
             count += 1
         }
+
+        /// A JetStream publish (see ``NATSEncoder``): reply subject
+        /// `replyPrefix` + `replyIndex`, optional `Nats-Msg-Id`.
+        mutating func appendJetStream(
+            subject: String, payload: ByteBuffer, messageID: String?, replyPrefix: String, replyIndex: Int
+        ) throws {
+            try NATSConnection.check(subject: subject)
+            let size = (messageID.map { NATSEncoder.jetStreamHeaderSize(messageID: $0) } ?? 0) + payload.readableBytes
+            guard size <= maxPayload else {
+                throw NATSError.maxPayloadExceeded(subject: subject, size: size, maxPayload: maxPayload)
+            }
+            NATSEncoder.publish(
+                into: &buffer, subject: subject, replyPrefix: replyPrefix, replyIndex: replyIndex,
+                messageID: messageID, payload: payload)
+            count += 1
+        }
     }
 
     /// An empty ``PublishBuffer`` for this connection's server.
@@ -788,13 +804,32 @@ public final class NATSConnection: Sendable {
     public func subscribe(_ subject: String, queueGroup: String? = nil, capacity: Int = 65536) async throws
         -> NATSSubscription
     {
+        try await subscribe(subject, queueGroup: queueGroup, capacity: capacity, handler: nil)
+    }
+
+    /// Subscribes to `subject` and calls `handler` with each message, on
+    /// the connection's event-loop thread, in arrival order, without a task
+    /// switch per message. The handler must return quickly and never block
+    /// (hand work elsewhere); nothing is buffered and nothing is dropped. The
+    /// returned subscription's sequence yields no messages; use it to
+    /// unsubscribe.
+    public func subscribe(
+        _ subject: String, queueGroup: String? = nil, handler: @escaping @Sendable (NATSMessage) -> Void
+    ) async throws -> NATSSubscription {
+        try await subscribe(subject, queueGroup: queueGroup, capacity: 1, handler: handler)
+    }
+
+    private func subscribe(
+        _ subject: String, queueGroup: String?, capacity: Int, handler: (@Sendable (NATSMessage) -> Void)?
+    ) async throws -> NATSSubscription {
         guard !subject.isEmpty, !subject.contains(" ") else { throw NATSError.invalidSubject(subject) }
         let sid = state.withLock { state in
             defer { state.nextSID += 1 }
             return state.nextSID
         }
-        let subscription = NATSSubscription(subject: subject, queueGroup: queueGroup, sid: sid, capacity: capacity) {
-            [weak self] sid in
+        let subscription = NATSSubscription(
+            subject: subject, queueGroup: queueGroup, sid: sid, capacity: capacity, handler: handler
+        ) { [weak self] sid in
             self?.unsubscribe(sid)
         }
         state.withLock { $0.subscriptions[sid] = subscription }

@@ -140,43 +140,21 @@ struct NATSDecoder: ByteToMessageDecoder {
     }
 
     private mutating func parseControlLine(_ line: ByteBuffer, buffer: inout ByteBuffer) throws -> ServerOperation? {
+        // MSG/HMSG (nearly everything the server sends) are read straight
+        // from the bytes: fields found by one scan, numbers parsed in place.
+        if let message = try line.withUnsafeReadableBytes({ try Self.parseMessageLine($0) }) {
+            guard buffer.readableBytes >= message.totalBytes + 2 else {
+                pending = message
+                return nil
+            }
+            return .message(try readPayload(message, from: &buffer))
+        }
         let bytes = line.readableBytesView
         // The operation name: letters up to the first space or tab.
         let nameEnd = bytes.firstIndex { $0 == 0x20 || $0 == 0x09 } ?? bytes.endIndex
         let name = String(decoding: bytes[bytes.startIndex..<nameEnd], as: UTF8.self).uppercased()
         let argumentsStart = nameEnd
         switch name {
-        case "MSG", "HMSG":
-            let arguments = bytes[argumentsStart...].split(whereSeparator: { $0 == 0x20 || $0 == 0x09 })
-            let withHeaders = name == "HMSG"
-            let expected = withHeaders ? [4, 5] : [3, 4]
-            guard expected.contains(arguments.count) else {
-                throw NATSProtocolError(description: "malformed \(name): '\(String(decoding: bytes, as: UTF8.self))'")
-            }
-            let subject = String(decoding: arguments[0], as: UTF8.self)
-            guard let sid = UInt64(String(decoding: arguments[1], as: UTF8.self)) else {
-                throw NATSProtocolError(
-                    description: "malformed \(name) sid: '\(String(decoding: bytes, as: UTF8.self))'")
-            }
-            let hasReply = arguments.count == expected[1]
-            let replyTo = hasReply ? String(decoding: arguments[2], as: UTF8.self) : nil
-            let sizes = arguments.suffix(withHeaders ? 2 : 1).map { Int(String(decoding: $0, as: UTF8.self)) }
-            guard sizes.allSatisfy({ $0 != nil && $0! >= 0 }) else {
-                throw NATSProtocolError(
-                    description: "malformed \(name) size: '\(String(decoding: bytes, as: UTF8.self))'")
-            }
-            let total = sizes.last!!
-            let headerBytes = withHeaders ? sizes[0]! : 0
-            guard headerBytes <= total else {
-                throw NATSProtocolError(description: "HMSG header size larger than total size")
-            }
-            let message = PendingMessage(
-                subject: subject, sid: sid, replyTo: replyTo, headerBytes: headerBytes, totalBytes: total)
-            guard buffer.readableBytes >= total + 2 else {
-                pending = message
-                return nil
-            }
-            return .message(try readPayload(message, from: &buffer))
         case "PING": return .ping
         case "PONG": return .pong
         case "+OK": return .ok
@@ -194,6 +172,91 @@ struct NATSDecoder: ByteToMessageDecoder {
             throw NATSProtocolError(
                 description: "unknown operation from server: '\(String(decoding: bytes.prefix(64), as: UTF8.self))'")
         }
+    }
+
+    /// Parses `MSG <subject> <sid> [reply] <size>` or
+    /// `HMSG <subject> <sid> [reply] <header size> <total size>` (any case,
+    /// spaces or tabs); `nil` for other operations.
+    private static func parseMessageLine(_ bytes: UnsafeRawBufferPointer) throws -> PendingMessage? {
+        @inline(__always) func upper(_ byte: UInt8) -> UInt8 { byte >= 0x61 && byte <= 0x7A ? byte - 0x20 : byte }
+        @inline(__always) func isSpace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x09 }
+        let count = bytes.count
+        var position: Int
+        let withHeaders: Bool
+        if count > 4, upper(bytes[0]) == UInt8(ascii: "M"), upper(bytes[1]) == UInt8(ascii: "S"),
+            upper(bytes[2]) == UInt8(ascii: "G"), isSpace(bytes[3])
+        {
+            withHeaders = false
+            position = 3
+        } else if count > 5, upper(bytes[0]) == UInt8(ascii: "H"), upper(bytes[1]) == UInt8(ascii: "M"),
+            upper(bytes[2]) == UInt8(ascii: "S"), upper(bytes[3]) == UInt8(ascii: "G"), isSpace(bytes[4])
+        {
+            withHeaders = true
+            position = 4
+        } else {
+            return nil
+        }
+        // Up to five fields after the name.
+        var starts = (0, 0, 0, 0, 0)
+        var ends = (0, 0, 0, 0, 0)
+        var fields = 0
+        while position < count {
+            while position < count, isSpace(bytes[position]) { position += 1 }
+            guard position < count else { break }
+            let start = position
+            while position < count, !isSpace(bytes[position]) { position += 1 }
+            switch fields {
+            case 0: (starts.0, ends.0) = (start, position)
+            case 1: (starts.1, ends.1) = (start, position)
+            case 2: (starts.2, ends.2) = (start, position)
+            case 3: (starts.3, ends.3) = (start, position)
+            case 4: (starts.4, ends.4) = (start, position)
+            default: break
+            }
+            fields += 1
+        }
+        let name = withHeaders ? "HMSG" : "MSG"
+        func malformed(_ what: String) -> NATSProtocolError {
+            NATSProtocolError(description: "malformed \(name)\(what): '\(String(decoding: bytes, as: UTF8.self))'")
+        }
+        let minimum = withHeaders ? 4 : 3
+        guard fields == minimum || fields == minimum + 1 else { throw malformed("") }
+        func field(_ index: Int) -> Range<Int> {
+            switch index {
+            case 0: starts.0..<ends.0
+            case 1: starts.1..<ends.1
+            case 2: starts.2..<ends.2
+            case 3: starts.3..<ends.3
+            default: starts.4..<ends.4
+            }
+        }
+        func number(_ index: Int) -> UInt64? {
+            let range = field(index)
+            guard !range.isEmpty, range.count <= 19 else { return nil }
+            var value: UInt64 = 0
+            for position in range {
+                let byte = bytes[position]
+                guard byte >= 0x30, byte <= 0x39 else { return nil }
+                value = value * 10 + UInt64(byte - 0x30)
+            }
+            return value
+        }
+        func text(_ index: Int) -> String {
+            String(decoding: UnsafeRawBufferPointer(rebasing: bytes[field(index)]), as: UTF8.self)
+        }
+        guard let sid = number(1) else { throw malformed(" sid") }
+        let hasReply = fields == minimum + 1
+        let sizesStart = hasReply ? 3 : 2
+        guard let total = number(fields - 1).map(Int.init) else { throw malformed(" size") }
+        var headerBytes = 0
+        if withHeaders {
+            guard let size = number(sizesStart).map(Int.init) else { throw malformed(" size") }
+            guard size <= total else { throw NATSProtocolError(description: "HMSG header size larger than total size") }
+            headerBytes = size
+        }
+        return PendingMessage(
+            subject: text(0), sid: sid, replyTo: hasReply ? text(2) : nil, headerBytes: headerBytes,
+            totalBytes: total)
     }
 
     private func readPayload(_ message: PendingMessage, from buffer: inout ByteBuffer) throws -> NATSMessage {
@@ -254,6 +317,9 @@ extension Substring {
 
 /// Writes client operations into a buffer (several per write, one flush).
 enum NATSEncoder {
+    /// `PUB`/`HPUB subject [reply] [header size] size\r\n[headers]payload\r\n`,
+    /// written with one reservation and plain copies: this runs once per
+    /// published line.
     static func publish(
         into buffer: inout ByteBuffer,
         subject: String,
@@ -261,49 +327,113 @@ enum NATSEncoder {
         headers: NATSHeaders?,
         payload: ByteBuffer
     ) {
-        if let headers, !headers.isEmpty {
-            var block = ByteBuffer()
-            block.writeStaticString("NATS/1.0\r\n")
-            for field in headers.storage {
-                block.writeString(field.name)
-                block.writeStaticString(": ")
-                block.writeString(field.value)
-                block.writeStaticString("\r\n")
+        let headerSize = headers.map { $0.isEmpty ? 0 : headerBlockSize($0) } ?? 0
+        let replyLength = replyTo.map { $0.utf8.count } ?? -1
+        payload.withUnsafeReadableBytes { payloadBytes in
+            let total =
+                frameSize(
+                    subject: subject.utf8.count, reply: replyLength, headerBlock: headerSize,
+                    payload: payloadBytes.count)
+            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: total) { out in
+                var writer = RawWriter(out.baseAddress!)
+                writer.controlLine(subject: subject, headerBlock: headerSize, payload: payloadBytes.count) {
+                    if let replyTo {
+                        $0.put(UInt8(ascii: " "))
+                        $0.put(replyTo)
+                    }
+                }
+                if headerSize > 0, let headers {
+                    writer.put("NATS/1.0\r\n")
+                    for field in headers.storage {
+                        writer.putHeaderText(field.name)
+                        writer.put(": ")
+                        writer.putHeaderText(field.value)
+                        writer.put("\r\n")
+                    }
+                    writer.put("\r\n")
+                }
+                writer.put(payloadBytes)
+                writer.put("\r\n")
+                return writer.at
             }
-            block.writeStaticString("\r\n")
-            buffer.writeStaticString("HPUB ")
-            buffer.writeString(subject)
-            if let replyTo {
-                buffer.writeStaticString(" ")
-                buffer.writeString(replyTo)
-            }
-            buffer.writeStaticString(" ")
-            writeDecimal(block.readableBytes, into: &buffer)
-            buffer.writeStaticString(" ")
-            writeDecimal(block.readableBytes + payload.readableBytes, into: &buffer)
-            buffer.writeStaticString("\r\n")
-            buffer.writeImmutableBuffer(block)
-        } else {
-            buffer.writeStaticString("PUB ")
-            buffer.writeString(subject)
-            if let replyTo {
-                buffer.writeStaticString(" ")
-                buffer.writeString(replyTo)
-            }
-            buffer.writeStaticString(" ")
-            writeDecimal(payload.readableBytes, into: &buffer)
-            buffer.writeStaticString("\r\n")
         }
-        buffer.writeImmutableBuffer(payload)
-        buffer.writeStaticString("\r\n")
+    }
+
+    /// A JetStream publish: reply `replyPrefix` + `replyIndex`, and, when
+    /// `messageID` is set, the single header `Nats-Msg-Id`. Nothing is
+    /// allocated per message.
+    static func publish(
+        into buffer: inout ByteBuffer,
+        subject: String,
+        replyPrefix: String,
+        replyIndex: Int,
+        messageID: String?,
+        payload: ByteBuffer
+    ) {
+        let headerSize = messageID.map { jetStreamHeaderSize(messageID: $0) } ?? 0
+        let replyLength = replyPrefix.utf8.count + decimalDigits(replyIndex)
+        payload.withUnsafeReadableBytes { payloadBytes in
+            let total =
+                frameSize(
+                    subject: subject.utf8.count, reply: replyLength, headerBlock: headerSize,
+                    payload: payloadBytes.count)
+            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: total) { out in
+                var writer = RawWriter(out.baseAddress!)
+                writer.controlLine(subject: subject, headerBlock: headerSize, payload: payloadBytes.count) {
+                    $0.put(UInt8(ascii: " "))
+                    $0.put(replyPrefix)
+                    $0.putDecimal(replyIndex)
+                }
+                if let messageID {
+                    writer.put("NATS/1.0\r\nNats-Msg-Id: ")
+                    writer.putHeaderText(messageID)
+                    writer.put("\r\n\r\n")
+                }
+                writer.put(payloadBytes)
+                writer.put("\r\n")
+                return writer.at
+            }
+        }
+    }
+
+    /// The size of a header block with only `Nats-Msg-Id: messageID`.
+    static func jetStreamHeaderSize(messageID: String) -> Int {
+        // "NATS/1.0\r\n" + "Nats-Msg-Id: " + id + "\r\n" + "\r\n"
+        10 + 13 + messageID.utf8.count + 4
+    }
+
+    /// The encoded size of a header block.
+    static func headerBlockSize(_ headers: NATSHeaders) -> Int {
+        var size = 12  // "NATS/1.0\r\n" + final "\r\n"
+        for field in headers.storage { size += field.name.utf8.count + field.value.utf8.count + 4 }
+        return size
+    }
+
+    /// The encoded size of a whole frame; `reply` is -1 without a reply.
+    @inline(__always)
+    static func frameSize(subject: Int, reply: Int, headerBlock: Int, payload: Int) -> Int {
+        var size = (headerBlock > 0 ? 5 : 4) + subject + 1 + decimalDigits(headerBlock + payload) + 2
+        if reply >= 0 { size += 1 + reply }
+        if headerBlock > 0 { size += decimalDigits(headerBlock) + 1 }
+        return size + headerBlock + payload + 2
     }
 
     /// The bytes a message counts against the server's `max_payload`.
     static func payloadSize(headers: NATSHeaders?, payload: ByteBuffer) -> Int {
         guard let headers, !headers.isEmpty else { return payload.readableBytes }
-        var size = 12  // "NATS/1.0\r\n" + final "\r\n"
-        for field in headers.storage { size += field.name.utf8.count + field.value.utf8.count + 4 }
-        return size + payload.readableBytes
+        return headerBlockSize(headers) + payload.readableBytes
+    }
+
+    /// How many decimal digits `value` (>= 0) has.
+    @inline(__always)
+    static func decimalDigits(_ value: Int) -> Int {
+        var digits = 1
+        var remaining = value
+        while remaining >= 10 {
+            remaining /= 10
+            digits += 1
+        }
+        return digits
     }
 
     static func subscribe(into buffer: inout ByteBuffer, subject: String, queueGroup: String?, sid: UInt64) {
@@ -328,27 +458,87 @@ enum NATSEncoder {
         buffer.writeStaticString("\r\n")
     }
 
-    @inline(__always)
     static func writeDecimal(_ value: Int, into buffer: inout ByteBuffer) {
-        if value < 10 {
-            buffer.writeInteger(UInt8(48 + value))
-            return
+        let digits = decimalDigits(value)
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: digits) { out in
+            var writer = RawWriter(out.baseAddress!)
+            writer.putDecimal(value)
+            return writer.at
         }
-        var digits:
-            (
-                UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
-                UInt8, UInt8, UInt8, UInt8, UInt8
-            ) =
-                (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-        var count = 0
+    }
+
+}
+
+/// Writes protocol bytes into memory reserved for exactly them.
+struct RawWriter {
+    let base: UnsafeMutableRawPointer
+    var at = 0
+
+    @inline(__always)
+    init(_ base: UnsafeMutableRawPointer) { self.base = base }
+
+    @inline(__always)
+    mutating func put(_ byte: UInt8) {
+        base.storeBytes(of: byte, toByteOffset: at, as: UInt8.self)
+        at += 1
+    }
+
+    @inline(__always)
+    mutating func put(_ bytes: UnsafeRawBufferPointer) {
+        if let source = bytes.baseAddress, bytes.count > 0 {
+            (base + at).copyMemory(from: source, byteCount: bytes.count)
+        }
+        at += bytes.count
+    }
+
+    @inline(__always)
+    mutating func put(_ text: StaticString) {
+        (base + at).copyMemory(from: text.utf8Start, byteCount: text.utf8CodeUnitCount)
+        at += text.utf8CodeUnitCount
+    }
+
+    @inline(__always)
+    mutating func put(_ text: String) {
+        var text = text
+        text.withUTF8 { put(UnsafeRawBufferPointer($0)) }
+    }
+
+    /// A header name or value: a CR or LF in it (which would end the
+    /// header early) is written as a space.
+    @inline(__always)
+    mutating func putHeaderText(_ text: String) {
+        let start = at
+        put(text)
+        for position in start..<at {
+            let byte = base.load(fromByteOffset: position, as: UInt8.self)
+            if byte == 0x0D || byte == 0x0A { base.storeBytes(of: 0x20, toByteOffset: position, as: UInt8.self) }
+        }
+    }
+
+    @inline(__always)
+    mutating func putDecimal(_ value: Int) {
+        let digits = NATSEncoder.decimalDigits(value)
         var remaining = value
-        withUnsafeMutableBytes(of: &digits) { raw in
-            while remaining > 0 {
-                raw[19 - count] = UInt8(48 + remaining % 10)
-                remaining /= 10
-                count += 1
-            }
-            buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[(20 - count)...]))
+        for position in stride(from: at + digits - 1, through: at, by: -1) {
+            base.storeBytes(of: UInt8(48 + remaining % 10), toByteOffset: position, as: UInt8.self)
+            remaining /= 10
         }
+        at += digits
+    }
+
+    /// `PUB subject` or `HPUB subject`, then `extra` (the reply), then the
+    /// size(s) and CRLF.
+    @inline(__always)
+    mutating func controlLine(subject: String, headerBlock: Int, payload: Int, _ extra: (inout RawWriter) -> Void) {
+        put(headerBlock > 0 ? "HPUB " : "PUB ")
+        put(subject)
+        extra(&self)
+        put(UInt8(ascii: " "))
+        if headerBlock > 0 {
+            putDecimal(headerBlock)
+            put(UInt8(ascii: " "))
+        }
+        putDecimal(headerBlock + payload)
+        put("\r\n")
     }
 }

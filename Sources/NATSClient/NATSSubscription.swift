@@ -31,15 +31,20 @@ public final class NATSSubscription: AsyncSequence, Sendable {
 
     private let state = Mutex(State())
     private let unsubscribeAction: @Sendable (UInt64) -> Void
+    /// Called for each message instead of buffering it (see
+    /// ``NATSConnection/subscribe(_:queueGroup:handler:)``).
+    private let handler: (@Sendable (NATSMessage) -> Void)?
 
     init(
         subject: String, queueGroup: String?, sid: UInt64, capacity: Int,
+        handler: (@Sendable (NATSMessage) -> Void)? = nil,
         unsubscribe: @escaping @Sendable (UInt64) -> Void
     ) {
         self.subject = subject
         self.queueGroup = queueGroup
         self.sid = sid
         self.capacity = Swift.max(1, capacity)
+        self.handler = handler
         self.unsubscribeAction = unsubscribe
     }
 
@@ -58,6 +63,10 @@ public final class NATSSubscription: AsyncSequence, Sendable {
     /// Hands a message to the consumer; returns false if it was dropped.
     @discardableResult
     func deliver(_ message: NATSMessage) -> Bool {
+        if let handler {
+            handler(message)
+            return true
+        }
         let (waiter, accepted): (CheckedContinuation<NATSMessage?, Never>?, Bool) = state.withLock { state in
             if state.finished { return (nil, false) }
             if let waiter = state.waiter {

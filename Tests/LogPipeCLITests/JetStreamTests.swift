@@ -393,4 +393,61 @@ import Testing
             "\(result.stderr)")
         #expect(result.stderr.contains("stream.update: true"))
     }
+
+    /// A replay of the same stdin lines is dropped by the stream when the
+    /// ids repeat (`msg_id` from the offset); with `deduplicate: false` it is
+    /// stored again.
+    @Test func deduplicateSwitchesMessageIDs() async throws {
+        let server = try await NATSServer()
+        defer { server.stop() }
+        let directory = try makeTemporaryDirectory()
+        try write((0..<200).map { "line \($0)\n" }.joined(), to: directory + "/in.log")
+        // Watches the published messages for their ids.
+        let watcher = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
+        let published = try await watcher.subscribe("*.x")
+        for (name, deduplicate) in [("DEDUP", true), ("PLAIN", false)] {
+            try write(
+                """
+                sources:
+                  in: { type: stdin }
+                sinks:
+                  store:
+                    type: jetstream
+                    inputs: [in]
+                    servers: ["\(server.url)"]
+                    subject: "\(name.lowercased()).x"
+                    stream: { name: \(name), subjects: ["\(name.lowercased()).>"] }
+                    \(deduplicate ? "msg_id: \"in:{offset}\"" : "deduplicate: false")
+                """,
+                to: directory + "/\(name).yaml")
+            for _ in 0..<2 {
+                let result = try await CLI.run(["run", directory + "/\(name).yaml"], stdinPath: directory + "/in.log")
+                #expect(result.status == 0, "\(result.stderr)")
+            }
+        }
+        var ids: [String: Set<String>] = [:]
+        for _ in 0..<800 {
+            guard let message = await published.next(timeout: .seconds(10)) else { break }
+            ids[message.subject, default: []].insert(message.headers?["Nats-Msg-Id"] ?? "none")
+        }
+        #expect(ids["dedup.x"]?.count == 200)
+        #expect(ids["plain.x"] == ["none"])
+        await watcher.close()
+        let connection = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
+        let jetstream = JetStreamContext(connection: connection)
+        #expect(try await jetstream.streamInfo("DEDUP")?.state.messages == 200)
+        #expect(try await jetstream.streamInfo("PLAIN")?.state.messages == 400)
+        await connection.close()
+        try write(
+            """
+            sources:
+              in: { type: stdin }
+            sinks:
+              store: { type: jetstream, inputs: [in], servers: ["\(server.url)"], stream: { name: X }, msg_id: "{offset}", deduplicate: false }
+            """,
+            to: directory + "/bad.yaml")
+        let invalid = try await CLI.run(["validate", directory + "/bad.yaml"])
+        #expect(invalid.status == 1)
+        #expect(invalid.stderr.contains("msg_id"), "\(invalid.stderr)")
+    }
 }

@@ -71,6 +71,22 @@ import Testing
         #expect(throws: NATSProtocolError.self) { try parse([long[...]]) }
     }
 
+    @Test func messageLinesInAnyCaseWithTabsAndHeadersWithReply() throws {
+        let input = Array(
+            ("msg\tlogs.a\t1\t2\r\nhi\r\n" + "hmsg s 4 r.1 12 14\r\nNATS/1.0\r\n\r\nok\r\n"
+                + "MSG  x  5  0\r\n\r\n").utf8)
+        #expect(
+            describe(try parse([input[...]])) == [
+                "MSG logs.a 1 - hi status=- ", "MSG s 4 r.1 ok status=- ", "MSG x 5 -  status=- ",
+            ])
+        for bad in [
+            "MSG a b 3\r\n", "MSG a 1 -3\r\n", "MSG a 1 x\r\n", "MSG a 1 2 3 4\r\n", "HMSG a 1 9 3\r\n",
+            "HMSG a 1 3\r\n", "MSG a 1 99999999999999999999\r\n",
+        ] {
+            #expect(throws: NATSProtocolError.self, "\(bad)") { try parse([Array(bad.utf8)[...]]) }
+        }
+    }
+
     @Test func encoder() {
         var buffer = ByteBuffer()
         NATSEncoder.publish(
@@ -86,6 +102,33 @@ import Testing
                 == "PUB a.b 2\r\nhi\r\nHPUB c r 30 35\r\nNATS/1.0\r\nNats-Msg-Id: x:1\r\n\r\nhello\r\nSUB logs.> q 12\r\nUNSUB 12\r\n"
         )
         #expect(NATSEncoder.payloadSize(headers: headers, payload: ByteBuffer(string: "hello")) == 35)
+    }
+
+    @Test func encoderJetStreamFramesAndEdgeSizes() {
+        var buffer = ByteBuffer()
+        NATSEncoder.publish(
+            into: &buffer, subject: "logs.p1.web-01", replyPrefix: "_INBOX.abc.7.", replyIndex: 1234,
+            messageID: "web-01:ship:f00d:42", payload: ByteBuffer(string: "line"))
+        NATSEncoder.publish(
+            into: &buffer, subject: "s", replyPrefix: "_I.", replyIndex: 0, messageID: nil, payload: ByteBuffer())
+        #expect(
+            String(buffer: buffer)
+                == "HPUB logs.p1.web-01 _INBOX.abc.7.1234 46 50\r\nNATS/1.0\r\nNats-Msg-Id: web-01:ship:f00d:42\r\n\r\nline\r\nPUB s _I.0 0\r\n\r\n"
+        )
+        // The size field crosses a digit boundary exactly where the payload does.
+        for size in [0, 9, 10, 99, 100, 999, 1000, 65535] {
+            var frame = ByteBuffer()
+            let payload = ByteBuffer(repeating: UInt8(ascii: "x"), count: size)
+            NATSEncoder.publish(into: &frame, subject: "a", replyTo: nil, headers: nil, payload: payload)
+            #expect(frame.readableBytes == 4 + 1 + 1 + String(size).count + 2 + size + 2)
+            #expect(String(buffer: frame).hasPrefix("PUB a \(size)\r\n"))
+        }
+        // A CR or LF in a header value would end the header block early.
+        var injected = NATSHeaders()
+        injected.append("X-Line", "a\r\nb")
+        var frame = ByteBuffer()
+        NATSEncoder.publish(into: &frame, subject: "a", replyTo: nil, headers: injected, payload: ByteBuffer())
+        #expect(String(buffer: frame) == "HPUB a 26 26\r\nNATS/1.0\r\nX-Line: a  b\r\n\r\n\r\n")
     }
 
     @Test func nkeysRoundTrip() throws {

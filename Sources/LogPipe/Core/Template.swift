@@ -2,7 +2,7 @@
 /// paths, keys.
 ///
 /// Placeholders: `{host}`, `{partition}`, `{severity}`, `{source}`, `{origin}`,
-/// `{subject}`, any named field of the record (for example a named regex
+/// `{subject}`, `{offset}` (the line's byte offset in its origin), any named field of the record (for example a named regex
 /// capture), and strftime-style parts of the record's receive time in UTC:
 /// `{%Y}`, `{%m}`, `{%d}`, `{%H}`, `{%M}`, `{%S}`, `{%j}`, `{%y}`, `{%F}`
 /// (`%Y-%m-%d`), `{%T}` (`%H:%M:%S`), combinable as `{%Y-%m-%d}`. `{{` and
@@ -21,7 +21,7 @@ public struct Template: Sendable, Hashable, CustomStringConvertible {
 
     /// A built-in record attribute a placeholder may name.
     public enum Attribute: String, Sendable, Hashable, CaseIterable {
-        case host, partition, severity, source, origin, subject
+        case host, partition, severity, source, origin, subject, offset
     }
 
     enum Segment: Sendable, Hashable {
@@ -72,7 +72,7 @@ public struct Template: Sendable, Hashable, CustomStringConvertible {
                     throw ParseError(
                         message: "template '\(text)' has an invalid placeholder '{\(name)}'",
                         hint:
-                            "placeholders are {host}, {partition}, {severity}, {source}, {origin}, {subject}, a field name, or a time like {%Y-%m-%d}"
+                            "placeholders are {host}, {partition}, {severity}, {source}, {origin}, {subject}, {offset}, a field name, or a time like {%Y-%m-%d}"
                     )
                 }
                 if !literal.isEmpty {
@@ -192,6 +192,7 @@ public struct Template: Sendable, Hashable, CustomStringConvertible {
         case .source: record.source
         case .origin: record.origin
         case .subject: record.subject
+        case .offset: record.offset.map(String.init)
         }
     }
 

@@ -17,18 +17,35 @@ public enum HostName {
     /// Whether `text` is already safe (sanitising it would not change it).
     @inline(__always)
     public static func isSafe(_ text: String) -> Bool {
-        var previousDot = true  // a leading dot is not safe
-        var empty = true
-        for byte in text.utf8 {
-            empty = false
-            let isDot = byte == UInt8(ascii: ".")
-            let allowed =
-                (byte >= 0x61 && byte <= 0x7A) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x30 && byte <= 0x39)
-                || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-") || isDot
-            if !allowed || (isDot && previousDot) { return false }
+        var text = text
+        return text.withUTF8 { isSafe(UnsafeRawBufferPointer($0)) }
+    }
+
+    /// Whether `bytes` are already safe.
+    @inline(__always)
+    public static func isSafe(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard let first = bytes.first, let last = bytes.last, first != dot, last != dot else { return false }
+        var previousDot = false
+        for byte in bytes {
+            let isDot = byte == dot
+            if !isAllowed(byte) || (isDot && previousDot) { return false }
             previousDot = isDot
         }
-        return !empty && !previousDot
+        return true
+    }
+
+    private static let dot = UInt8(ascii: ".")
+
+    /// `[A-Za-z0-9_.-]`, as two 64-bit masks.
+    @inline(__always)
+    static func isAllowed(_ byte: UInt8) -> Bool {
+        // Bits 45 '-', 46 '.', 48-57 '0'-'9'.
+        let low: UInt64 = (1 << 45) | (1 << 46) | (0x3FF << 48)
+        // Bits 65-90 'A'-'Z', 95 '_', 97-122 'a'-'z', minus 64.
+        let high: UInt64 = (0x3FF_FFFF << 1) | (1 << 31) | (0x3FF_FFFF << 33)
+        if byte < 64 { return low & (1 << UInt64(byte)) != 0 }
+        if byte < 128 { return high & (1 << UInt64(byte - 64)) != 0 }
+        return false
     }
 
     /// Applies the safety rule to a string, returning it unchanged (no copy)
@@ -43,10 +60,7 @@ public enum HostName {
         output.reserveCapacity(raw.count)
         for byte in raw {
             var byte = byte
-            let allowed =
-                (byte >= 0x61 && byte <= 0x7A) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x30 && byte <= 0x39)
-                || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-") || byte == UInt8(ascii: ".")
-            if !allowed { byte = UInt8(ascii: "_") }
+            if !isAllowed(byte) { byte = UInt8(ascii: "_") }
             if byte == UInt8(ascii: "."), output.isEmpty || output.last == UInt8(ascii: ".") { continue }
             output.append(byte)
         }
@@ -76,12 +90,12 @@ public enum HostName {
             }
             return nil
         case UInt8(ascii: "{"):
-            return value(after: "\"host\":\"", in: bytes, endingAt: UInt8(ascii: "\"")).map(slice)
+            return value(after: "\"host\":\"", anchor: 6, in: bytes, endingAt: UInt8(ascii: "\"")).map(slice)
         default:
             if SeverityParser.hasPrefix(bytes, "host=") {
                 return field(bytes, from: 5, index: 0).map(slice)
             }
-            return value(after: " host=", in: bytes, endingAt: 0x20).map(slice)
+            return value(after: " host=", anchor: 5, in: bytes, endingAt: 0x20).map(slice)
         }
     }
 
@@ -96,26 +110,27 @@ public enum HostName {
         return position..<end
     }
 
-    /// The bytes after the first occurrence of `key`, up to `end` (or the line's end).
-    static func value(after key: StaticString, in bytes: UnsafeBufferPointer<UInt8>, endingAt end: UInt8) -> Range<Int>?
-    {
+    /// The bytes after the first occurrence of `key`, up to `end` (or the
+    /// line's end). The search jumps (memchr) between occurrences of the
+    /// key's byte at `anchor`, chosen to be rare in lines (`=`, `:`), and
+    /// compares the whole key there.
+    static func value(
+        after key: StaticString, anchor: Int, in bytes: UnsafeBufferPointer<UInt8>, endingAt end: UInt8
+    ) -> Range<Int>? {
         guard let base = bytes.baseAddress, bytes.count >= key.utf8CodeUnitCount else { return nil }
         let length = key.utf8CodeUnitCount
-        let first = Int32(key.utf8Start.pointee)
-        var position = 0
-        var foundAt: Int?
-        // memchr to each candidate first byte, memcmp for the rest.
-        while position + length <= bytes.count,
-            let hit = memchr(base + position, first, bytes.count - length + 1 - position)
-        {
-            let offset = UnsafeRawPointer(hit) - UnsafeRawPointer(base)
-            if memcmp(base + offset, key.utf8Start, length) == 0 {
-                foundAt = offset
+        let anchorByte = Int32(key.utf8Start[anchor])
+        var position = anchor  // where the next anchor byte may be
+        var found: Int?
+        while position < bytes.count, let hit = memchr(base + position, anchorByte, bytes.count - position) {
+            let at = UnsafeRawPointer(hit) - UnsafeRawPointer(base) - anchor
+            if at + length <= bytes.count, memcmp(base + at, key.utf8Start, length) == 0 {
+                found = at
                 break
             }
-            position = offset + 1
+            position = at + anchor + 1
         }
-        guard let foundAt else { return nil }
+        guard let foundAt = found else { return nil }
         let start = foundAt + length
         let stop =
             memchr(base + start, Int32(end), bytes.count - start).map { UnsafeRawPointer($0) - UnsafeRawPointer(base) }

@@ -71,7 +71,9 @@ public struct StdinSource: Source {
         var reportedOversize = 0
         var records: [Record] = []
 
-        func flush() async throws {
+        // `records` is passed in, not captured: a captured array is boxed,
+        // and appending to it copied each record (a retain per field).
+        func flush(_ records: inout [Record]) async throws {
             if splitter.oversizeLines > reportedOversize {
                 context.metrics.count("oversize_lines", by: splitter.oversizeLines - reportedOversize)
                 if reportedOversize == 0 {
@@ -95,10 +97,11 @@ public struct StdinSource: Source {
             case .data(let filled):
                 let now = Timestamp.now()
                 splitter.consume(filled) { line, offset in
-                    records.append(
-                        Record(bytes: line, source: name, origin: origin, host: host, receivedAt: now, offset: offset))
+                    let record = Record(
+                        bytes: line, source: name, origin: origin, host: host, receivedAt: now, offset: offset)
+                    records.append(consume record)
                 }
-                try await flush()
+                try await flush(&records)
             case .endOfFile, .stopped:
                 break reading
             }
@@ -110,7 +113,7 @@ public struct StdinSource: Source {
             records.append(
                 Record(bytes: line, source: name, origin: origin, host: host, receivedAt: now, offset: offset))
         }
-        try await flush()
+        try await flush(&records)
     }
 }
 
