@@ -29,6 +29,7 @@ struct RunCommand: AsyncParsableCommand {
     var logLevel: String = "info"
 
     func run() async throws {
+        Allocator.tune()
         guard let level = Logger.Level(rawValue: logLevel) else {
             throw ValidationError(
                 "unknown log level '\(logLevel)'; use trace, debug, info, notice, warning, error or critical")

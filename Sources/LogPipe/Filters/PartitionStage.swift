@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// Where the partition stage takes a record's host from.
 public enum HostSource: String, Sendable, CaseIterable {
     /// A `host` field (named regex capture) if present, else the line's own
@@ -152,7 +158,9 @@ public struct PartitionStage: BatchTransform, FieldProducer, TemplateConsumer {
     }
 }
 
-/// Raw host bytes → safe host, partition, subject; bounded, cleared when full.
+/// Raw host bytes → safe host, partition, subject: a direct-mapped table
+/// (slot = FNV-1a of the raw bytes), so a lookup is one hash, one compare
+/// and no allocation; a colliding host simply replaces the slot.
 struct HostCache {
     struct Entry {
         var host: String
@@ -160,11 +168,21 @@ struct HostCache {
         var subject: String
     }
 
-    private var entries: [UInt64: (raw: [UInt8], entry: Entry)] = [:]
-    let capacity: Int
+    private struct Slot {
+        var hash: UInt64
+        var raw: [UInt8]
+        var entry: Entry
+    }
 
+    private var slots: [Slot?]
+    private let mask: Int
+
+    /// A cache of `capacity` slots (rounded up to a power of two); 0 turns it off.
     init(capacity: Int) {
-        self.capacity = capacity
+        var size = 1
+        while size < capacity { size <<= 1 }
+        slots = capacity > 0 ? Array(repeating: nil, count: size) : []
+        mask = size - 1
     }
 
     @inline(__always)
@@ -176,13 +194,20 @@ struct HostCache {
 
     @inline(__always)
     func lookup(_ raw: UnsafeRawBufferPointer) -> Entry? {
-        guard capacity > 0, let found = entries[Self.hash(raw)], found.raw.elementsEqual(raw) else { return nil }
-        return found.entry
+        guard !slots.isEmpty else { return nil }
+        let hash = Self.hash(raw)
+        guard let slot = slots[Int(truncatingIfNeeded: hash) & mask], slot.hash == hash,
+            slot.raw.count == raw.count,
+            slot.raw.withUnsafeBytes({ stored in
+                raw.count == 0 || memcmp(stored.baseAddress!, raw.baseAddress!, raw.count) == 0
+            })
+        else { return nil }
+        return slot.entry
     }
 
     mutating func store(_ raw: UnsafeRawBufferPointer, _ entry: Entry) {
-        guard capacity > 0 else { return }
-        if entries.count >= capacity { entries.removeAll(keepingCapacity: true) }
-        entries[Self.hash(raw)] = (Array(raw), entry)
+        guard !slots.isEmpty else { return }
+        let hash = Self.hash(raw)
+        slots[Int(truncatingIfNeeded: hash) & mask] = Slot(hash: hash, raw: Array(raw), entry: entry)
     }
 }
