@@ -328,34 +328,24 @@ enum NATSEncoder {
         payload: ByteBuffer
     ) {
         let headerSize = headers.map { $0.isEmpty ? 0 : headerBlockSize($0) } ?? 0
-        let replyLength = replyTo.map { $0.utf8.count } ?? -1
-        payload.withUnsafeReadableBytes { payloadBytes in
-            let total =
-                frameSize(
-                    subject: subject.utf8.count, reply: replyLength, headerBlock: headerSize,
-                    payload: payloadBytes.count)
-            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: total) { out in
-                var writer = RawWriter(out.baseAddress!)
-                writer.controlLine(subject: subject, headerBlock: headerSize, payload: payloadBytes.count) {
-                    if let replyTo {
-                        $0.put(UInt8(ascii: " "))
-                        $0.put(replyTo)
-                    }
-                }
-                if headerSize > 0, let headers {
-                    writer.put("NATS/1.0\r\n")
-                    for field in headers.storage {
-                        writer.putHeaderText(field.name)
-                        writer.put(": ")
-                        writer.putHeaderText(field.value)
-                        writer.put("\r\n")
-                    }
-                    writer.put("\r\n")
-                }
-                writer.put(payloadBytes)
-                writer.put("\r\n")
-                return writer.at
+        writeFrame(
+            into: &buffer, subject: subject, replyLength: replyTo.map { $0.utf8.count } ?? -1,
+            headerSize: headerSize, payload: payload
+        ) { writer in
+            if let replyTo {
+                writer.put(UInt8(ascii: " "))
+                writer.put(replyTo)
             }
+        } headers: { writer in
+            guard let headers else { return }
+            writer.put("NATS/1.0\r\n")
+            for field in headers.storage {
+                writer.putHeaderText(field.name)
+                writer.put(": ")
+                writer.putHeaderText(field.value)
+                writer.put("\r\n")
+            }
+            writer.put("\r\n")
         }
     }
 
@@ -370,25 +360,37 @@ enum NATSEncoder {
         messageID: String?,
         payload: ByteBuffer
     ) {
-        let headerSize = messageID.map { jetStreamHeaderSize(messageID: $0) } ?? 0
-        let replyLength = replyPrefix.utf8.count + decimalDigits(replyIndex)
+        writeFrame(
+            into: &buffer, subject: subject, replyLength: replyPrefix.utf8.count + decimalDigits(replyIndex),
+            headerSize: messageID.map { jetStreamHeaderSize(messageID: $0) } ?? 0, payload: payload
+        ) { writer in
+            writer.put(UInt8(ascii: " "))
+            writer.put(replyPrefix)
+            writer.putDecimal(replyIndex)
+        } headers: { writer in
+            guard let messageID else { return }
+            writer.put("NATS/1.0\r\nNats-Msg-Id: ")
+            writer.putHeaderText(messageID)
+            writer.put("\r\n\r\n")
+        }
+    }
+
+    /// Reserves the exact frame size once and writes the control line (with
+    /// `reply`, `replyLength` bytes, -1 for none), the header block (when
+    /// `headerSize` > 0, exactly that many bytes from `headers`), the payload
+    /// and the CRLF.
+    @inline(__always)
+    private static func writeFrame(
+        into buffer: inout ByteBuffer, subject: String, replyLength: Int, headerSize: Int, payload: ByteBuffer,
+        reply: (inout RawWriter) -> Void, headers: (inout RawWriter) -> Void
+    ) {
         payload.withUnsafeReadableBytes { payloadBytes in
-            let total =
-                frameSize(
-                    subject: subject.utf8.count, reply: replyLength, headerBlock: headerSize,
-                    payload: payloadBytes.count)
+            let total = frameSize(
+                subject: subject.utf8.count, reply: replyLength, headerBlock: headerSize, payload: payloadBytes.count)
             buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: total) { out in
                 var writer = RawWriter(out.baseAddress!)
-                writer.controlLine(subject: subject, headerBlock: headerSize, payload: payloadBytes.count) {
-                    $0.put(UInt8(ascii: " "))
-                    $0.put(replyPrefix)
-                    $0.putDecimal(replyIndex)
-                }
-                if let messageID {
-                    writer.put("NATS/1.0\r\nNats-Msg-Id: ")
-                    writer.putHeaderText(messageID)
-                    writer.put("\r\n\r\n")
-                }
+                writer.controlLine(subject: subject, headerBlock: headerSize, payload: payloadBytes.count, reply)
+                if headerSize > 0 { headers(&writer) }
                 writer.put(payloadBytes)
                 writer.put("\r\n")
                 return writer.at
