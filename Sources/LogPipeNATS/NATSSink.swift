@@ -134,11 +134,10 @@ public struct NATSSink: Sink {
         await connection.close()
     }
 
-    /// The record's subject, made safe (empty tokens and wildcards replaced).
+    /// The subject template rendered for `record`, every inserted value made safe.
     @inline(__always)
     func subject(for record: Record) -> String {
-        if subjectIsRecordSubject { return HostName.sanitize(record.subject ?? "unknown") }
-        return subject.render(record) { HostName.sanitize($0) }
+        subject.render(record) { HostName.sanitize($0) }
     }
 
     @inline(__always)

@@ -78,10 +78,16 @@ public final class JetStreamPublisher: Sendable {
         func released(_ count: Int) {
             let ready: [AsyncPromise<Void>] = state.withLock { state in
                 state.outstanding -= count
+                // Called once per acknowledgement: nothing allocated unless a waiter is ready.
                 guard state.roomWaiters.contains(where: { state.outstanding < $0.limit }) else { return [] }
-                let ready = state.roomWaiters.filter { state.outstanding < $0.limit }
-                state.roomWaiters.removeAll { state.outstanding < $0.limit }
-                return ready.map(\.promise)
+                let outstanding = state.outstanding
+                var ready: [AsyncPromise<Void>] = []
+                state.roomWaiters.removeAll { waiter in
+                    guard outstanding < waiter.limit else { return false }
+                    ready.append(waiter.promise)
+                    return true
+                }
+                return ready
             }
             for promise in ready { promise.succeed(()) }
         }

@@ -1,6 +1,7 @@
 import Foundation
 import NATSTestSupport
 import NIOCore
+import Synchronization
 import Testing
 
 @testable import NATSClient
@@ -196,6 +197,31 @@ import Testing
         #expect(third.payload.readableBytes == 0)
         await publisher.close()
         await subscriber.close()
+    }
+
+    /// A handler subscription sees every message in order, and nothing once
+    /// it is unsubscribed, even messages the server had already sent.
+    @Test func handlerSubscriptionInOrderAndSilentAfterUnsubscribe() async throws {
+        let server = try await NATSServer()
+        defer { server.stop() }
+        let connection = try await connect(server)
+        let seen = Mutex<[String]>([])
+        let handle = Mutex<NATSSubscription?>(nil)
+        let subscription = try await connection.subscribe("h.>") { message in
+            let count = seen.withLock { seen in
+                seen.append(String(buffer: message.payload))
+                return seen.count
+            }
+            // Unsubscribed from inside the handler while thousands more are on their way.
+            if count == 1000 { handle.withLock { $0 }?.unsubscribe() }
+        }
+        handle.withLock { $0 = subscription }
+        try await connection.flush()
+        try await connection.publish((0..<20_000).map { .init(subject: "h.x", payload: ByteBuffer(string: "\($0)")) })
+        try await connection.flush()
+        try await connection.flush()
+        #expect(seen.withLock { $0 } == (0..<1000).map(String.init))
+        await connection.close()
     }
 
     @Test func queueGroupsSplitTheWork() async throws {
