@@ -239,11 +239,14 @@ import Testing
         #expect(lines(out + "_a_b_deep.log") == ["deep 1", "deep 2"])
         try write("later\n", to: logs + "/a/later.log")
         try await eventually { lines(out + "_a_later.log") == ["later"] }
-        // Deleted while unread lines remain: they are still read.
+        // Deleted while unread lines remain: they are still read. (Written
+        // before the delete: a line written to a deleted file the tailer has
+        // already finished and closed cannot be read; under load the old order
+        // raced with exactly that.)
         let handle = FileHandle(forWritingAtPath: logs + "/one.log")!
         handle.seekToEndOfFile()
-        try FileManager.default.removeItem(atPath: logs + "/one.log")
         handle.write(Data("after delete\n".utf8))
+        try FileManager.default.removeItem(atPath: logs + "/one.log")
         try handle.close()
         try await eventually { lines(out + "_one.log") == ["tiny", "after delete"] }
         running.signal(SIGTERM)
