@@ -8,7 +8,9 @@
 # the stream must hold exactly the corpus' line count. logpipe runs twice:
 # with its default Nats-Msg-Id per line (idempotent; the server keeps every id
 # for the duplicate window) and with `deduplicate: false`, like the Go
-# reference, which sets no id.
+# reference, which sets no id. A fourth case, bench/jetstream-floor.c, is the
+# cheapest client possible (frames built before the clock starts, same window):
+# it shows how fast the server alone stores and acknowledges on this machine.
 #
 #   scripts/bench-jetstream.sh [lines] [runs]     # default 1000000 3
 source "$(dirname "$0")/bench-lib.sh"
@@ -19,6 +21,7 @@ bin="$(logpipe_bin)"
 work="$BENCH_WORK/jetstream"
 rm -rf "$work" && mkdir -p "$work"
 build_natspub "$work"
+cc -O2 -pthread -o "$work/jetstream-floor" bench/jetstream-floor.c
 start_nats_server "$work" -js -sd "$work/store"
 url="$NATS_SERVER_URL"
 http="$NATS_HTTP_PORT"
@@ -61,6 +64,9 @@ for run in $(seq 1 "$runs"); do
   check
   "$work/natspub" -url "$url" -mode js "$work/empty.log" > /dev/null  # purge
   measure logpipe_partition_jetstream_noid "'$bin' run --quiet '$work/publish-noid.yaml' < '$input'"
+  check
+  "$work/natspub" -url "$url" -mode js "$work/empty.log" > /dev/null  # purge
+  measure c_floor_client "'$work/jetstream-floor' '${url##*:}' '$input' 4000"
   check
   "$work/natspub" -url "$url" -mode js "$work/empty.log" > /dev/null  # purge
 done
