@@ -109,6 +109,31 @@ import Testing
             ])
     }
 
+    /// A filter that thins a batch out to many short runs still reports the
+    /// batch with one handler call per token (one lock, one array), not one
+    /// per run: that is what keeps the filter path free of allocations per record.
+    @Test func thinnedBatchIsAcknowledgedInOneCall() {
+        let calls = LockedBox<[[CompletedRecord]]>([])
+        let token = AcknowledgementToken(count: 10) { _, completed in
+            calls.withLock { $0.append(completed) }
+        }
+        var batch = Batch(
+            records: (0..<10).map { index in
+                var record = Record(
+                    bytes: ByteBuffer(string: "line \(index)"), source: "test", origin: "test", host: "h",
+                    receivedAt: .now())
+                record.acknowledgement = AcknowledgementSlot(token: token, index: index)
+                return record
+            })
+        batch.removeAll { $0.text.last!.wholeNumberValue! % 2 == 1 }
+        #expect(calls.withLock { $0 }.count == 1)
+        #expect(calls.withLock { $0 }[0].map(\.index) == [1, 3, 5, 7, 9])
+        batch.acknowledge()
+        #expect(calls.withLock { $0 }.count == 2)
+        #expect(calls.withLock { $0 }[1] == [0, 2, 4, 6, 8].map { CompletedRecord(index: $0, status: .delivered) })
+        #expect(token.isComplete)
+    }
+
     @Test func stopDrainsInFlightRecords() async throws {
         var pipeline = Pipeline()
         try pipeline.add(

@@ -77,35 +77,52 @@ public final class AcknowledgementToken: Sendable {
     /// The number of records not yet done.
     public var pendingCount: Int { state.withLock { $0.remaining } }
 
-    /// Adds `extra` holds to each record in `indices` (used by fan-out).
-    func retain(_ indices: Range<Int>, extra: UInt32) {
+    /// Adds `extra` holds to each record in `ranges` (used by fan-out).
+    func retain(runs ranges: some Sequence<Range<Int>>, extra: UInt32) {
         state.withLock { state in
-            for index in indices where state.holds[index] > 0 {
-                state.holds[index] += extra
+            for indices in ranges {
+                for index in indices where state.holds[index] > 0 {
+                    state.holds[index] += extra
+                }
             }
         }
     }
 
-    /// Releases one hold of each record in `indices` with `status`.
-    func release(_ indices: Range<Int>, status: DeliveryStatus) {
+    /// Adds `extra` holds to each record in `indices`.
+    func retain(_ indices: Range<Int>, extra: UInt32) {
+        retain(runs: CollectionOfOne(indices), extra: extra)
+    }
+
+    /// Releases one hold of each record in `ranges` with `status`, under one
+    /// lock; the handler hears of the records this completed in one call.
+    func release(runs ranges: some Collection<Range<Int>>, status: DeliveryStatus) {
         var completed: [CompletedRecord] = []
+        // One allocation per call (per batch), none per record.
+        completed.reserveCapacity(ranges.reduce(0) { $0 + $1.count })
         state.withLock { state in
-            for index in indices {
-                let holds = state.holds[index]
-                // A record already complete cannot complete twice; a stray
-                // extra release is ignored instead of corrupting the count.
-                guard holds > 0 else { continue }
-                if status > state.statuses[index] { state.statuses[index] = status }
-                state.holds[index] = holds - 1
-                if holds == 1 {
-                    state.remaining -= 1
-                    completed.append(CompletedRecord(index: index, status: state.statuses[index]))
+            for indices in ranges {
+                for index in indices {
+                    let holds = state.holds[index]
+                    // A record already complete cannot complete twice; a stray
+                    // extra release is ignored instead of corrupting the count.
+                    guard holds > 0 else { continue }
+                    if status > state.statuses[index] { state.statuses[index] = status }
+                    state.holds[index] = holds - 1
+                    if holds == 1 {
+                        state.remaining -= 1
+                        completed.append(CompletedRecord(index: index, status: state.statuses[index]))
+                    }
                 }
             }
         }
         if !completed.isEmpty, let handler {
             handler(self, completed)
         }
+    }
+
+    /// Releases one hold of each record in `indices` with `status`.
+    func release(_ indices: Range<Int>, status: DeliveryStatus) {
+        release(runs: CollectionOfOne(indices), status: status)
     }
 }
 
@@ -116,36 +133,48 @@ struct AcknowledgementSlot: Sendable {
     @usableFromInline let index: Int
 }
 
-/// Folds acknowledgement slots into maximal runs of consecutive slots of one
-/// token, so a whole batch costs one lock.
+/// Folds acknowledgement slots into maximal runs of consecutive slots and
+/// hands over all runs of one token at once, so a batch costs one lock and
+/// one call per token however its records were thinned out by filters.
 struct AcknowledgementRuns {
     private var token: AcknowledgementToken?
+    /// Finished runs of `token` (the current one is `start..<end`).
+    private var ranges: [Range<Int>] = []
     private var start = 0
     private var end = 0
 
     @inline(__always)
-    mutating func add(_ slot: AcknowledgementSlot?, _ body: (AcknowledgementToken, Range<Int>) -> Void) {
+    mutating func add(_ slot: AcknowledgementSlot?, _ body: (AcknowledgementToken, [Range<Int>]) -> Void) {
         guard let slot else { return }
-        if let token, token === slot.token, slot.index == end {
-            end += 1
-            return
+        if let token, token === slot.token {
+            if slot.index == end {
+                end += 1
+                return
+            }
+            ranges.append(start..<end)
+        } else {
+            finish(body)
+            token = slot.token
         }
-        if let token { body(token, start..<end) }
-        token = slot.token
         start = slot.index
         end = slot.index + 1
     }
 
-    func finish(_ body: (AcknowledgementToken, Range<Int>) -> Void) {
-        if let token { body(token, start..<end) }
+    /// Hands over the runs collected so far.
+    mutating func finish(_ body: (AcknowledgementToken, [Range<Int>]) -> Void) {
+        guard let token else { return }
+        ranges.append(start..<end)
+        body(token, ranges)
+        ranges.removeAll(keepingCapacity: true)
+        self.token = nil
     }
 }
 
 extension Array where Element == Record {
-    /// Applies `body` to each run of records sharing a token with consecutive
-    /// slots. Reads the slots in place: no record is copied (a copy of a
-    /// record costs a retain per field).
-    func forEachAcknowledgementRun(_ body: (AcknowledgementToken, Range<Int>) -> Void) {
+    /// Applies `body` to each token with the runs of consecutive slots its
+    /// records hold. Reads the slots in place: no record is copied (a copy
+    /// of a record costs a retain per field).
+    func forEachAcknowledgementRun(_ body: (AcknowledgementToken, [Range<Int>]) -> Void) {
         var runs = AcknowledgementRuns()
         withUnsafeBufferPointer { records in
             for index in records.indices { runs.add(records[index].acknowledgement, body) }

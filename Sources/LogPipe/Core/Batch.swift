@@ -36,14 +36,14 @@ public struct Batch: Sendable {
         try records.withUnsafeMutableBufferPointer { buffer in
             for index in buffer.indices {
                 if try shouldDrop(buffer[index]) {
-                    runs.add(buffer[index].acknowledgement) { $0.release($1, status: .dropped) }
+                    runs.add(buffer[index].acknowledgement) { $0.release(runs: $1, status: .dropped) }
                 } else {
                     if kept != index { buffer.swapAt(kept, index) }
                     kept += 1
                 }
             }
         }
-        runs.finish { $0.release($1, status: .dropped) }
+        runs.finish { $0.release(runs: $1, status: .dropped) }
         records.removeLast(records.count - kept)
     }
 
@@ -55,8 +55,8 @@ public struct Batch: Sendable {
 
     /// Reports the given records done with `status`.
     public static func acknowledge(_ records: [Record], status: DeliveryStatus = .delivered) {
-        records.forEachAcknowledgementRun { token, range in
-            token.release(range, status: status)
+        records.forEachAcknowledgementRun { token, runs in
+            token.release(runs: runs, status: status)
         }
     }
 
@@ -64,8 +64,8 @@ public struct Batch: Sendable {
     /// each acknowledge it before it is done.
     func retainAcknowledgements(extra: Int) {
         guard extra > 0 else { return }
-        records.forEachAcknowledgementRun { token, range in
-            token.retain(range, extra: UInt32(extra))
+        records.forEachAcknowledgementRun { token, runs in
+            token.retain(runs: runs, extra: UInt32(extra))
         }
     }
 }
