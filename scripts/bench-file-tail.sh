@@ -14,13 +14,7 @@ lines="${1:-1000000}"
 runs="${2:-3}"
 input="$(corpus "$lines")"
 bin="$(logpipe_bin)"
-tools="${BENCH_TOOLS:-/tmp/bench-tools}"
-if [ ! -x "$tools/rsyslog/usr/sbin/rsyslogd" ]; then
-  bash ../shared/bench/setup-tools.sh >&2
-fi
-sng=(env LD_LIBRARY_PATH="$tools/syslog-ng-core/usr/lib/syslog-ng" "$tools/syslog-ng-core/usr/sbin/syslog-ng"
-  --module-path="$tools/syslog-ng-core/usr/lib/syslog-ng/3.38")
-rsl=("$tools/rsyslog/usr/sbin/rsyslogd" -M "$tools/rsyslog/usr/lib/x86_64-linux-gnu/rsyslog")
+syslog_tools
 work="$BENCH_WORK/file-tail"
 cat > "$BENCH_WORK/file-once.yaml" <<YAML
 data_dir: $work/data
@@ -36,12 +30,10 @@ for run in $(seq 1 "$runs"); do
   measure cat "cat '$input' > '$work/cat.out'"
   measure logpipe_file_once_file "'$bin' run --quiet '$BENCH_WORK/file-once.yaml'"
   [ "$(same "$work/logpipe.out")" = identical ] || { echo "bench: logpipe output differs from the input" >&2; exit 1; }
-  CORPUS="$input" OUT="$work/sng.out" python3 scripts/follow.py syslog-ng "$lines" "$work/sng.out" "$BENCH_RESULTS" -- \
-    "${sng[@]}" -F --no-caps -f bench/syslog-ng-copy.conf -R "$work/sng/persist" -p "$work/sng/pid" -c "$work/sng/ctl"
-  echo "  $(tail -1 "$BENCH_RESULTS")" >&2
-  CORPUS="$input" OUT="$work/rsl.out" WORKDIR="$work/rsl" python3 scripts/follow.py rsyslog "$lines" "$work/rsl.out" "$BENCH_RESULTS" -- \
-    "${rsl[@]}" -n -f bench/rsyslog-copy.conf -i "$work/rsl/pid"
-  echo "  $(tail -1 "$BENCH_RESULTS")" >&2
+  follow syslog-ng "$lines" "$work/sng.out" CORPUS="$input" OUT="$work/sng.out" -- \
+    "${SYSLOG_NG[@]}" -F --no-caps -f bench/syslog-ng-copy.conf -R "$work/sng/persist" -p "$work/sng/pid" -c "$work/sng/ctl"
+  follow rsyslog "$lines" "$work/rsl.out" CORPUS="$input" OUT="$work/rsl.out" WORKDIR="$work/rsl" -- \
+    "${RSYSLOGD[@]}" -n -f bench/rsyslog-copy.conf -i "$work/rsl/pid"
 done
 echo "outputs: logpipe $(same "$work/logpipe.out"), syslog-ng $(same "$work/sng.out"), rsyslog $(same "$work/rsl.out")" >&2
 report "$lines" "$(stat -c %s "$input")" cat

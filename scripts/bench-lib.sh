@@ -61,14 +61,41 @@ build_natspub() {
 }
 
 # start_nats_server DIR [ARGS...]: a private nats-server on free loopback
-# ports (client and monitoring), logging to DIR/server.log, stopped on exit.
-# Sets NATS_SERVER_URL and NATS_HTTP_PORT.
+# ports (client and monitoring), logging to DIR/server.log, stopped on exit
+# (every server started this way). Sets NATS_SERVER_URL, NATS_HTTP_PORT and
+# NATS_SERVER_PID.
+NATS_SERVER_PIDS=()
 start_nats_server() {
   local dir="$1"; shift
+  mkdir -p "$dir"
   nats-server -a 127.0.0.1 -p -1 -m -1 -l "$dir/server.log" "$@" &
   NATS_SERVER_PID=$!
-  trap 'kill $NATS_SERVER_PID 2>/dev/null; wait $NATS_SERVER_PID 2>/dev/null || true' EXIT
+  NATS_SERVER_PIDS+=("$NATS_SERVER_PID")
+  trap 'for pid in "${NATS_SERVER_PIDS[@]}"; do kill $pid 2>/dev/null; wait $pid 2>/dev/null || true; done' EXIT
   for _ in $(seq 100); do grep -q "Server is ready" "$dir/server.log" 2>/dev/null && break; sleep 0.1; done
   NATS_SERVER_URL="nats://127.0.0.1:$(grep -o "client connections on 127.0.0.1:[0-9]*" "$dir/server.log" | grep -o "[0-9]*$")"
   NATS_HTTP_PORT=$(grep -o "http monitor on 127.0.0.1:[0-9]*" "$dir/server.log" | grep -o "[0-9]*$")
+}
+
+# syslog_tools: unpacks syslog-ng and rsyslog once (../shared/bench/setup-tools.sh)
+# and sets the arrays SYSLOG_NG and RSYSLOGD to run them.
+syslog_tools() {
+  local tools="${BENCH_TOOLS:-/tmp/bench-tools}"
+  if [ ! -x "$tools/rsyslog/usr/sbin/rsyslogd" ]; then
+    bash ../shared/bench/setup-tools.sh >&2
+  fi
+  SYSLOG_NG=(env LD_LIBRARY_PATH="$tools/syslog-ng-core/usr/lib/syslog-ng" "$tools/syslog-ng-core/usr/sbin/syslog-ng"
+    --module-path="$tools/syslog-ng-core/usr/lib/syslog-ng/3.38")
+  RSYSLOGD=("$tools/rsyslog/usr/sbin/rsyslogd" -M "$tools/rsyslog/usr/lib/x86_64-linux-gnu/rsyslog")
+}
+
+# follow NAME EXPECTED OUT [ENV=VALUE...] -- COMMAND...: times a daemon until
+# OUT holds EXPECTED lines (scripts/follow.py), one row in the results.
+follow() {
+  local name="$1" expected="$2" out="$3"; shift 3
+  local environment=()
+  while [ "$1" != "--" ]; do environment+=("$1"); shift; done
+  shift
+  env "${environment[@]}" python3 scripts/follow.py "$name" "$expected" "$out" "$BENCH_RESULTS" -- "$@"
+  echo "  $(tail -1 "$BENCH_RESULTS")" >&2
 }

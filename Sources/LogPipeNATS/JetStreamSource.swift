@@ -99,11 +99,25 @@ public struct JetStreamSource: Source, FieldProducer {
         let pullSubject = "$JS.API.CONSUMER.MSG.NEXT.\(stream).\(consumer.durable_name)"
         var lastMessage = ContinuousClock.now
         let name = context.name
+        // Records are keyed by stream and consumer: two consumers of one
+        // stream deliver different messages again.
+        let streamID = "\(stream)/\(consumer.durable_name)"
+        // The consumer's acknowledgement floor, asked for every 250 ms and
+        // passed on with the records (see Record.offsetFloor).
+        var ackFloor = info.ack_floor.map { Int64($0.stream_seq) }
+        var floorAsked = ContinuousClock.now
         // Records are emitted when the pull is complete, when 1000 are
         // gathered, or after a 10 ms pause in the flow.
         let linger: Duration = .milliseconds(10)
 
         pulling: while !context.isStopping {
+            if ContinuousClock.now - floorAsked >= .milliseconds(250) {
+                floorAsked = .now
+                if let floor = try? await jetstream.consumerInfo(stream: stream, name: consumer.durable_name)?.ack_floor
+                {
+                    ackFloor = Int64(floor.stream_seq)
+                }
+            }
             try await connection.publish(pullSubject, payload: ByteBuffer(bytes: request), replyTo: inbox)
             var received = 0
             // Whether the server said "nothing there" (404/408): only that
@@ -139,7 +153,8 @@ public struct JetStreamSource: Source, FieldProducer {
                 guard let reply = message.replyTo, let metadata = JetStreamMetadata(ackSubject: reply) else { continue }
                 var record = Record(
                     bytes: message.payload, source: name, origin: message.subject, host: "unknown", receivedAt: .now(),
-                    subject: message.subject, offset: Int64(metadata.streamSequence), streamID: stream)
+                    subject: message.subject, offset: Int64(metadata.streamSequence), streamID: streamID)
+                record.offsetFloor = ackFloor
                 pattern?.apply(message.subject, to: &record)
                 if metadata.delivered > 1 {
                     record.fields["deliveries"] = String(metadata.delivered)

@@ -149,7 +149,7 @@ public struct NATSSink: Sink {
     }
 
     /// Batches published but not yet confirmed, at most.
-    let maxUnconfirmedBatches = 8
+    let maxUnconfirmedBatches = 2
 
     struct Unconfirmed: Sendable {
         var batch: Batch

@@ -90,6 +90,15 @@ public struct ConsumerInfo: Decodable, Sendable {
     public var config: ConsumerConfig
     public var num_pending: UInt64
     public var num_ack_pending: Int
+    /// Every message up to this point is acknowledged: it will not be
+    /// delivered again.
+    public var ack_floor: SequencePair?
+
+    /// A consumer and a stream sequence.
+    public struct SequencePair: Decodable, Sendable {
+        public var consumer_seq: UInt64
+        public var stream_seq: UInt64
+    }
 }
 
 /// The server's answer to a JetStream publish.

@@ -116,6 +116,51 @@ import Testing
         #expect(reloaded.files["/x"]?.size == 20)
     }
 
+    /// One partition's share of a stream: every 4th sequence, a range each.
+    /// The acknowledgement floor makes the ledger forget what can never come
+    /// again, so its size follows the unacknowledged window, not the history.
+    @Test func floorForgetsRangesThatCannotComeAgain() throws {
+        let directory = try temporaryDirectory()
+        let ledger = WrittenLedger(directory: directory, stage: "out")
+        ledger.update("/x", size: 100, offsets: ["S": Array(stride(from: 1, through: 40_000, by: 4))])
+        ledger.update("/y", size: 100, offsets: ["T": [5, 9]])
+        #expect(ledger.files["/x"]?.ranges["S"]?.count == 10_000)
+        ledger.raise(floors: ["S": 39_000])
+        #expect(ledger.files["/x"]?.ranges["S"]?.count == 250)
+        #expect(ledger.files["/x"]?.ranges["S"]?.first == [39_001, 39_001])
+        #expect(ledger.files["/y"]?.ranges["T"] == [[5, 5], [9, 9]])  // other streams keep theirs
+        #expect(ledger.contains(stream: "S", offset: 2, file: "/x"))  // below the floor: done for good
+        #expect(ledger.contains(stream: "S", offset: 39_005, file: "/x"))
+        #expect(!ledger.contains(stream: "S", offset: 39_006, file: "/x"))  // above the floor, not written
+        ledger.raise(floors: ["S": 10])  // a lower floor changes nothing
+        #expect(!ledger.contains(stream: "S", offset: 39_006, file: "/x"))
+        try ledger.save()
+        let reloaded = WrittenLedger(directory: directory, stage: "out")
+        try reloaded.load()
+        #expect(reloaded.floors == ["S": 39_000])
+        #expect(reloaded.contains(stream: "S", offset: 7, file: "/x"))
+        #expect(!reloaded.contains(stream: "S", offset: 39_002, file: "/x"))
+    }
+
+    /// The hand-written JSON reads back with JSONDecoder, odd names included.
+    @Test func encodingRoundTripsOddNames() throws {
+        let directory = try temporaryDirectory()
+        let ledger = WrittenLedger(directory: directory, stage: "out")
+        let names = ["/a \"quoted\" \\ path", "/new\nline\t\u{1}", "/ünï/😀.log", "/plain.log"]
+        for (index, name) in names.enumerated() {
+            ledger.update(name, size: Int64(index), offsets: ["S/\"c\"": [1, 2, 5], "T": [Int64(index)]])
+        }
+        ledger.raise(floors: ["S/\"c\"": 1])
+        let stored = try JSONDecoder().decode(WrittenLedger.Stored.self, from: Data(ledger.encoded().utf8))
+        #expect(stored.version == 1)
+        #expect(stored.floors == ["S/\"c\"": 1])
+        for (index, name) in names.enumerated() {
+            #expect(stored.files[name]?.size == Int64(index))
+            #expect(
+                stored.files[name]?.ranges == ["S/\"c\"": [[2, 2], [5, 5]], "T": [[Int64(index), Int64(index)]]])
+        }
+    }
+
     @Test func recoverCutsAnUnacknowledgedTail() throws {
         let directory = try temporaryDirectory()
         let file = directory + "/out.log"

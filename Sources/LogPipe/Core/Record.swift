@@ -89,6 +89,10 @@ public struct Record: Sendable {
     /// (a file's fingerprint); with the source name and offset it names the
     /// line uniquely, e.g. for de-duplicating replays.
     public var streamID: String?
+    /// Offsets in `streamID` at or below this will not be delivered again
+    /// (a JetStream consumer's acknowledgement floor), so bookkeeping of
+    /// what was written (the file sink's `exactly_once` ledger) may forget them.
+    public var offsetFloor: Int64?
     /// Named fields (for example named regex captures), usable in templates.
     public var fields: [String: String]
     /// Which acknowledgement token and slot this record reports to.

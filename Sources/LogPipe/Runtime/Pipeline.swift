@@ -28,7 +28,7 @@ public struct PipelineSettings: Sendable {
     public init(
         dataDirectory: String = "/var/lib/logpipe",
         shutdownTimeout: Duration = .seconds(30),
-        edgeCapacity: Int = 4
+        edgeCapacity: Int = 2
     ) {
         self.dataDirectory = dataDirectory
         self.shutdownTimeout = shutdownTimeout

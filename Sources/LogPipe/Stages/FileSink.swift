@@ -164,7 +164,11 @@ public struct FileSink: Sink {
             var fresh: [Record] = []
             var skipped = 0
             var offsets: [String: [String: [Int64]]] = [:]
+            var floors: [String: Int64] = [:]
             for record in batch.records {
+                if let stream = record.streamID, let floor = record.offsetFloor {
+                    floors[stream] = max(floors[stream, default: Int64.min], floor)
+                }
                 let path = options.path.render(record, escape: Self.escapePathValue)
                 if let stream = record.streamID, let offset = record.offset {
                     if ledger.contains(stream: stream, offset: offset, file: path) {
@@ -196,7 +200,9 @@ public struct FileSink: Sink {
             }
             try await Self.writeRetrying(chunks, pool: pool, sync: true, context: context, options: options)
             let written = offsets
+            let raised = floors
             try await BlockingIO.run {
+                ledgerBox.value.raise(floors: raised)
                 for path in paths {
                     var info = stat()
                     if stat(path, &info) == 0 {
