@@ -278,27 +278,52 @@ struct NATSDecoder: ByteToMessageDecoder {
     /// Parses a header block: `NATS/1.0[ status[ description]]\r\n`, then
     /// `Name: value\r\n` lines (split at the first colon), then `\r\n`.
     static func parseHeaders(_ block: ByteBuffer) throws -> NATSHeaders {
-        let text = String(decoding: block.readableBytesView, as: UTF8.self)
-        var lines = text.components(separatedBy: "\r\n")
-        guard let first = lines.first, first.hasPrefix("NATS/1.0") else {
-            throw NATSProtocolError(description: "header block does not start with NATS/1.0")
+        // Byte by byte: this runs for every message of a JetStream pull
+        // (each carries the publisher's Nats-Msg-Id), and String trimming
+        // and splitting took a fifth of the consumer's CPU.
+        try block.withUnsafeReadableBytes { raw in
+            let bytes = raw.bindMemory(to: UInt8.self)
+            var headers = NATSHeaders()
+            var lineStart = 0
+            var first = true
+            while lineStart < bytes.count {
+                var lineEnd = lineStart
+                while lineEnd < bytes.count, bytes[lineEnd] != 0x0A { lineEnd += 1 }
+                let next = lineEnd + 1
+                if lineEnd > lineStart, bytes[lineEnd - 1] == 0x0D { lineEnd -= 1 }
+                let line = UnsafeBufferPointer(rebasing: bytes[lineStart..<lineEnd])
+                lineStart = next
+                if first {
+                    first = false
+                    let version = Array("NATS/1.0".utf8)
+                    guard line.count >= version.count, line.prefix(version.count).elementsEqual(version) else {
+                        throw NATSProtocolError(description: "header block does not start with NATS/1.0")
+                    }
+                    let status = trimmed(UnsafeBufferPointer(rebasing: line[version.count...]))
+                    guard !status.isEmpty else { continue }
+                    let digits = status.prefix { $0 >= 0x30 && $0 <= 0x39 }
+                    headers.status = digits.isEmpty ? nil : Int(String(decoding: digits, as: UTF8.self))
+                    let description = trimmed(UnsafeBufferPointer(rebasing: status[digits.count...]))
+                    headers.statusDescription = description.isEmpty ? nil : String(decoding: description, as: UTF8.self)
+                    continue
+                }
+                guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { continue }
+                headers.append(
+                    String(decoding: UnsafeBufferPointer(rebasing: line[..<colon]), as: UTF8.self),
+                    String(decoding: trimmed(UnsafeBufferPointer(rebasing: line[(colon + 1)...])), as: UTF8.self))
+            }
+            if first { throw NATSProtocolError(description: "header block does not start with NATS/1.0") }
+            return headers
         }
-        lines.removeFirst()
-        var headers = NATSHeaders()
-        let statusPart = first.dropFirst("NATS/1.0".count).trimmingCharacters(in: " \t")
-        if !statusPart.isEmpty {
-            let code = statusPart.prefix { $0.isNumber }
-            headers.status = Int(code)
-            let description = statusPart.dropFirst(code.count).trimmingCharacters(in: " \t")
-            headers.statusDescription = description.isEmpty ? nil : description
-        }
-        for line in lines where !line.isEmpty {
-            guard let colon = line.firstIndex(of: ":") else { continue }
-            let name = String(line[..<colon])
-            let value = line[line.index(after: colon)...].trimmingCharacters(in: " \t")
-            headers.append(name, value)
-        }
-        return headers
+    }
+
+    /// `bytes` without leading and trailing spaces and tabs.
+    static func trimmed(_ bytes: UnsafeBufferPointer<UInt8>) -> UnsafeBufferPointer<UInt8> {
+        var start = 0
+        var end = bytes.count
+        while start < end, bytes[start] == 0x20 || bytes[start] == 0x09 { start += 1 }
+        while end > start, bytes[end - 1] == 0x20 || bytes[end - 1] == 0x09 { end -= 1 }
+        return UnsafeBufferPointer(rebasing: bytes[start..<end])
     }
 }
 
@@ -306,12 +331,6 @@ extension String {
     fileprivate func trimmingCharacters(in set: String) -> String {
         let characters = Set(set)
         return String(self.drop { characters.contains($0) }.reversed().drop { characters.contains($0) }.reversed())
-    }
-}
-
-extension Substring {
-    fileprivate func trimmingCharacters(in set: String) -> String {
-        String(self).trimmingCharacters(in: set)
     }
 }
 

@@ -65,6 +65,20 @@ import Testing
         let status = try NATSDecoder.parseHeaders(ByteBuffer(string: "NATS/1.0 404 No Messages\r\n\r\n"))
         #expect(status.status == 404)
         #expect(status.statusDescription == "No Messages")
+        let spaced = try NATSDecoder.parseHeaders(
+            ByteBuffer(
+                string:
+                    "NATS/1.0\t 409 \t Consumer Deleted \r\nNats-Msg-Id: \t h:s:1:9 \t\r\nX:\r\nnot a header\r\nY:a:b\r\n\r\n"
+            ))
+        #expect(spaced.status == 409)
+        #expect(spaced.statusDescription == "Consumer Deleted")
+        #expect(spaced["Nats-Msg-Id"] == "h:s:1:9")
+        #expect(spaced["X"] == "")
+        #expect(spaced["Y"] == "a:b")
+        let plain = try NATSDecoder.parseHeaders(ByteBuffer(string: "NATS/1.0\r\n\r\n"))
+        #expect(plain.status == nil && plain.statusDescription == nil)
+        #expect(throws: NATSProtocolError.self) { try NATSDecoder.parseHeaders(ByteBuffer(string: "HTTP/1.1\r\n\r\n")) }
+        #expect(throws: NATSProtocolError.self) { try NATSDecoder.parseHeaders(ByteBuffer(string: "")) }
         #expect(throws: NATSProtocolError.self) { try parse([Array("BOGUS x\r\n".utf8)[...]]) }
         #expect(throws: NATSProtocolError.self) { try parse([Array("MSG a\r\n".utf8)[...]]) }
         #expect(throws: NATSProtocolError.self) { try parse([Array("MSG a 1 3\r\nabcXY".utf8)[...]]) }
