@@ -25,12 +25,6 @@ cc -O2 -pthread -o "$work/jetstream-floor" bench/jetstream-floor.c
 start_nats_server "$work" -js -sd "$work/store"
 url="$NATS_SERVER_URL"
 http="$NATS_HTTP_PORT"
-stream_messages() {
-  curl -s "http://127.0.0.1:$http/jsz?streams=true" | python3 -c '
-import json, sys
-data = json.load(sys.stdin)
-print(sum(s["state"]["messages"] for a in data.get("account_details", []) for s in a.get("stream_detail", []) if s["name"] == "LOGS"))'
-}
 cat > "$work/publish.yaml" <<YAML
 sources:
   in: { type: stdin }
@@ -49,7 +43,7 @@ YAML
 sed 's/max_in_flight: 4000/max_in_flight: 4000\n    deduplicate: false/' "$work/publish.yaml" > "$work/publish-noid.yaml"
 check() {
   local count
-  count=$(stream_messages)
+  count=$(stream_messages "$http")
   [ "$count" -eq "$lines" ] || { echo "bench: the stream holds $count messages, expected $lines" >&2; exit 1; }
 }
 # natspub purges the stream before publishing; after logpipe's runs an empty

@@ -99,3 +99,14 @@ follow() {
   env "${environment[@]}" python3 scripts/follow.py "$name" "$expected" "$out" "$BENCH_RESULTS" -- "$@"
   echo "  $(tail -1 "$BENCH_RESULTS")" >&2
 }
+
+# in_msgs HTTP_PORT: the server's count of messages received (/varz).
+in_msgs() { curl -s "http://127.0.0.1:$1/varz" | python3 -c 'import json,sys; print(json.load(sys.stdin)["in_msgs"])'; }
+
+# stream_messages HTTP_PORT: messages in the stream LOGS (/jsz).
+stream_messages() {
+  curl -s "http://127.0.0.1:$1/jsz?streams=true" | python3 -c '
+import json, sys
+data = json.load(sys.stdin)
+print(sum(s["state"]["messages"] for a in data.get("account_details", []) for s in a.get("stream_detail", []) if s["name"] == "LOGS"))'
+}

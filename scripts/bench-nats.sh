@@ -19,7 +19,6 @@ build_natspub "$work"
 start_nats_server "$work"
 url="$NATS_SERVER_URL"
 http="$NATS_HTTP_PORT"
-in_msgs() { curl -s "http://127.0.0.1:$http/varz" | python3 -c 'import json,sys; print(json.load(sys.stdin)["in_msgs"])'; }
 cat > "$work/publish.yaml" <<YAML
 sources:
   in: { type: stdin }
@@ -30,15 +29,15 @@ sinks:
 YAML
 check() {
   local before=$1 after
-  after=$(in_msgs)
+  after=$(in_msgs "$http")
   [ $((after - before)) -eq "$lines" ] || { echo "bench: in_msgs grew by $((after - before)), expected $lines" >&2; exit 1; }
 }
 for run in $(seq 1 "$runs"); do
   echo "run $run" >&2
-  before=$(in_msgs)
+  before=$(in_msgs "$http")
   measure go_natspub_core "'$work/natspub' -url '$url' -mode core '$input' > /dev/null"
   check "$before"
-  before=$(in_msgs)
+  before=$(in_msgs "$http")
   measure logpipe_partition_nats "'$bin' run --quiet '$work/publish.yaml' < '$input'"
   check "$before"
 done

@@ -94,14 +94,7 @@ YAML
 }
 
 fail() { echo "bench: $*" >&2; exit 1; }
-in_msgs() { curl -s "http://127.0.0.1:$core_http/varz" | python3 -c 'import json,sys; print(json.load(sys.stdin)["in_msgs"])'; }
-stream_messages() {
-  curl -s "http://127.0.0.1:$js_http/jsz?streams=true" | python3 -c '
-import json, sys
-data = json.load(sys.stdin)
-print(sum(s["state"]["messages"] for a in data.get("account_details", []) for s in a.get("stream_detail", []) if s["name"] == "LOGS"))'
-}
-check_stream() { local count; count=$(stream_messages); [ "$count" -eq "$lines" ] || fail "the stream holds $count messages, expected $lines"; }
+check_stream() { local count; count=$(stream_messages "$js_http"); [ "$count" -eq "$lines" ] || fail "the stream holds $count messages, expected $lines"; }
 : > "$work/empty.log"
 purge() { "$work/natspub" -url "$js_url" -mode js "$work/empty.log" > /dev/null; }  # natspub purges LOGS first
 
@@ -130,12 +123,12 @@ for run in $(seq 1 "$runs"); do
   follow copy/rsyslog "$lines" "$work/rsl.out" CORPUS="$input" OUT="$work/rsl.out" WORKDIR="$work/rsl" -- \
     "${RSYSLOGD[@]}" -n -f bench/rsyslog-copy.conf -i "$work/rsl/pid"
   # nats
-  before=$(in_msgs)
+  before=$(in_msgs "$core_http")
   measure nats/go_natspub "'$work/natspub' -url '$core_url' -mode core '$input' > /dev/null"
-  [ $(($(in_msgs) - before)) -eq "$lines" ] || fail "natspub: in_msgs did not grow by $lines"
-  before=$(in_msgs)
+  [ $(($(in_msgs "$core_http") - before)) -eq "$lines" ] || fail "natspub: in_msgs did not grow by $lines"
+  before=$(in_msgs "$core_http")
   measure nats/logpipe "'$bin' run --quiet '$work/nats.yaml' < '$input'"
-  [ $(($(in_msgs) - before)) -eq "$lines" ] || fail "logpipe: in_msgs did not grow by $lines"
+  [ $(($(in_msgs "$core_http") - before)) -eq "$lines" ] || fail "logpipe: in_msgs did not grow by $lines"
   # jetstream, then pull what logpipe stored
   measure jetstream/go_natspub "'$work/natspub' -url '$js_url' -mode js -maxpending 4000 '$input' > /dev/null"
   check_stream

@@ -18,7 +18,6 @@ start_nats_server "$work"
 url="$NATS_SERVER_URL"
 http="$NATS_HTTP_PORT"
 server_pid="$NATS_SERVER_PID"
-in_msgs() { curl -s "http://127.0.0.1:$http/varz" | python3 -c 'import json,sys; print(json.load(sys.stdin)["in_msgs"])'; }
 cat > "$work/tail.yaml" <<YAML
 data_dir: $work/data
 sources:
@@ -33,8 +32,8 @@ written=100000
 "$bin" run --quiet "$work/tail.yaml" 2> "$work/logpipe.log" &
 logpipe=$!
 rss() { awk '/VmRSS/ {print $2}' "/proc/$logpipe/status"; }
-for _ in $(seq 100); do [ "$(in_msgs)" -ge "$written" ] && break; sleep 0.1; done
-[ "$(in_msgs)" -ge "$written" ] || { echo "bench: the first $written lines did not arrive" >&2; exit 1; }
+for _ in $(seq 100); do [ "$(in_msgs "$http")" -ge "$written" ] && break; sleep 0.1; done
+[ "$(in_msgs "$http")" -ge "$written" ] || { echo "bench: the first $written lines did not arrive" >&2; exit 1; }
 kill -STOP "$server_pid"
 echo "server frozen after $written lines; appending $lines more" >&2
 sleep 1
@@ -55,8 +54,8 @@ kill "$sampler" 2>/dev/null || true
 peak_rss=$(sort -n "$samples" | tail -1)
 echo "file now $(du -h "$work/app.log" | cut -f1), $written lines; thawing the server" >&2
 kill -CONT "$server_pid"
-for _ in $(seq 1200); do [ "$(in_msgs)" -ge "$written" ] && break; sleep 0.5; done
-delivered=$(in_msgs)
+for _ in $(seq 1200); do [ "$(in_msgs "$http")" -ge "$written" ] && break; sleep 0.5; done
+delivered=$(in_msgs "$http")
 kill -TERM "$logpipe"; wait "$logpipe" || true
 printf '%-34s %s\n' "RSS when the sink stalled" "$((start_rss / 1024)) MiB" \
   "RSS after +$lines lines" "$((end_rss / 1024)) MiB" \
