@@ -148,15 +148,24 @@ public struct JetStreamSink: Sink {
         for await batch in input {
             var messages: [JetStreamPublisher.Message] = []
             messages.reserveCapacity(batch.count)
+            let subjectIsRecordSubject = subject.text == "{subject}"
             batch.records.withUnsafeBufferPointer { records in
+                // Fields are read in place: passing a record to a function
+                // copies it (a retain and a release per field).
                 for index in records.indices {
+                    let id: String? =
+                        !deduplicate
+                        ? nil
+                        : messageID.map { $0.render(records[index]) }
+                            ?? run.messageID(
+                                streamID: records[index].streamID, offset: records[index].offset,
+                                source: records[index].source)
                     messages.append(
                         JetStreamPublisher.Message(
-                            subject: HostName.sanitize(subject.render(records[index])), payload: records[index].bytes,
-                            messageID: !deduplicate
-                                ? nil
-                                : messageID.map { $0.render(records[index]) } ?? run.messageID(for: records[index])
-                        ))
+                            subject: subjectIsRecordSubject
+                                ? HostName.sanitize(records[index].subject ?? "unknown")
+                                : HostName.sanitize(subject.render(records[index])),
+                            payload: records[index].bytes, messageID: id))
                 }
             }
             // Chunks of a quarter window keep the window full: a chunk is
@@ -303,8 +312,12 @@ struct RunIdentity: Sendable {
     }
 
     func messageID(for record: Record) -> String {
-        if let stream = record.streamID, let offset = record.offset {
-            return "\(hostname):\(record.source):\(stream):\(offset)"
+        messageID(streamID: record.streamID, offset: record.offset, source: record.source)
+    }
+
+    func messageID(streamID: String?, offset: Int64?, source: String) -> String {
+        if let streamID, let offset {
+            return "\(hostname):\(source):\(streamID):\(offset)"
         }
         return "\(hostname):\(run):\(counter.next())"
     }

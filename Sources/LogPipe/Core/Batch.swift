@@ -74,6 +74,18 @@ extension ByteBuffer {
     /// Appends each record's bytes followed by `\n`: the on-disk and on-pipe
     /// form of records for line-oriented sinks.
     public mutating func writeLines(_ records: some Collection<Record>) {
+        // In place when the records are contiguous: iterating a collection
+        // copies each record (a retain and release per field).
+        let done: Void? = records.withContiguousStorageIfAvailable { buffer in
+            var total = 0
+            for index in buffer.indices { total += buffer[index].bytes.readableBytes + 1 }
+            reserveCapacity(minimumWritableBytes: total)
+            for index in buffer.indices {
+                writeImmutableBuffer(buffer[index].bytes)
+                writeInteger(UInt8(ascii: "\n"))
+            }
+        }
+        if done != nil { return }
         reserveCapacity(minimumWritableBytes: records.reduce(0) { $0 + $1.bytes.readableBytes + 1 })
         for record in records { writeLine(record) }
     }

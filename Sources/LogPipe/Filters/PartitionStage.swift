@@ -118,30 +118,37 @@ public struct PartitionStage: BatchTransform, FieldProducer, TemplateConsumer {
     @inline(__always)
     func assign(_ record: inout Record, cache: inout HostCache) {
         let cacheable = keyIsHost && subjectDependsOnHostOnly
-        let entry: HostCache.Entry = withRawHost(record) { raw in
-            if cacheable, let hit = cache.lookup(raw) { return hit }
-            var resolved = record
-            resolved.host = HostName.sanitize(raw)
-            let key = keyIsHost ? resolved.host : options.key.render(resolved)
-            resolved.partition = Int(options.hash.hash(key.utf8) % UInt32(options.partitions))
-            let subject = options.subject.render(resolved) { HostName.sanitize($0) }
-            let entry = HostCache.Entry(host: resolved.host, partition: resolved.partition!, subject: subject)
-            if cacheable { cache.store(raw, entry) }
-            return entry
+        // The hit path reads the record in place: passing it to a function
+        // or a closure by value copied it (a retain and release per field).
+        if cacheable, let hit = withRawHost(&record, { cache.lookup($0) }) {
+            record.host = hit.host
+            record.partition = hit.partition
+            record.subject = hit.subject
+            return
         }
-        record.host = entry.host
-        record.partition = entry.partition
-        record.subject = cacheable ? entry.subject : options.subject.render(record) { HostName.sanitize($0) }
+        let raw: [UInt8] = withRawHost(&record) { Array($0) }
+        var resolved = record
+        resolved.host = raw.withUnsafeBytes { HostName.sanitize($0) }
+        let key = keyIsHost ? resolved.host : options.key.render(resolved)
+        resolved.partition = Int(options.hash.hash(key.utf8) % UInt32(options.partitions))
+        let subject = options.subject.render(resolved) { HostName.sanitize($0) }
+        if cacheable {
+            raw.withUnsafeBytes {
+                cache.store($0, HostCache.Entry(host: resolved.host, partition: resolved.partition!, subject: subject))
+            }
+        }
+        record.host = resolved.host
+        record.partition = resolved.partition
+        record.subject = cacheable ? subject : options.subject.render(record) { HostName.sanitize($0) }
     }
 
-    /// Calls `body` with the raw (unsanitised) host bytes the options select.
+    /// The raw (unsanitised) host of `record`, read in place.
     @inline(__always)
-    func withRawHost<Result>(_ record: Record, _ body: (UnsafeRawBufferPointer) -> Result) -> Result {
+    func withRawHost<Result>(_ record: inout Record, _ body: (UnsafeRawBufferPointer) -> Result) -> Result {
         let empty = UnsafeRawBufferPointer(start: nil, count: 0)
         switch options.host {
         case .record:
-            var host = record.host
-            return host.withUTF8 { body(UnsafeRawBufferPointer($0)) }
+            return record.host.withUTF8 { body(UnsafeRawBufferPointer($0)) }
         case .line:
             return record.bytes.withUnsafeReadableBytes { bytes in body(HostName.fromLine(bytes) ?? empty) }
         case .auto:
@@ -152,15 +159,11 @@ public struct PartitionStage: BatchTransform, FieldProducer, TemplateConsumer {
                 HostName.fromLine(bytes).map(body)
             }
             if let found { return found }
-            var host = record.host
-            return host.withUTF8 { body(UnsafeRawBufferPointer($0)) }
+            return record.host.withUTF8 { body(UnsafeRawBufferPointer($0)) }
         }
     }
 }
 
-/// Raw host bytes → safe host, partition, subject: a direct-mapped table
-/// (slot = FNV-1a of the raw bytes), so a lookup is one hash, one compare
-/// and no allocation; a colliding host simply replaces the slot.
 struct HostCache {
     struct Entry {
         var host: String

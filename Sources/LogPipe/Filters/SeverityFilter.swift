@@ -100,16 +100,17 @@ public struct SeverityFilter: Transform, FieldProducer {
         var previous = ContinuationState()
         for await var batch in input {
             for index in batch.records.indices {
-                let record = batch.records[index]
-                let (found, continuation) = record.bytes.withUnsafeReadableBytes { bytes in
+                // Fields are read in place: a copy of the record costs a
+                // retain and a release per field.
+                let (found, continuation) = batch.records[index].bytes.withUnsafeReadableBytes { bytes in
                     let level = SeverityParser.parse(bytes, searchLimit: options.searchBytes)
                     return (level, level == nil && options.inheritContinuations && SeverityParser.isContinuation(bytes))
                 }
-                var level = found ?? record.severity
+                var level = found ?? batch.records[index].severity
                 if continuation {
-                    level = previous.level(source: record.source, origin: record.origin)
+                    level = previous.level(source: batch.records[index].source, origin: batch.records[index].origin)
                 } else if options.inheritContinuations {
-                    previous.set(level, source: record.source, origin: record.origin)
+                    previous.set(level, source: batch.records[index].source, origin: batch.records[index].origin)
                 }
                 batch.records[index].severity = level
             }

@@ -61,6 +61,13 @@ struct LineSplitter {
     /// ``makeReadBuffer(capacity:allocator:)``), with the stream offset of its
     /// first byte, and keeps the unfinished tail for the next read.
     mutating func consume(_ buffer: ByteBuffer, emit: (ByteBuffer, Int64) -> Void) {
+        consumeSpans(buffer) { start, length, offset in emit(buffer.getSlice(at: start, length: length)!, offset) }
+    }
+
+    /// Like ``consume(_:emit:)``, but hands out each line as its position in
+    /// `buffer` (index, length, stream offset), so that a caller can build
+    /// its records in place without holding a slice per line meanwhile.
+    mutating func consumeSpans(_ buffer: ByteBuffer, emit: (Int, Int, Int64) -> Void) {
         var start = buffer.readerIndex
         let end = buffer.writerIndex
         var cursor = start
@@ -88,8 +95,7 @@ struct LineSplitter {
                 tailStart = end
                 break
             }
-            let piece = buffer.getSlice(at: tailStart, length: maxLineBytes)!
-            emit(piece, lineStartOffset)
+            emit(tailStart, maxLineBytes, lineStartOffset)
             countOversize()
             lineStartOffset += Int64(maxLineBytes)
             tailStart += maxLineBytes
@@ -101,7 +107,9 @@ struct LineSplitter {
     /// Emits the last line if the stream ended without a newline.
     mutating func finish(emit: (ByteBuffer, Int64) -> Void) {
         if let carry, carry.readableBytes > 0, !discarding {
-            emitLine(carry, from: carry.readerIndex, to: carry.writerIndex, emit: emit)
+            emitLine(carry, from: carry.readerIndex, to: carry.writerIndex) { start, length, offset in
+                emit(carry.getSlice(at: start, length: length)!, offset)
+            }
             lineStartOffset += Int64(carry.readableBytes)
         }
         carry = nil
@@ -120,7 +128,7 @@ struct LineSplitter {
     var pendingBytes: Int { carry?.readableBytes ?? 0 }
 
     private mutating func emitLine(
-        _ buffer: ByteBuffer, from start: Int, to end: Int, emit: (ByteBuffer, Int64) -> Void
+        _ buffer: ByteBuffer, from start: Int, to end: Int, emit: (Int, Int, Int64) -> Void
     ) {
         if discarding { return }
         var lineEnd = end
@@ -130,13 +138,13 @@ struct LineSplitter {
         var offset = lineStartOffset
         var pieceStart = start
         while lineEnd - pieceStart > maxLineBytes {
-            emit(buffer.getSlice(at: pieceStart, length: maxLineBytes)!, offset)
+            emit(pieceStart, maxLineBytes, offset)
             countOversize()
             if oversize == .truncate { return }
             pieceStart += maxLineBytes
             offset += Int64(maxLineBytes)
         }
-        emit(buffer.getSlice(at: pieceStart, length: lineEnd - pieceStart)!, offset)
+        emit(pieceStart, lineEnd - pieceStart, offset)
     }
 }
 

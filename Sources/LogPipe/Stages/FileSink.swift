@@ -226,13 +226,16 @@ public struct FileSink: Sink {
         }
         var order: [String] = []
         var buffers: [String: ByteBuffer] = [:]
-        for record in batch.records {
-            let path = options.path.render(record, escape: Self.escapePathValue)
-            if buffers[path] == nil {
-                order.append(path)
-                buffers[path] = ByteBufferAllocator().buffer(capacity: 4096)
+        batch.records.withUnsafeBufferPointer { records in
+            for index in records.indices {
+                let path = options.path.render(records[index], escape: Self.escapePathValue)
+                if buffers[path] == nil {
+                    order.append(path)
+                    buffers[path] = ByteBufferAllocator().buffer(capacity: 4096)
+                }
+                buffers[path]!.writeImmutableBuffer(records[index].bytes)
+                buffers[path]!.writeInteger(UInt8(ascii: "\n"))
             }
-            buffers[path]!.writeLine(record)
         }
         return order.map { ($0, buffers[$0]!) }
     }

@@ -70,6 +70,7 @@ public struct StdinSource: Source {
         let reader = PollingReader(fileDescriptor: fileDescriptor)
         var reportedOversize = 0
         var records: [Record] = []
+        var spans: [LineSpan] = []
 
         // `records` is passed in, not captured: a captured array is boxed,
         // and appending to it copied each record (a retain per field).
@@ -85,9 +86,7 @@ public struct StdinSource: Source {
             }
             guard !records.isEmpty else { return }
             let batch = records
-            // The next read likely holds as many lines: allocate once.
             records = []
-            records.reserveCapacity(batch.count + batch.count / 4)
             try await context.emit(batch)
         }
 
@@ -96,10 +95,22 @@ public struct StdinSource: Source {
             switch try await reader.read(into: buffer, stop: { context.isStopping }) {
             case .data(let filled):
                 let now = Timestamp.now()
-                splitter.consume(filled) { line, offset in
-                    let record = Record(
-                        bytes: line, source: name, origin: origin, host: host, receivedAt: now, offset: offset)
-                    records.append(consume record)
+                // Lines are found first, then each record is built where it
+                // lives in the array: appending a finished record copied it
+                // (a retain and a release per field and line).
+                spans.removeAll(keepingCapacity: true)
+                splitter.consumeSpans(filled) { start, length, offset in
+                    spans.append(LineSpan(start: start, length: length, offset: offset))
+                }
+                records = Array(unsafeUninitializedCapacity: spans.count) { storage, initialized in
+                    for index in spans.indices {
+                        let span = spans[index]
+                        (storage.baseAddress! + index).initialize(
+                            to: Record(
+                                bytes: filled.getSlice(at: span.start, length: span.length)!, source: name,
+                                origin: origin, host: host, receivedAt: now, offset: span.offset))
+                    }
+                    initialized = spans.count
                 }
                 try await flush(&records)
             case .endOfFile, .stopped:
@@ -115,6 +126,13 @@ public struct StdinSource: Source {
         }
         try await flush(&records)
     }
+}
+
+/// Where a line lies in a read buffer.
+struct LineSpan {
+    var start: Int
+    var length: Int
+    var offset: Int64
 }
 
 /// Reads a file descriptor on the blocking pool, waking up regularly to
