@@ -124,5 +124,16 @@ import Testing
         let withField = try SubjectPattern("{env}.logs.{host}")
         #expect(withField.match("prod.logs.a.b") == ["env": "prod", "host": "a.b"])
         #expect(throws: Template.ParseError.self) { try SubjectPattern("logs.{partition}{host}") }
+        let trailing = try SubjectPattern("app.{name}.log.{level}.end")
+        #expect(trailing.match("app.api.log.warn.end") == ["name": "api", "level": "warn"])
+        #expect(trailing.match("app.api.log.warn.ends") == nil)
+        #expect(trailing.match("app.api.log..end") == nil)  // empty value
+        #expect(trailing.match("app.ü.log.x.end") == ["name": "ü", "level": "x"])
+        let long = try SubjectPattern("{a}::sep::{b}")
+        #expect(long.match("x::sep::y::sep::z") == ["a": "x", "b": "y::sep::z"])
+        record.host = "before"
+        record.partition = nil
+        #expect(!pattern.apply("logs.p3", to: &record))
+        #expect(record.host == "before" && record.partition == nil)
     }
 }

@@ -556,6 +556,19 @@ import Testing
         #expect(old?.consumerSequence == 567)
         #expect(old?.pending == 10)
         #expect(JetStreamMetadata(ackSubject: "logs.p1.web") == nil)
+        #expect(
+            JetStreamMetadata(ackSubject: "$JS.ACK.hub.H.LOGS.c.1.2.3.4.5")?.streamSequence == 2)  // 11 tokens
+        for bad in [
+            "$JS.ACK.LOGS.c.x.1234.567.0.10",  // delivered not a number
+            "$JS.ACK.LOGS.c.1..567.0.10",  // empty sequence
+            "$JS.ACK.LOGS.c.1.99999999999999999999.567.0.10",  // sequence past UInt64
+            "$JS.ACK.LOGS.c.1.2.3.4",  // 8 tokens
+            "$JS.ACK.LOGS.c.1.2.3.4.5.6",  // 10 tokens
+            "$JS.ACK.a.b.c.d.e.f.g.h.i.j.k.l",  // 14 tokens
+            "$JS.NAK.LOGS.c.1.2.3.4.5", "",
+        ] {
+            #expect(JetStreamMetadata(ackSubject: bad) == nil, "\(bad)")
+        }
     }
 
     @Test func streamConfigDifferences() {

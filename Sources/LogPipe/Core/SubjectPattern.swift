@@ -45,35 +45,72 @@ public struct SubjectPattern: Sendable, Hashable, CustomStringConvertible {
     /// The placeholder values of `subject`, or `nil` if it does not fit the pattern.
     public func match(_ subject: String) -> [String: String]? {
         var values: [String: String] = [:]
-        var rest = Substring(subject)
-        for (index, segment) in segments.enumerated() {
-            switch segment {
-            case .literal(let literal):
-                guard rest.hasPrefix(literal) else { return nil }
-                rest = rest.dropFirst(literal.count)
-            case .placeholder(let name):
-                let value: Substring
-                if index + 1 < segments.count, case .literal(let next) = segments[index + 1] {
-                    guard let end = rest.range(of: next) else { return nil }
-                    value = rest[..<end.lowerBound]
-                    if value.contains(".") { return nil }
-                } else {
-                    value = rest
+        return forEachValue(in: subject) { values[$0] = $1 } ? values : nil
+    }
+
+    /// Calls `body` with each placeholder's name and value once the whole
+    /// subject is known to fit (never for a subject that does not), and
+    /// returns whether it fit. Works on the subject's bytes: it runs once
+    /// per message a consumer receives.
+    @inline(__always)
+    func forEachValue(in subject: String, _ body: (String, String) -> Void) -> Bool {
+        var subject = subject
+        return subject.withUTF8 { bytes in
+            withUnsafeTemporaryAllocation(of: Range<Int>.self, capacity: max(segments.count, 1)) { spans in
+                var position = 0
+                for index in segments.indices {
+                    switch segments[index] {
+                    case .literal(let literal):
+                        let count = literal.utf8.count
+                        guard bytes.count - position >= count,
+                            literal.utf8.elementsEqual(
+                                UnsafeBufferPointer(rebasing: bytes[position..<(position + count)]))
+                        else { return false }
+                        position += count
+                    case .placeholder:
+                        var end = bytes.count
+                        if index + 1 < segments.count, case .literal(let next) = segments[index + 1] {
+                            guard let found = Self.firstIndex(of: next, in: bytes, from: position) else { return false }
+                            end = found
+                            if bytes[position..<end].contains(UInt8(ascii: ".")) { return false }
+                        }
+                        guard end > position else { return false }
+                        (spans.baseAddress! + index).initialize(to: position..<end)
+                        position = end
+                    }
                 }
-                guard !value.isEmpty else { return nil }
-                values[name] = String(value)
-                rest = rest[value.endIndex...]
+                guard position == bytes.count else { return false }
+                for index in segments.indices {
+                    if case .placeholder(let name) = segments[index] {
+                        body(name, String(decoding: UnsafeBufferPointer(rebasing: bytes[spans[index]]), as: UTF8.self))
+                    }
+                }
+                return true
             }
         }
-        return rest.isEmpty ? values : nil
+    }
+
+    /// Where `literal` first occurs in `bytes` at or after `start`.
+    static func firstIndex(of literal: String, in bytes: UnsafeBufferPointer<UInt8>, from start: Int) -> Int? {
+        let utf8 = literal.utf8
+        guard let first = utf8.first, bytes.count - start >= utf8.count else { return nil }
+        var position = start
+        while position + utf8.count <= bytes.count {
+            if bytes[position] == first,
+                utf8.elementsEqual(UnsafeBufferPointer(rebasing: bytes[position..<(position + utf8.count)]))
+            {
+                return position
+            }
+            position += 1
+        }
+        return nil
     }
 
     /// Sets the record's `host`, `partition` and named fields from `subject`;
     /// returns false (changing nothing) if the subject does not fit.
     @discardableResult
     public func apply(_ subject: String, to record: inout Record) -> Bool {
-        guard let values = match(subject) else { return false }
-        for (name, value) in values {
+        forEachValue(in: subject) { name, value in
             switch name {
             case "host": record.host = value
             case "partition": record.partition = Int(value)
@@ -81,7 +118,6 @@ public struct SubjectPattern: Sendable, Hashable, CustomStringConvertible {
             default: record.fields[name] = value
             }
         }
-        return true
     }
 
     /// The placeholder names, in order.
