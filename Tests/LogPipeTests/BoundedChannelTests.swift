@@ -28,6 +28,23 @@ import Testing
         try await producer.value
     }
 
+    /// `tryReceive` never waits, takes in order, and makes room for a
+    /// suspended sender just as `receive` does.
+    @Test func tryReceiveTakesWhatIsQueuedAndWakesSenders() async throws {
+        let channel = BoundedChannel<Int>(capacity: 1)
+        #expect(channel.tryReceive() == nil)
+        try await channel.send(1)
+        let second = Task { try await channel.send(2) }  // suspends: the channel is full
+        try await Task.sleep(for: .milliseconds(20))
+        #expect(channel.tryReceive() == 1)
+        try await second.value
+        #expect(channel.tryReceive() == 2)
+        #expect(channel.tryReceive() == nil)
+        channel.finishProducer()
+        #expect(channel.tryReceive() == nil)
+        #expect(await channel.receive() == nil)
+    }
+
     @Test func endsOnlyAfterEveryProducerFinished() async throws {
         let channel = BoundedChannel<Int>(capacity: 4, producers: 2)
         try await channel.send(1)

@@ -1,3 +1,4 @@
+import Dispatch
 import NIOCore
 import Synchronization
 
@@ -86,19 +87,38 @@ final class FileWriterPool: Sendable {
                 position = Progress(chunk: position.chunk + 1, byte: 0)
             }
             if sync {
-                for path in touched {
-                    guard let file = state.files[path], file.dirty else { continue }
-                    if fsync(file.fd) != 0 {
-                        let code = errno
+                let dirty = touched.compactMap { path in state.files[path].flatMap { $0.dirty ? (path, $0.fd) : nil } }
+                // Several files (one per host) are synced side by side: each
+                // fsync waits for the disk, and waits overlap.
+                let errors = Self.syncConcurrently(dirty.map(\.1))
+                for (index, (path, _)) in dirty.enumerated() {
+                    if errors[index] != 0 {
                         closeFile(path, in: &state)
                         // Everything was written; only the sync must be redone.
                         throw WriteFailure(
-                            path: path, call: "fsync", code: code, progress: Progress(chunk: chunks.count, byte: 0))
+                            path: path, call: "fsync", code: errors[index],
+                            progress: Progress(chunk: chunks.count, byte: 0))
                     }
                     state.files[path]?.dirty = false
                 }
             }
         }
+    }
+
+    /// Fsyncs `descriptors`, up to 8 at a time; returns each call's errno (0: synced).
+    static func syncConcurrently(_ descriptors: [Int32]) -> [Int32] {
+        guard descriptors.count > 1 else { return descriptors.map { fsync($0) == 0 ? 0 : errno } }
+        let errors = Mutex([Int32](repeating: 0, count: descriptors.count))
+        let lanes = min(8, descriptors.count)
+        DispatchQueue.concurrentPerform(iterations: lanes) { lane in
+            var index = lane
+            while index < descriptors.count {
+                let code = fsync(descriptors[index]) == 0 ? 0 : errno
+                if code != 0 { errors.withLock { $0[index] = code } }
+                index += lanes
+            }
+        }
+        return errors.withLock { $0 }
     }
 
     /// Fsyncs every file with unsynced writes.

@@ -128,6 +128,15 @@ public final class BoundedChannel<Element: Sendable>: Sendable {
         receiver?.resume(returning: nil)
     }
 
+    /// Takes the next element if one is queued (or a sender waits), without
+    /// waiting; `nil` otherwise.
+    public func tryReceive() -> Element? {
+        let taken: Take = state.withLock { state in Self.takeLocked(&state) }
+        guard case .element(let element, let wake) = taken else { return nil }
+        wake?.resume()
+        return element
+    }
+
     /// Takes the next element, waiting for one; `nil` once every producer
     /// finished and the queue is empty, or when the receiving task is cancelled.
     public func receive() async -> Element? {

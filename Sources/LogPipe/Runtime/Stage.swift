@@ -111,6 +111,15 @@ public struct BatchInput: AsyncSequence, Sendable {
     public func makeAsyncIterator() -> AsyncIterator {
         AsyncIterator(channel: channel, metrics: metrics)
     }
+
+    /// The next batch if one is already waiting, without suspending: lets a
+    /// sink whose cost is per write (an fsync) take what queued up meanwhile
+    /// and write it in one go.
+    public func nextIfReady() -> Batch? {
+        guard let batch = channel.tryReceive() else { return nil }
+        metrics.recordsIn.add(batch.count, ordering: .relaxed)
+        return batch
+    }
 }
 
 /// Where a source or transform sends its batches: every downstream stage.
