@@ -99,6 +99,33 @@ import Testing
     }
 }
 
+@Suite struct GroupCommitTests {
+    func record(_ offset: Int64, host: String, floor: Int64? = nil) -> Record {
+        var record = Record(
+            bytes: ByteBuffer(string: "line \(offset)"), source: "logs", origin: "logs.\(host)", host: host,
+            receivedAt: .now(), offset: offset, streamID: "LOGS/c")
+        record.offsetFloor = floor
+        return record
+    }
+
+    /// Batches committed together: a message delivered again while its first
+    /// delivery is in the same group (not in the ledger yet) is written once.
+    @Test func redeliveryInsideOneGroupIsWrittenOnce() throws {
+        let directory = try temporaryDirectory()
+        let sink = FileSink(options: FileSink.Options(path: try Template(directory + "/{host}.log")))
+        let ledger = WrittenLedger(directory: directory, stage: "out")
+        ledger.update(directory + "/a.log", size: 0, offsets: ["LOGS/c": [1]])
+        let group = [record(1, host: "a"), record(2, host: "a"), record(3, host: "b"), record(2, host: "a", floor: 0)]
+        let selected = sink.selectUnwritten(group, ledger: ledger, grouped: true)
+        #expect(selected.fresh.map(\.offset) == [2, 3])  // 1: in the ledger, the second 2: earlier in the group
+        #expect(selected.skipped == 2)
+        #expect(selected.offsets == [directory + "/a.log": ["LOGS/c": [2]], directory + "/b.log": ["LOGS/c": [3]]])
+        #expect(selected.floors == ["LOGS/c": 0])
+        // One batch alone skips only what the ledger holds.
+        #expect(sink.selectUnwritten(group, ledger: ledger, grouped: false).skipped == 1)
+    }
+}
+
 @Suite struct WrittenLedgerTests {
     @Test func rangesMergeAndAnswerMembership() throws {
         let directory = try temporaryDirectory()

@@ -164,6 +164,9 @@ public struct PartitionStage: BatchTransform, FieldProducer, TemplateConsumer {
     }
 }
 
+/// Raw host bytes → safe host, partition, subject: a direct-mapped table
+/// (slot = FNV-1a of the raw bytes), so a lookup is one hash, one compare
+/// and no allocation; a colliding host simply replaces the slot.
 struct HostCache {
     struct Entry {
         var host: String

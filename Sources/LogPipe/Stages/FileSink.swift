@@ -168,27 +168,12 @@ public struct FileSink: Sink {
             // synced are written and synced together (one fsync per file
             // and one ledger save for all of them).
             var batch = first
+            var grouped = false
             while batch.count < Self.groupCommitRecords, let more = input.nextIfReady() {
                 batch.records.append(contentsOf: more.records)
+                grouped = true
             }
-            var fresh: [Record] = []
-            var skipped = 0
-            var offsets: [String: [String: [Int64]]] = [:]
-            var floors: [String: Int64] = [:]
-            for record in batch.records {
-                if let stream = record.streamID, let floor = record.offsetFloor {
-                    floors[stream] = max(floors[stream, default: Int64.min], floor)
-                }
-                let path = options.path.render(record, escape: Self.escapePathValue)
-                if let stream = record.streamID, let offset = record.offset {
-                    if ledger.contains(stream: stream, offset: offset, file: path) {
-                        skipped += 1
-                        continue
-                    }
-                    offsets[path, default: [:]][stream, default: []].append(offset)
-                }
-                fresh.append(record)
-            }
+            let (fresh, skipped, offsets, floors) = selectUnwritten(batch.records, ledger: ledger, grouped: grouped)
             if skipped > 0 { context.metrics.count("already_written", by: skipped) }
             let chunks = encode(Batch(records: fresh))
             let paths = chunks.map(\.path)
@@ -224,6 +209,38 @@ public struct FileSink: Sink {
             batch.acknowledge()
             context.metrics.recordsDelivered.add(batch.count, ordering: .relaxed)
         }
+    }
+
+    /// The records not written yet (per the ledger and, for a group of
+    /// batches, not earlier in the same group), how many were skipped, the
+    /// offsets to record per file and stream, and the highest floor per stream.
+    func selectUnwritten(_ records: [Record], ledger: WrittenLedger, grouped: Bool) -> (
+        fresh: [Record], skipped: Int, offsets: [String: [String: [Int64]]], floors: [String: Int64]
+    ) {
+        var fresh: [Record] = []
+        var skipped = 0
+        var offsets: [String: [String: [Int64]]] = [:]
+        var floors: [String: Int64] = [:]
+        // A record delivered again while its first delivery waits in the
+        // same group is not in the ledger yet: it is caught here.
+        var inGroup: [String: Set<Int64>] = [:]
+        for record in records {
+            if let stream = record.streamID, let floor = record.offsetFloor {
+                floors[stream] = max(floors[stream, default: Int64.min], floor)
+            }
+            let path = options.path.render(record, escape: Self.escapePathValue)
+            if let stream = record.streamID, let offset = record.offset {
+                if ledger.contains(stream: stream, offset: offset, file: path)
+                    || (grouped && !inGroup[stream, default: []].insert(offset).inserted)
+                {
+                    skipped += 1
+                    continue
+                }
+                offsets[path, default: [:]][stream, default: []].append(offset)
+            }
+            fresh.append(record)
+        }
+        return (fresh, skipped, offsets, floors)
     }
 
     /// One buffer per destination file, lines in record order, each ending in `\n`.
