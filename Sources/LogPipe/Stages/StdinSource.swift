@@ -95,22 +95,17 @@ public struct StdinSource: Source {
             switch try await reader.read(into: buffer, stop: { context.isStopping }) {
             case .data(let filled):
                 let now = Timestamp.now()
-                // Lines are found first, then each record is built where it
-                // lives in the array: appending a finished record copied it
-                // (a retain and a release per field and line).
+                // Lines are found first, then the records are made in one
+                // pass into an array of the right size (no growth, no spare
+                // capacity held by the batch).
                 spans.removeAll(keepingCapacity: true)
                 splitter.consumeSpans(filled) { start, length, offset in
                     spans.append(LineSpan(start: start, length: length, offset: offset))
                 }
-                records = Array(unsafeUninitializedCapacity: spans.count) { storage, initialized in
-                    for index in spans.indices {
-                        let span = spans[index]
-                        (storage.baseAddress! + index).initialize(
-                            to: Record(
-                                bytes: filled.getSlice(at: span.start, length: span.length)!, source: name,
-                                origin: origin, host: host, receivedAt: now, offset: span.offset))
-                    }
-                    initialized = spans.count
+                records = spans.map { span in
+                    Record(
+                        bytes: filled.getSlice(at: span.start, length: span.length)!, source: name,
+                        origin: origin, host: host, receivedAt: now, offset: span.offset)
                 }
                 try await flush(&records)
             case .endOfFile, .stopped:
