@@ -2,6 +2,7 @@ import Foundation
 import LogPipe
 import NATSClient
 import NIOCore
+import Synchronization
 
 /// What the JetStream sink does with a message the server refuses (too
 /// large, a wrong expected sequence): a JSON error in the publish acknowledgement.
@@ -113,11 +114,37 @@ public struct JetStreamSink: Sink {
         duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000
     }
 
-    /// One published batch awaiting its acknowledgements.
+    /// One published chunk of a batch awaiting its acknowledgements.
     struct InFlight: Sendable {
-        var batch: Batch
+        var records: ArraySlice<Record>
         var messages: [JetStreamPublisher.Message]
         var tracker: PublishTracker
+    }
+
+    /// The messages for `records`, fields read in place (passing a record to
+    /// a function copies it: a retain and a release per field).
+    func messages(for records: ArraySlice<Record>, run: RunIdentity) -> [JetStreamPublisher.Message] {
+        let subjectIsRecordSubject = subject.text == "{subject}"
+        var messages: [JetStreamPublisher.Message] = []
+        messages.reserveCapacity(records.count)
+        records.withUnsafeBufferPointer { records in
+            for index in records.indices {
+                let id: String? =
+                    !deduplicate
+                    ? nil
+                    : messageID.map { $0.render(records[index]) }
+                        ?? run.messageID(
+                            streamID: records[index].streamID, offset: records[index].offset,
+                            source: records[index].source)
+                messages.append(
+                    JetStreamPublisher.Message(
+                        subject: subjectIsRecordSubject
+                            ? HostName.sanitize(records[index].subject ?? "unknown")
+                            : HostName.sanitize(subject.render(records[index])),
+                        payload: records[index].bytes, messageID: id))
+            }
+        }
+        return messages
     }
 
     public func run(input: BatchInput, context: StageContext) async throws {
@@ -145,43 +172,21 @@ public struct JetStreamSink: Sink {
             }
         }
         defer { settler.cancel() }
+        // Chunks of a quarter window keep the window full: a chunk is
+        // published as soon as that much room is free. A chunk is a slice of
+        // its batch: its records are not copied.
+        let chunk = max(1, maxInFlight / 4)
+        var failed = false
         for await batch in input {
-            var messages: [JetStreamPublisher.Message] = []
-            messages.reserveCapacity(batch.count)
-            let subjectIsRecordSubject = subject.text == "{subject}"
-            batch.records.withUnsafeBufferPointer { records in
-                // Fields are read in place: passing a record to a function
-                // copies it (a retain and a release per field).
-                for index in records.indices {
-                    let id: String? =
-                        !deduplicate
-                        ? nil
-                        : messageID.map { $0.render(records[index]) }
-                            ?? run.messageID(
-                                streamID: records[index].streamID, offset: records[index].offset,
-                                source: records[index].source)
-                    messages.append(
-                        JetStreamPublisher.Message(
-                            subject: subjectIsRecordSubject
-                                ? HostName.sanitize(records[index].subject ?? "unknown")
-                                : HostName.sanitize(subject.render(records[index])),
-                            payload: records[index].bytes, messageID: id))
-                }
-            }
-            // Chunks of a quarter window keep the window full: a chunk is
-            // published as soon as that much room is free.
-            let chunk = max(1, maxInFlight / 4)
             var start = 0
-            var failed = false
-            while start < messages.count {
-                let end = min(start + chunk, messages.count)
-                await publisher.waitForRoom(limit: maxInFlight - (end - start) + 1)
-                let part = Array(messages[start..<end])
+            while start < batch.count {
+                let end = min(start + chunk, batch.count)
+                let part = messages(for: batch.records[start..<end], run: run)
+                await publisher.waitForRoom(limit: maxInFlight - part.count + 1)
                 let tracker = try await publishRetrying(part, with: publisher, context: context)
-                let records =
-                    start == 0 && end == messages.count ? batch : Batch(records: Array(batch.records[start..<end]))
                 do {
-                    try await inFlight.send(InFlight(batch: records, messages: part, tracker: tracker))
+                    try await inFlight.send(
+                        InFlight(records: batch.records[start..<end], messages: part, tracker: tracker))
                 } catch is ChannelClosedError {
                     failed = true  // the settler failed; its error is thrown below
                     break
@@ -254,22 +259,19 @@ public struct JetStreamSink: Sink {
             mapping = retry
         }
         if rejected.isEmpty {
-            item.batch.acknowledge()
+            Batch.acknowledge(item.records)
         } else {
-            let rejectedSet = Set(rejected)
             context.metrics.count("rejected", by: rejected.count)
             context.logger.error(
                 "\(rejected.count) message(s) refused by the stream were dropped (counted as rejected)")
             if let deadLetterFile {
                 var text = ""
-                for index in rejected.sorted() { text += item.batch.records[index].text + "\n" }
+                for index in rejected.sorted() { text += item.records[item.records.startIndex + index].text + "\n" }
                 try appendToDeadLetters(text, path: deadLetterFile)
             }
-            Batch.acknowledge(
-                item.batch.records.indices.filter { !rejectedSet.contains($0) }.map { item.batch.records[$0] })
-            Batch.acknowledge(rejected.map { item.batch.records[$0] }, status: .failed)
+            Batch.acknowledge(item.records, failing: Set(rejected))
         }
-        context.metrics.recordsDelivered.add(item.batch.count - rejected.count, ordering: .relaxed)
+        context.metrics.recordsDelivered.add(item.records.count - rejected.count, ordering: .relaxed)
     }
 
     func appendToDeadLetters(_ text: String, path: String) throws {
@@ -298,21 +300,13 @@ struct RunIdentity: Sendable {
     let counter = Counter()
 
     final class Counter: Sendable {
-        private let value = LockedBox<UInt64>(0)
-        func next() -> UInt64 {
-            value.withLock {
-                $0 += 1; return $0
-            }
-        }
+        private let value = Atomic<UInt64>(0)
+        func next() -> UInt64 { value.add(1, ordering: .relaxed).newValue }
     }
 
     init(hostname: String) {
         self.hostname = hostname
         self.run = String(UInt64.random(in: 0...UInt64.max), radix: 36)
-    }
-
-    func messageID(for record: Record) -> String {
-        messageID(streamID: record.streamID, offset: record.offset, source: record.source)
     }
 
     func messageID(streamID: String?, offset: Int64?, source: String) -> String {

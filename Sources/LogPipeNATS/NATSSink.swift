@@ -88,11 +88,12 @@ public struct NATSSink: Sink {
         }
         defer { settler.cancel() }
         for await batch in input {
-            var messages = connection.makePublishBuffer(
-                capacity: batch.records.reduce(0) { $0 + $1.bytes.readableBytes + 48 })
             var oversize: [Int] = []
-            try batch.records.withUnsafeBufferPointer { records in
+            let messages = try batch.records.withUnsafeBufferPointer { records in
                 // Fields are read in place: copying a record costs a retain per field.
+                var size = 0
+                for index in records.indices { size += records[index].bytes.readableBytes + 48 }
+                var messages = connection.makePublishBuffer(capacity: size)
                 for index in records.indices {
                     do {
                         // Only the subject is read out: passing the whole record
@@ -110,6 +111,7 @@ public struct NATSSink: Sink {
                         oversize.append(index)
                     }
                 }
+                return messages
             }
             if !oversize.isEmpty {
                 context.metrics.count("oversize_messages", by: oversize.count)
@@ -175,10 +177,7 @@ public struct NATSSink: Sink {
                 if item.oversize.isEmpty {
                     item.batch.acknowledge()
                 } else {
-                    let failed = Set(item.oversize)
-                    Batch.acknowledge(
-                        item.batch.records.indices.filter { !failed.contains($0) }.map { item.batch.records[$0] })
-                    Batch.acknowledge(item.oversize.map { item.batch.records[$0] }, status: .failed)
+                    Batch.acknowledge(item.batch.records[...], failing: Set(item.oversize))
                 }
                 context.metrics.recordsDelivered.add(item.batch.count - item.oversize.count, ordering: .relaxed)
                 return

@@ -212,13 +212,19 @@ public final class JetStreamPublisher: Sendable {
             return tracker
         }
         let batch = tracker.batch
-        var buffer = connection.makePublishBuffer(capacity: messages.reduce(0) { $0 + $1.payload.readableBytes + 96 })
         let batchPrefix = prefix + "." + String(batch) + "."
         do {
-            for (index, message) in messages.enumerated() {
-                try buffer.appendJetStream(
-                    subject: message.subject, payload: message.payload, messageID: message.messageID,
-                    replyPrefix: batchPrefix, replyIndex: index)
+            // Messages are read in place (iterating copies each: three retains).
+            let buffer = try messages.withUnsafeBufferPointer { messages in
+                var size = 0
+                for index in messages.indices { size += messages[index].payload.readableBytes + 96 }
+                var buffer = connection.makePublishBuffer(capacity: size)
+                for index in messages.indices {
+                    try buffer.appendJetStream(
+                        subject: messages[index].subject, payload: messages[index].payload,
+                        messageID: messages[index].messageID, replyPrefix: batchPrefix, replyIndex: index)
+                }
+                return buffer
             }
             try await connection.publish(buffer)
         } catch {

@@ -289,19 +289,28 @@ import Testing
         }
     }
 
-    /// A sink slower than the consumer's ack_wait: the source sends +WPI for
-    /// the records still in the pipeline, so nothing is delivered twice.
-    @Test func workInProgressKeepsSlowRecordsFromComingBack() async throws {
-        let server = try await NATSServer()
-        defer { server.stop() }
+    /// Stream LOGS holding `count` lines ("line 0", "line 1", …) on
+    /// logs.p0.web; returns the connection that stored them, still open.
+    static func fillStream(on server: NATSServer, lines count: Int) async throws -> NATSConnection {
         let connection = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
         try await JetStreamContext(connection: connection).ensureStream(
             StreamConfig(name: "LOGS", subjects: ["logs.>"]))
         let publisher = try await JetStreamPublisher(connection: connection)
         let tracker = try await publisher.publish(
-            (0..<100).map { .init(subject: "logs.p0.web", payload: ByteBuffer(string: "line \($0)"), messageID: nil) })
+            (0..<count).map {
+                .init(subject: "logs.p0.web", payload: ByteBuffer(string: "line \($0)"), messageID: nil)
+            })
         await tracker.wait(timeout: .seconds(10))
-        await connection.close()
+        #expect(tracker.results.allSatisfy { if case .stored = $0 { true } else { false } })
+        return connection
+    }
+
+    /// A sink slower than the consumer's ack_wait: the source sends +WPI for
+    /// the records still in the pipeline, so nothing is delivered twice.
+    @Test func workInProgressKeepsSlowRecordsFromComingBack() async throws {
+        let server = try await NATSServer()
+        defer { server.stop() }
+        try await Self.fillStream(on: server, lines: 100).close()
         let directory = try makeTemporaryDirectory()
         _ = FileManager.default.createFile(atPath: directory + "/out", contents: Data())  // the sink is stuck
         try write(
@@ -334,13 +343,8 @@ import Testing
     @Test func cumulativeAcknowledgements() async throws {
         let server = try await NATSServer()
         defer { server.stop() }
-        let connection = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
+        let connection = try await Self.fillStream(on: server, lines: 5000)
         let jetstream = JetStreamContext(connection: connection)
-        try await jetstream.ensureStream(StreamConfig(name: "LOGS", subjects: ["logs.>"]))
-        let publisher = try await JetStreamPublisher(connection: connection)
-        let tracker = try await publisher.publish(
-            (0..<5000).map { .init(subject: "logs.p0.web", payload: ByteBuffer(string: "line \($0)"), messageID: nil) })
-        await tracker.wait(timeout: .seconds(10))
         let directory = try makeTemporaryDirectory()
         try write(
             """
@@ -364,6 +368,55 @@ import Testing
         #expect(info.config.ack_policy == "all")
         #expect(info.num_ack_pending == 0)
         #expect(info.num_pending == 0)
+        await connection.close()
+    }
+
+    /// Messages the stream refuses (here: larger than its max_msg_size) fail
+    /// the pipeline by default, naming the way out; with `on_rejected: drop`
+    /// they are counted, written to the dead-letter file in order, and the
+    /// others are stored.
+    @Test func refusedMessagesFailOrGoToTheDeadLetterFile() async throws {
+        let server = try await NATSServer()
+        defer { server.stop() }
+        let connection = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
+        _ = try await connection.request(
+            "$JS.API.STREAM.CREATE.LOGS",
+            payload: ByteBuffer(string: #"{"name":"LOGS","subjects":["logs.>"],"storage":"file","max_msg_size":100}"#))
+        let directory = try makeTemporaryDirectory()
+        let lines = (0..<10).map { $0 % 3 == 1 ? String(repeating: "y", count: 200) + " \($0)" : "line \($0)" }
+        try (lines.joined(separator: "\n") + "\n").write(
+            toFile: directory + "/input.log", atomically: true, encoding: .utf8)
+        func pipeline(_ policy: String) throws -> String {
+            try write(
+                """
+                sources:
+                  in: { type: stdin }
+                sinks:
+                  store:
+                    type: jetstream
+                    inputs: [in]
+                    servers: ["\(server.url)"]
+                    subject: logs.p0.web
+                    stream: { name: LOGS, subjects: ["logs.>"] }
+                    on_rejected: \(policy)
+                    \(policy == "drop" ? "dead_letter_file: \(directory)/dead.log" : "")
+                """,
+                to: directory + "/\(policy).yaml")
+            return directory + "/\(policy).yaml"
+        }
+        let failing = try await CLI.run(["run", try pipeline("fail")], stdinPath: directory + "/input.log")
+        #expect(failing.status != 0)
+        #expect(failing.stderr.contains("err_code 10054"), "\(failing.stderr)")
+        #expect(failing.stderr.contains("on_rejected: drop"), "\(failing.stderr)")
+        try await JetStreamContext(connection: connection).purgeStream("LOGS")
+
+        let dropping = try await CLI.run(["run", try pipeline("drop")], stdinPath: directory + "/input.log")
+        #expect(dropping.status == 0, "\(dropping.stderr)")
+        #expect(dropping.stderr.contains("store.rejected=3"), "\(dropping.stderr)")
+        #expect(dropping.stderr.contains("acknowledged=10 unacknowledged=0"), "\(dropping.stderr)")
+        let dead = try String(contentsOfFile: directory + "/dead.log", encoding: .utf8)
+        #expect(dead == lines.filter { $0.hasPrefix("y") }.map { $0 + "\n" }.joined())
+        #expect(try await JetStreamContext(connection: connection).streamInfo("LOGS")?.state.messages == 7)
         await connection.close()
     }
 

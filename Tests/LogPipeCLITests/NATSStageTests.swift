@@ -100,6 +100,45 @@ import Testing
         #expect(subscription.droppedCount == 0)
     }
 
+    /// Lines larger than the server's max_payload: dropped and counted by
+    /// default (the others arrive, in order), or the pipeline fails with
+    /// `on_oversize: fail`.
+    @Test func oversizeMessagesAreDroppedAndCountedOrFail() async throws {
+        let server = try await NATSServer(configuration: "max_payload: 1024", jetstream: false)
+        defer { server.stop() }
+        let directory = try makeTemporaryDirectory()
+        let lines = (0..<10).map { $0 % 4 == 3 ? String(repeating: "x", count: 2000) + " \($0)" : "line \($0)" }
+        try (lines.joined(separator: "\n") + "\n").write(
+            toFile: directory + "/input.log", atomically: true, encoding: .utf8)
+        for policy in ["drop", "fail"] {
+            try write(
+                """
+                sources:
+                  in: { type: stdin }
+                sinks:
+                  bus: { type: nats, inputs: [in], servers: ["\(server.url)"], subject: out, on_oversize: \(policy) }
+                """,
+                to: directory + "/p.yaml")
+            let subscriber = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
+            let subscription = try await subscriber.subscribe("out")
+            try await subscriber.flush()
+            let counter = Counter()
+            let collecting = Task { await Self.collect(subscription, into: counter, until: 8, timeout: .seconds(5)) }
+            let result = try await CLI.run(["run", directory + "/p.yaml"], stdinPath: directory + "/input.log")
+            await collecting.value
+            await subscriber.close()
+            if policy == "drop" {
+                #expect(result.status == 0, "\(result.stderr)")
+                #expect(counter.payloads["out"] == lines.filter { $0.hasPrefix("line") })
+                #expect(result.stderr.contains("bus.oversize_messages=2"), "\(result.stderr)")
+                #expect(result.stderr.contains("acknowledged=10 unacknowledged=0"), "\(result.stderr)")
+            } else {
+                #expect(result.status != 0)
+                #expect(result.stderr.contains("max_payload"), "\(result.stderr)")
+            }
+        }
+    }
+
     /// The server restarts while the sink publishes: the sink reconnects by
     /// itself and goes on; nothing it was given is left unacknowledged.
     /// Core NATS stores nothing: lines published while no subscriber was

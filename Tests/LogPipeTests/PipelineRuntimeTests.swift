@@ -134,6 +134,33 @@ import Testing
         #expect(token.isComplete)
     }
 
+    /// A part of a batch, some of it given up by a sink: one pass reports the
+    /// failed positions as failed and the rest as delivered; records outside
+    /// the part stay pending.
+    @Test func partOfABatchAcknowledgedWithFailures() {
+        let calls = LockedBox<[CompletedRecord]>([])
+        let token = AcknowledgementToken(count: 6) { _, completed in
+            calls.withLock { $0.append(contentsOf: completed) }
+        }
+        let records = (0..<6).map { index in
+            var record = Record(
+                bytes: ByteBuffer(string: "line \(index)"), source: "test", origin: "test", host: "h",
+                receivedAt: .now())
+            record.acknowledgement = AcknowledgementSlot(token: token, index: index)
+            return record
+        }
+        Batch.acknowledge(records[1..<5], failing: [0, 2])
+        #expect(
+            calls.withLock { $0 }.sorted { $0.index < $1.index } == [
+                CompletedRecord(index: 1, status: .failed), CompletedRecord(index: 2, status: .delivered),
+                CompletedRecord(index: 3, status: .failed), CompletedRecord(index: 4, status: .delivered),
+            ])
+        #expect(token.pendingCount == 2)
+        Batch.acknowledge(records[5...])
+        Batch.acknowledge(records[0..<1])
+        #expect(token.isComplete)
+    }
+
     @Test func stopDrainsInFlightRecords() async throws {
         var pipeline = Pipeline()
         try pipeline.add(

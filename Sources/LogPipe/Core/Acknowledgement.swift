@@ -170,15 +170,20 @@ struct AcknowledgementRuns {
     }
 }
 
-extension Array where Element == Record {
+extension UnsafeBufferPointer where Element == Record {
     /// Applies `body` to each token with the runs of consecutive slots its
     /// records hold. Reads the slots in place: no record is copied (a copy
     /// of a record costs a retain per field).
     func forEachAcknowledgementRun(_ body: (AcknowledgementToken, [Range<Int>]) -> Void) {
         var runs = AcknowledgementRuns()
-        withUnsafeBufferPointer { records in
-            for index in records.indices { runs.add(records[index].acknowledgement, body) }
-        }
+        for index in indices { runs.add(self[index].acknowledgement, body) }
         runs.finish(body)
+    }
+}
+
+extension Array where Element == Record {
+    /// See `UnsafeBufferPointer.forEachAcknowledgementRun(_:)`.
+    func forEachAcknowledgementRun(_ body: (AcknowledgementToken, [Range<Int>]) -> Void) {
+        withUnsafeBufferPointer { $0.forEachAcknowledgementRun(body) }
     }
 }

@@ -60,6 +60,33 @@ public struct Batch: Sendable {
         }
     }
 
+    /// Reports a part of a batch done with `status`, without copying it out.
+    public static func acknowledge(_ records: ArraySlice<Record>, status: DeliveryStatus = .delivered) {
+        records.withUnsafeBufferPointer { buffer in
+            buffer.forEachAcknowledgementRun { token, runs in token.release(runs: runs, status: status) }
+        }
+    }
+
+    /// Reports `records` done in one pass: those at the positions in `failed`
+    /// (0 is the first record) as ``DeliveryStatus/failed``, the others as
+    /// ``DeliveryStatus/delivered``. For a sink that gave up on some records
+    /// of a batch under a policy (too large, refused by the server).
+    public static func acknowledge(_ records: ArraySlice<Record>, failing failed: Set<Int>) {
+        var delivered = AcknowledgementRuns()
+        var failing = AcknowledgementRuns()
+        records.withUnsafeBufferPointer { buffer in
+            for index in buffer.indices {
+                if failed.contains(index) {
+                    failing.add(buffer[index].acknowledgement) { $0.release(runs: $1, status: .failed) }
+                } else {
+                    delivered.add(buffer[index].acknowledgement) { $0.release(runs: $1, status: .delivered) }
+                }
+            }
+        }
+        delivered.finish { $0.release(runs: $1, status: .delivered) }
+        failing.finish { $0.release(runs: $1, status: .failed) }
+    }
+
     /// Adds `extra` holds to every record, so that `extra + 1` branches must
     /// each acknowledge it before it is done.
     func retainAcknowledgements(extra: Int) {
