@@ -25,44 +25,20 @@ cc -O2 -pthread -o "$work/jetstream-floor" bench/jetstream-floor.c
 start_nats_server "$work" -js -sd "$work/store"
 url="$NATS_SERVER_URL"
 http="$NATS_HTTP_PORT"
-cat > "$work/publish.yaml" <<YAML
-sources:
-  in: { type: stdin }
-transforms:
-  route: { type: partition, inputs: [in], partitions: 8, host: line }
-sinks:
-  store:
-    type: jetstream
-    inputs: [route]
-    servers: ["$url"]
-    stream: { name: LOGS, subjects: ["logs.>"], storage: file }
-    max_in_flight: 4000
-YAML
-# The same without Nats-Msg-Id (the Go reference sets none): the server
-# then skips its de-duplication work.
-sed 's/max_in_flight: 4000/max_in_flight: 4000\n    deduplicate: false/' "$work/publish.yaml" > "$work/publish-noid.yaml"
-check() {
-  local count
-  count=$(stream_messages "$http")
-  [ "$count" -eq "$lines" ] || { echo "bench: the stream holds $count messages, expected $lines" >&2; exit 1; }
+publish_pipeline jetstream "$url" > "$work/publish.yaml"
+publish_pipeline jetstream-noid "$url" > "$work/publish-noid.yaml"
+# Each case leaves exactly the corpus in LOGS, checked, then purged.
+js_case() {
+  measure "$@"
+  expect_stream "$http" "$lines"
+  purge_stream "$work/natspub" "$url" "$work"
 }
-# natspub purges the stream before publishing; after logpipe's runs an empty
-# natspub run purges it.
-: > "$work/empty.log"
 for run in $(seq 1 "$runs"); do
   echo "run $run" >&2
-  measure go_natspub_js "'$work/natspub' -url '$url' -mode js -maxpending 4000 '$input' > /dev/null"
-  check
-  "$work/natspub" -url "$url" -mode js "$work/empty.log" > /dev/null  # purge
-  measure logpipe_partition_jetstream "'$bin' run --quiet '$work/publish.yaml' < '$input'"
-  check
-  "$work/natspub" -url "$url" -mode js "$work/empty.log" > /dev/null  # purge
-  measure logpipe_partition_jetstream_noid "'$bin' run --quiet '$work/publish-noid.yaml' < '$input'"
-  check
-  "$work/natspub" -url "$url" -mode js "$work/empty.log" > /dev/null  # purge
-  measure c_floor_client "'$work/jetstream-floor' '${url##*:}' '$input' 4000"
-  check
-  "$work/natspub" -url "$url" -mode js "$work/empty.log" > /dev/null  # purge
+  js_case go_natspub_js "'$work/natspub' -url '$url' -mode js -maxpending 4000 '$input' > /dev/null"
+  js_case logpipe_partition_jetstream "'$bin' run --quiet '$work/publish.yaml' < '$input'"
+  js_case logpipe_partition_jetstream_noid "'$bin' run --quiet '$work/publish-noid.yaml' < '$input'"
+  js_case c_floor_client "'$work/jetstream-floor' '${url##*:}' '$input' 4000"
 done
 echo "every run left exactly $lines messages in LOGS" >&2
 report "$lines" "$(stat -c %s "$input")" go_natspub_js

@@ -110,3 +110,32 @@ import json, sys
 data = json.load(sys.stdin)
 print(sum(s["state"]["messages"] for a in data.get("account_details", []) for s in a.get("stream_detail", []) if s["name"] == "LOGS"))'
 }
+
+# publish_pipeline nats|jetstream|jetstream-noid URL: the pipeline the NATS
+# benchmarks compare with natspub: stdin -> partition (host: line, 8
+# partitions) -> nats, or -> jetstream (stream LOGS, file storage, window
+# 4000; `-noid`: deduplicate: false, no Nats-Msg-Id, as natspub).
+publish_pipeline() {
+  printf 'sources:\n  in: { type: stdin }\ntransforms:\n  route: { type: partition, inputs: [in], partitions: 8, host: line }\nsinks:\n'
+  case "$1" in
+    nats) printf '  bus: { type: nats, inputs: [route], servers: ["%s"] }\n' "$2" ;;
+    jetstream | jetstream-noid)
+      printf '  store:\n    type: jetstream\n    inputs: [route]\n    servers: ["%s"]\n' "$2"
+      printf '    stream: { name: LOGS, subjects: ["logs.>"], storage: file }\n    max_in_flight: 4000\n'
+      if [ "$1" = jetstream-noid ]; then printf '    deduplicate: false\n'; fi ;;
+  esac
+}
+
+# expect_stream HTTP_PORT LINES: fails unless the stream LOGS holds exactly LINES messages.
+expect_stream() {
+  local count
+  count=$(stream_messages "$1")
+  [ "$count" -eq "$2" ] || { echo "bench: the stream holds $count messages, expected $2" >&2; exit 1; }
+}
+
+# purge_stream NATSPUB URL DIR: empties LOGS (natspub purges it before it
+# publishes; given an empty file it publishes nothing).
+purge_stream() {
+  : > "$3/empty.log"
+  "$1" -url "$2" -mode js "$3/empty.log" > /dev/null
+}

@@ -19,14 +19,7 @@ build_natspub "$work"
 start_nats_server "$work"
 url="$NATS_SERVER_URL"
 http="$NATS_HTTP_PORT"
-cat > "$work/publish.yaml" <<YAML
-sources:
-  in: { type: stdin }
-transforms:
-  route: { type: partition, inputs: [in], partitions: 8, host: line }
-sinks:
-  bus: { type: nats, inputs: [route], servers: ["$url"] }
-YAML
+publish_pipeline nats "$url" > "$work/publish.yaml"
 check() {
   local before=$1 after
   after=$(in_msgs "$http")

@@ -52,28 +52,9 @@ sources:
 sinks:
   out: { type: file, inputs: [in], path: '$work/copy.out' }
 YAML
-cat > "$work/nats.yaml" <<YAML
-sources:
-  in: { type: stdin }
-transforms:
-  route: { type: partition, inputs: [in], partitions: 8, host: line }
-sinks:
-  bus: { type: nats, inputs: [route], servers: ["$core_url"] }
-YAML
-cat > "$work/jetstream.yaml" <<YAML
-sources:
-  in: { type: stdin }
-transforms:
-  route: { type: partition, inputs: [in], partitions: 8, host: line }
-sinks:
-  store:
-    type: jetstream
-    inputs: [route]
-    servers: ["$js_url"]
-    stream: { name: LOGS, subjects: ["logs.>"], storage: file }
-    max_in_flight: 4000
-YAML
-sed 's/max_in_flight: 4000/max_in_flight: 4000\n    deduplicate: false/' "$work/jetstream.yaml" > "$work/jetstream-noid.yaml"
+publish_pipeline nats "$core_url" > "$work/nats.yaml"
+publish_pipeline jetstream "$js_url" > "$work/jetstream.yaml"
+publish_pipeline jetstream-noid "$js_url" > "$work/jetstream-noid.yaml"
 # The pull case reads what the jetstream case stored, with a new durable per
 # run, and stops 0.3 s after the stream ran dry (included in its time).
 pull_yaml() {
@@ -94,9 +75,8 @@ YAML
 }
 
 fail() { echo "bench: $*" >&2; exit 1; }
-check_stream() { local count; count=$(stream_messages "$js_http"); [ "$count" -eq "$lines" ] || fail "the stream holds $count messages, expected $lines"; }
-: > "$work/empty.log"
-purge() { "$work/natspub" -url "$js_url" -mode js "$work/empty.log" > /dev/null; }  # natspub purges LOGS first
+check_stream() { expect_stream "$js_http" "$lines"; }
+purge() { purge_stream "$work/natspub" "$js_url" "$work"; }
 
 pcre2grep "$pattern" "$input" > "$work/pcre2grep.out" || true
 selected=$(wc -l < "$work/pcre2grep.out")
