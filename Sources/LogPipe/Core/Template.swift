@@ -2,8 +2,9 @@
 /// paths, keys.
 ///
 /// Placeholders: `{host}`, `{partition}`, `{severity}`, `{source}`, `{origin}`,
-/// `{subject}`, `{offset}` (the line's byte offset in its origin), any named field of the record (for example a named regex
-/// capture), and strftime-style parts of the record's receive time in UTC:
+/// `{subject}`, `{offset}` (the line's byte offset in its origin), any named
+/// field of the record (for example a named regex capture), and
+/// strftime-style parts of the record's receive time in UTC:
 /// `{%Y}`, `{%m}`, `{%d}`, `{%H}`, `{%M}`, `{%S}`, `{%j}`, `{%y}`, `{%F}`
 /// (`%Y-%m-%d`), `{%T}` (`%H:%M:%S`), combinable as `{%Y-%m-%d}`. `{{` and
 /// `}}` stand for literal braces. A placeholder whose value the record does not
