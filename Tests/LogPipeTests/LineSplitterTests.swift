@@ -80,4 +80,32 @@ import Testing
             #expect(split(input, chunks: chunks).lines == reference)
         }
     }
+    /// The stdin source's records: one per span, each its own slice of the
+    /// read buffer (reader index 0, as any slice), with its offset and the
+    /// source's fields; changing one record leaves the others alone.
+    @Test func recordsFromSpansAreSlicesWithTheirOffsets() {
+        var splitter = LineSplitter(maxLineBytes: 1024, oversize: .split, stripCarriageReturn: false)
+        var first = splitter.makeReadBuffer(capacity: 64)
+        first.writeString("alpha\nbe")
+        var spans: [LineSpan] = []
+        splitter.consumeSpans(first) { spans.append(LineSpan(start: $0, length: $1, offset: $2)) }
+        var second = splitter.makeReadBuffer(capacity: 64)
+        second.writeString("ta\n\ngamma\n")
+        splitter.consumeSpans(second) { spans.append(LineSpan(start: $0, length: $1, offset: $2)) }
+        let now = Timestamp.now()
+        var records = LineSpan.records(
+            Array(spans[1...]), in: second, source: "in", origin: "stdin", host: "a-very-long-host-name-01",
+            receivedAt: now)
+        #expect(records.map(\.text) == ["beta", "", "gamma"])
+        #expect(records.map(\.offset) == [6, 11, 12])
+        #expect(records.allSatisfy { $0.bytes.readerIndex == 0 && $0.bytes.capacity == $0.bytes.readableBytes })
+        #expect(records[2].bytes.getString(at: 0, length: 5) == "gamma")
+        #expect(records.allSatisfy { $0.source == "in" && $0.origin == "stdin" && $0.receivedAt == now })
+        #expect(
+            records.allSatisfy { $0.host == "a-very-long-host-name-01" && $0.partition == nil && $0.fields.isEmpty })
+        records[0].bytes.writeString("!")
+        records[0].host = "other"
+        #expect(records.map(\.text) == ["beta!", "", "gamma"])
+        #expect(records[1].host == "a-very-long-host-name-01")
+    }
 }
