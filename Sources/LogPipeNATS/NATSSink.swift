@@ -90,6 +90,9 @@ public struct NATSSink: Sink {
         for await batch in input {
             var oversize: [Int] = []
             let messages = try batch.records.withUnsafeBufferPointer { records in
+                if subjectIsRecordSubject && headers.isEmpty {
+                    return try encodeWithRecordSubjects(records, on: connection, oversize: &oversize)
+                }
                 // Fields are read in place: copying a record costs a retain per field.
                 var size = 0
                 for index in records.indices { size += records[index].bytes.readableBytes + 48 }
@@ -134,6 +137,49 @@ public struct NATSSink: Sink {
         unconfirmed.finishProducer()
         try await settler.value
         await connection.close()
+    }
+
+    /// The common case, `subject: "{subject}"` and no headers: frames are
+    /// written straight from each record's subject and bytes into one region
+    /// of the buffer (no `String` or `ByteBuffer` copied per record).
+    func encodeWithRecordSubjects(
+        _ records: UnsafeBufferPointer<Record>, on connection: NATSConnection, oversize: inout [Int]
+    ) throws -> NATSConnection.PublishBuffer {
+        var capacity = 0
+        for index in records.indices {
+            // A subject made safe is never longer than the original, or it is "unknown".
+            let subjectBound = max(records[index].subject?.utf8.count ?? 0, 7)
+            capacity += FrameWriter.frameSize(subject: subjectBound, payload: records[index].bytes.readableBytes)
+        }
+        var messages = connection.makePublishBuffer(capacity: capacity)
+        messages.appendFrames(capacity: capacity) { writer in
+            for index in records.indices {
+                let written = records[index].bytes.withUnsafeReadableBytes { payload in
+                    Self.withSafeSubject(records[index].subject) { writer.publish(subject: $0, payload: payload) }
+                }
+                if !written { oversize.append(index) }
+            }
+        }
+        if onOversize == .fail, let first = oversize.first {
+            throw NATSError.maxPayloadExceeded(
+                subject: HostName.sanitize(records[first].subject ?? "unknown"),
+                size: records[first].bytes.readableBytes, maxPayload: messages.maxPayload)
+        }
+        return messages
+    }
+
+    /// `subject`'s bytes if it is a safe subject, else those of its safe form.
+    @inline(__always)
+    static func withSafeSubject<Result>(_ subject: String?, _ body: (UnsafeRawBufferPointer) -> Result) -> Result {
+        if let subject {
+            let inPlace: Result?? = subject.utf8.withContiguousStorageIfAvailable { bytes in
+                let raw = UnsafeRawBufferPointer(bytes)
+                return HostName.isSafe(raw) ? body(raw) : nil
+            }
+            if case .some(.some(let result)) = inPlace { return result }
+        }
+        var safe = HostName.sanitize(subject ?? "unknown")
+        return safe.withUTF8 { body(UnsafeRawBufferPointer($0)) }
     }
 
     /// The subject template rendered for `record`, every inserted value made safe.

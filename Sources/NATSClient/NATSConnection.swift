@@ -675,6 +675,27 @@ public final class NATSConnection: Sendable {
             count += 1
         }
 
+        /// Appends many messages written straight into one reserved region
+        /// of at least `capacity` bytes: one capacity check and no copy of a
+        /// `String` or `ByteBuffer` per message. Size `capacity` with
+        /// ``FrameWriter/frameSize(subject:payload:)`` per message. If `body`
+        /// throws, nothing it wrote is kept.
+        public mutating func appendFrames<Result>(
+            capacity: Int, _ body: (inout FrameWriter) throws -> Result
+        ) rethrows -> Result {
+            var result: Result?
+            var written = 0
+            let maxPayload = self.maxPayload
+            try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: capacity) { out in
+                var writer = FrameWriter(out, maxPayload: maxPayload)
+                result = try body(&writer)
+                written = writer.count
+                return writer.at
+            }
+            count += written
+            return result!
+        }
+
         /// A JetStream publish (see ``NATSEncoder``): reply subject
         /// `replyPrefix` + `replyIndex`, optional `Nats-Msg-Id`.
         mutating func appendJetStream(

@@ -491,6 +491,84 @@ enum NATSEncoder {
 }
 
 /// Writes protocol bytes into memory reserved for exactly them.
+/// Writes `PUB` frames into memory reserved by
+/// ``NATSConnection/PublishBuffer/appendFrames(capacity:_:)``.
+///
+/// Inlinable, so that a sink's per-record loop compiles to plain stores.
+public struct FrameWriter {
+    @usableFromInline let base: UnsafeMutableRawPointer
+    @usableFromInline let end: Int
+    @usableFromInline var at = 0
+    /// The server's `max_payload`.
+    public let maxPayload: Int
+    /// Messages written.
+    public var count: Int { messages }
+    @usableFromInline var messages = 0
+
+    init(_ memory: UnsafeMutableRawBufferPointer, maxPayload: Int) {
+        base = memory.baseAddress!
+        end = memory.count
+        self.maxPayload = maxPayload
+    }
+
+    /// The bytes a `PUB` frame of a subject and a payload of these sizes takes.
+    @inlinable @inline(__always)
+    public static func frameSize(subject: Int, payload: Int) -> Int {
+        // "PUB " subject " " digits "\r\n" payload "\r\n"
+        4 + subject + 1 + digits(payload) + 2 + payload + 2
+    }
+
+    @inlinable @inline(__always)
+    static func digits(_ value: Int) -> Int {
+        var digits = 1
+        var remaining = value
+        while remaining >= 10 {
+            remaining /= 10
+            digits += 1
+        }
+        return digits
+    }
+
+    /// Writes `PUB <subject> <size>\r\n<payload>\r\n`.
+    ///
+    /// The subject is not checked: pass only subjects already made valid
+    /// (no whitespace, no empty token). A payload larger than
+    /// ``maxPayload`` is not written.
+    ///
+    /// - Returns: `false` when the payload exceeds ``maxPayload``.
+    /// - Precondition: the frame fits in the capacity reserved.
+    @inlinable @inline(__always)
+    public mutating func publish(subject: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer) -> Bool {
+        guard payload.count <= maxPayload else { return false }
+        let size = Self.digits(payload.count)
+        precondition(
+            at + 4 + subject.count + 1 + size + 2 + payload.count + 2 <= end,
+            "FrameWriter: the frame does not fit in the capacity reserved")
+        var out = base + at
+        out.storeBytes(of: UInt32(0x2042_5550).littleEndian, as: UInt32.self)  // "PUB "
+        out += 4
+        if subject.count > 0 { out.copyMemory(from: subject.baseAddress!, byteCount: subject.count) }
+        out += subject.count
+        out.storeBytes(of: UInt8(ascii: " "), as: UInt8.self)
+        var remaining = payload.count
+        var position = size
+        while position > 0 {
+            out.storeBytes(of: UInt8(48 + remaining % 10), toByteOffset: position, as: UInt8.self)
+            remaining /= 10
+            position -= 1
+        }
+        out += 1 + size
+        out.storeBytes(of: UInt16(0x0A0D).littleEndian, as: UInt16.self)  // "\r\n"
+        out += 2
+        if payload.count > 0 { out.copyMemory(from: payload.baseAddress!, byteCount: payload.count) }
+        out += payload.count
+        out.storeBytes(of: UInt16(0x0A0D).littleEndian, as: UInt16.self)
+        at = out + 2 - base
+        messages += 1
+        return true
+    }
+}
+
 struct RawWriter {
     let base: UnsafeMutableRawPointer
     var at = 0

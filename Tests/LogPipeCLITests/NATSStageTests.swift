@@ -102,7 +102,9 @@ import Testing
 
     /// Lines larger than the server's max_payload: dropped and counted by
     /// default (the others arrive, in order), or the pipeline fails with
-    /// `on_oversize: fail`.
+    /// `on_oversize: fail`. Both with a subject template and with the
+    /// record's own subject (none here: `unknown`), which is encoded on a
+    /// path of its own.
     @Test func oversizeMessagesAreDroppedAndCountedOrFail() async throws {
         let server = try await NATSServer(configuration: "max_payload: 1024", jetstream: false)
         defer { server.stop() }
@@ -111,32 +113,70 @@ import Testing
         try (lines.joined(separator: "\n") + "\n").write(
             toFile: directory + "/input.log", atomically: true, encoding: .utf8)
         for policy in ["drop", "fail"] {
-            try write(
-                """
-                sources:
-                  in: { type: stdin }
-                sinks:
-                  bus: { type: nats, inputs: [in], servers: ["\(server.url)"], subject: out, on_oversize: \(policy) }
-                """,
-                to: directory + "/p.yaml")
-            let subscriber = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
-            let subscription = try await subscriber.subscribe("out")
-            try await subscriber.flush()
-            let counter = Counter()
-            let collecting = Task { await Self.collect(subscription, into: counter, until: 8, timeout: .seconds(5)) }
-            let result = try await CLI.run(["run", directory + "/p.yaml"], stdinPath: directory + "/input.log")
-            await collecting.value
-            await subscriber.close()
-            if policy == "drop" {
-                #expect(result.status == 0, "\(result.stderr)")
-                #expect(counter.payloads["out"] == lines.filter { $0.hasPrefix("line") })
-                #expect(result.stderr.contains("bus.oversize_messages=2"), "\(result.stderr)")
-                #expect(result.stderr.contains("acknowledged=10 unacknowledged=0"), "\(result.stderr)")
-            } else {
-                #expect(result.status != 0)
-                #expect(result.stderr.contains("max_payload"), "\(result.stderr)")
+            for (option, subject) in [("subject: out, ", "out"), ("", "unknown")] {
+                try write(
+                    """
+                    sources:
+                      in: { type: stdin }
+                    sinks:
+                      bus: { type: nats, inputs: [in], servers: ["\(server.url)"], \(option)on_oversize: \(policy) }
+                    """,
+                    to: directory + "/p.yaml")
+                let subscriber = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
+                let subscription = try await subscriber.subscribe(subject)
+                try await subscriber.flush()
+                let counter = Counter()
+                // With `fail` nothing arrives: waiting a second shows it.
+                let wait: Duration = .seconds(policy == "drop" ? 5 : 1)
+                let collecting = Task { await Self.collect(subscription, into: counter, until: 8, timeout: wait) }
+                let result = try await CLI.run(["run", directory + "/p.yaml"], stdinPath: directory + "/input.log")
+                await collecting.value
+                await subscriber.close()
+                if policy == "drop" {
+                    #expect(result.status == 0, "\(result.stderr)")
+                    #expect(counter.payloads[subject] == lines.filter { $0.hasPrefix("line") })
+                    #expect(result.stderr.contains("bus.oversize_messages=2"), "\(result.stderr)")
+                    #expect(result.stderr.contains("acknowledged=10 unacknowledged=0"), "\(result.stderr)")
+                } else {
+                    #expect(result.status != 0)
+                    #expect(result.stderr.contains("max_payload"), "\(result.stderr)")
+                    #expect(counter.total == 0, "a failed batch is not published")
+                }
             }
         }
+    }
+
+    /// A record subject that is not a safe subject (here from a partition
+    /// subject template with a space and an empty token) is made safe by
+    /// the sink, as a subject template's inserted values are.
+    @Test func unsafeRecordSubjectsArePublishedMadeSafe() async throws {
+        let server = try await NATSServer(jetstream: false)
+        defer { server.stop() }
+        let directory = try makeTemporaryDirectory()
+        let lines = (0..<1000).map { "host=web-0\($0 % 2) msg=\($0)" }
+        try (lines.joined(separator: "\n") + "\n").write(
+            toFile: directory + "/input.log", atomically: true, encoding: .utf8)
+        try write(
+            """
+            sources:
+              in: { type: stdin }
+            transforms:
+              route: { type: partition, inputs: [in], host: line, subject: "odd subject..{host}" }
+            sinks:
+              bus: { type: nats, inputs: [route], servers: ["\(server.url)"] }
+            """,
+            to: directory + "/p.yaml")
+        let subscriber = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
+        let subscription = try await subscriber.subscribe(">")
+        try await subscriber.flush()
+        let counter = Counter()
+        let collecting = Task { await Self.collect(subscription, into: counter, until: 1000, timeout: .seconds(10)) }
+        let result = try await CLI.run(["run", directory + "/p.yaml"], stdinPath: directory + "/input.log")
+        #expect(result.status == 0, "\(result.stderr)")
+        await collecting.value
+        await subscriber.close()
+        #expect(counter.perSubject == ["odd_subject.web-00": 500, "odd_subject.web-01": 500])
+        #expect(counter.payloads["odd_subject.web-01"]?.first == lines[1])
     }
 
     /// The server restarts while the sink publishes: the sink reconnects by

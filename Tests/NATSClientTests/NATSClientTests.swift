@@ -146,6 +146,43 @@ import Testing
         #expect(String(buffer: frame) == "HPUB a 26 26\r\nNATS/1.0\r\nX-Line: a  b\r\n\r\n\r\n")
     }
 
+    /// The batch writer's frames are byte for byte the encoder's, across
+    /// the digit boundaries of the size field; a payload over max_payload is
+    /// refused and leaves nothing behind.
+    @Test func frameWriterWritesTheEncodersFramesAndRefusesOversize() {
+        let sizes = [0, 1, 9, 10, 99, 100, 999, 1000, 4096, 4097]
+        let subjects = ["a", "logs.p5.db-01.prod.example.com", "unknown"]
+        var expected = ByteBuffer()
+        var capacity = 0
+        for (index, size) in sizes.enumerated() where size <= 4096 {
+            let subject = subjects[index % subjects.count]
+            NATSEncoder.publish(
+                into: &expected, subject: subject, replyTo: nil, headers: nil,
+                payload: ByteBuffer(repeating: UInt8(ascii: "a") + UInt8(index), count: size))
+            capacity += FrameWriter.frameSize(subject: subject.utf8.count, payload: size)
+        }
+        #expect(capacity == expected.readableBytes)
+        var messages = NATSConnection.PublishBuffer(maxPayload: 4096, capacity: 0)
+        let refused = messages.appendFrames(capacity: capacity) { writer -> [Int] in
+            var refused: [Int] = []
+            for (index, size) in sizes.enumerated() {
+                var subject = subjects[index % subjects.count]
+                let payload = [UInt8](repeating: UInt8(ascii: "a") + UInt8(index), count: size)
+                let written = subject.withUTF8 { subjectBytes in
+                    payload.withUnsafeBytes {
+                        writer.publish(subject: UnsafeRawBufferPointer(subjectBytes), payload: $0)
+                    }
+                }
+                if !written { refused.append(index) }
+            }
+            #expect(writer.count == sizes.count - 1)
+            return refused
+        }
+        #expect(refused == [9])
+        #expect(messages.count == sizes.count - 1)
+        #expect(messages.buffer == expected)
+    }
+
     @Test func nkeysRoundTrip() throws {
         let (seed, pair) = NKeyPair.generateUser()
         #expect(seed.hasPrefix("SU"))

@@ -22,7 +22,7 @@ public enum HostName {
     }
 
     /// Whether `bytes` are already safe.
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func isSafe(_ bytes: UnsafeRawBufferPointer) -> Bool {
         guard let first = bytes.first, let last = bytes.last, first != dot, last != dot else { return false }
         var previousDot = false
@@ -34,10 +34,10 @@ public enum HostName {
         return true
     }
 
-    private static let dot = UInt8(ascii: ".")
+    @usableFromInline static var dot: UInt8 { UInt8(ascii: ".") }
 
     /// `[A-Za-z0-9_.-]`, as two 64-bit masks.
-    @inline(__always)
+    @inlinable @inline(__always)
     static func isAllowed(_ byte: UInt8) -> Bool {
         // Bits 45 '-', 46 '.', 48-57 '0'-'9'.
         let low: UInt64 = (1 << 45) | (1 << 46) | (0x3FF << 48)
