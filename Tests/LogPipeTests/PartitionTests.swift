@@ -110,6 +110,49 @@ import Testing
         #expect(second.records[0].subject == "unknown.unknown.p7")
     }
 
+    /// The host cache returns a slot only for the exact raw host it holds;
+    /// colliding hosts replace each other, an empty host is a key like any
+    /// other, hosts over 64 bytes are never cached; with any cache size the
+    /// stage sets what it sets without one.
+    @Test func hostCacheHitsOnlyItsOwnHostAndNeverChangesTheResult() throws {
+        func withBytes<T>(_ text: String, _ body: (UnsafeRawBufferPointer) -> T) -> T {
+            Array(text.utf8).withUnsafeBytes(body)
+        }
+        var one = HostCache(capacity: 1)  // every host collides
+        withBytes("web-01") { one.store($0, HostCache.Entry(host: "web-01", partition: 5, subject: "s.web-01")) }
+        #expect(withBytes("web-01") { one.lookup($0) } == 0)
+        #expect(withBytes("web-02") { one.lookup($0) } == nil)
+        #expect(withBytes("web-0") { one.lookup($0) } == nil)
+        var target = record("x")
+        one.assign(0, to: &target)
+        #expect(target.host == "web-01" && target.partition == 5 && target.subject == "s.web-01")
+        withBytes("") { one.store($0, HostCache.Entry(host: "unknown", partition: 1, subject: "s.unknown")) }
+        #expect(withBytes("web-01") { one.lookup($0) } == nil)
+        #expect(withBytes("") { one.lookup($0) } == 0)
+        let long = String(repeating: "h", count: 65)
+        var wide = HostCache(capacity: 16)
+        withBytes(long) { wide.store($0, HostCache.Entry(host: long, partition: 0, subject: "s")) }
+        #expect(withBytes(long) { wide.lookup($0) } == nil)
+        #expect(withBytes(String(long.dropLast())) { wide.lookup($0) } == nil)
+        #expect(HostCache(capacity: 0).lookup(UnsafeRawBufferPointer(start: nil, count: 0)) == nil)
+
+        let stage = PartitionStage(options: .init())
+        let lines = (0..<500).map { index -> String in
+            let host = index % 7 == 0 ? String(repeating: "x", count: 60 + index % 10) : "host-\(index % 37)"
+            return index % 2 == 0 ? "ts=1 host=\(host) m" : #"{"host":"\#(host)"}"#
+        }
+        var expected = Batch(records: lines.map { record($0) })
+        try stage.transform(&expected)
+        for capacity in [1, 2, 4096] {
+            var cache = HostCache(capacity: capacity)
+            var records = lines.map { record($0) }
+            for index in records.indices { stage.assign(&records[index], cache: &cache) }
+            #expect(records.map(\.host) == expected.records.map(\.host))
+            #expect(records.map(\.partition) == expected.records.map(\.partition))
+            #expect(records.map(\.subject) == expected.records.map(\.subject))
+        }
+    }
+
     @Test func subjectPatternReadsFieldsBack() throws {
         let pattern = try SubjectPattern("logs.p{partition}.{host}")
         #expect(pattern.match("logs.p3.web1.example.net") == ["partition": "3", "host": "web1.example.net"])

@@ -118,12 +118,11 @@ public struct PartitionStage: BatchTransform, FieldProducer, TemplateConsumer {
     @inline(__always)
     func assign(_ record: inout Record, cache: inout HostCache) {
         let cacheable = keyIsHost && subjectDependsOnHostOnly
-        // The hit path reads the record in place: passing it to a function
-        // or a closure by value copied it (a retain and release per field).
-        if cacheable, let hit = withRawHost(&record, { cache.lookup($0) }) {
-            record.host = hit.host
-            record.partition = hit.partition
-            record.subject = hit.subject
+        // The hit path reads the record in place and copies the cached
+        // strings straight into it: passing the record or an entry by value
+        // copied it (a retain and a release per field).
+        if cacheable, let slot = withRawHost(&record, { cache.lookup($0) }) {
+            cache.assign(slot, to: &record)
             return
         }
         let raw: [UInt8] = withRawHost(&record) { Array($0) }
@@ -166,7 +165,8 @@ public struct PartitionStage: BatchTransform, FieldProducer, TemplateConsumer {
 
 /// Raw host bytes → safe host, partition, subject: a direct-mapped table
 /// (slot = FNV-1a of the raw bytes), so a lookup is one hash, one compare
-/// and no allocation; a colliding host simply replaces the slot.
+/// in place and no allocation or reference count; a colliding host simply
+/// replaces the slot. Raw hosts longer than ``maxKeyBytes`` are not cached.
 struct HostCache {
     struct Entry {
         var host: String
@@ -174,20 +174,24 @@ struct HostCache {
         var subject: String
     }
 
-    private struct Slot {
-        var hash: UInt64
-        var raw: [UInt8]
-        var entry: Entry
-    }
+    static let maxKeyBytes = 64
 
-    private var slots: [Slot?]
+    /// Per slot: the hash (0: empty), the raw key's length and bytes, the entry.
+    private var hashes: [UInt64]
+    private var lengths: [Int]
+    private var keys: [UInt8]
+    private var entries: [Entry?]
     private let mask: Int
 
     /// A cache of `capacity` slots (rounded up to a power of two); 0 turns it off.
     init(capacity: Int) {
         var size = 1
         while size < capacity { size <<= 1 }
-        slots = capacity > 0 ? Array(repeating: nil, count: size) : []
+        let count = capacity > 0 ? size : 0
+        hashes = Array(repeating: 0, count: count)
+        lengths = Array(repeating: 0, count: count)
+        keys = Array(repeating: 0, count: count * Self.maxKeyBytes)
+        entries = Array(repeating: nil, count: count)
         mask = size - 1
     }
 
@@ -195,25 +199,43 @@ struct HostCache {
     static func hash(_ raw: UnsafeRawBufferPointer) -> UInt64 {
         var hash: UInt64 = 0xCBF2_9CE4_8422_2325
         for byte in raw { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
-        return hash
+        return hash | 1  // never 0, the empty slot's mark
     }
 
+    /// The slot holding `raw`, if any.
     @inline(__always)
-    func lookup(_ raw: UnsafeRawBufferPointer) -> Entry? {
-        guard !slots.isEmpty else { return nil }
+    func lookup(_ raw: UnsafeRawBufferPointer) -> Int? {
+        guard !hashes.isEmpty, raw.count <= Self.maxKeyBytes else { return nil }
         let hash = Self.hash(raw)
-        guard let slot = slots[Int(truncatingIfNeeded: hash) & mask], slot.hash == hash,
-            slot.raw.count == raw.count,
-            slot.raw.withUnsafeBytes({ stored in
-                raw.count == 0 || memcmp(stored.baseAddress!, raw.baseAddress!, raw.count) == 0
-            })
-        else { return nil }
-        return slot.entry
+        let slot = Int(truncatingIfNeeded: hash) & mask
+        guard hashes[slot] == hash, lengths[slot] == raw.count else { return nil }
+        let equal = keys.withUnsafeBytes { stored in
+            raw.count == 0 || memcmp(stored.baseAddress! + slot * Self.maxKeyBytes, raw.baseAddress!, raw.count) == 0
+        }
+        return equal ? slot : nil
+    }
+
+    /// Sets the host, partition and subject of `record` from `slot`.
+    @inline(__always)
+    func assign(_ slot: Int, to record: inout Record) {
+        entries.withUnsafeBufferPointer { entries in
+            record.host = entries[slot].unsafelyUnwrapped.host
+            record.partition = entries[slot].unsafelyUnwrapped.partition
+            record.subject = entries[slot].unsafelyUnwrapped.subject
+        }
     }
 
     mutating func store(_ raw: UnsafeRawBufferPointer, _ entry: Entry) {
-        guard !slots.isEmpty else { return }
+        guard !hashes.isEmpty, raw.count <= Self.maxKeyBytes else { return }
         let hash = Self.hash(raw)
-        slots[Int(truncatingIfNeeded: hash) & mask] = Slot(hash: hash, raw: Array(raw), entry: entry)
+        let slot = Int(truncatingIfNeeded: hash) & mask
+        hashes[slot] = hash
+        lengths[slot] = raw.count
+        keys.withUnsafeMutableBytes { stored in
+            if raw.count > 0 {
+                (stored.baseAddress! + slot * Self.maxKeyBytes).copyMemory(from: raw.baseAddress!, byteCount: raw.count)
+            }
+        }
+        entries[slot] = entry
     }
 }
