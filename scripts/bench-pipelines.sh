@@ -136,7 +136,7 @@ for line in open(sys.argv[1]):
         order.append(name)
     rows.setdefault(name, []).append((float(wall), float(user) + float(sys_), int(rss)))
 lines, size = int(sys.argv[2]), int(sys.argv[3])
-med = {n: (max(0.01, statistics.median(r[0] for r in rs)), statistics.median(r[1] for r in rs), max(r[2] for r in rs)) for n, rs in rows.items()}
+med = {n: (max(0.001, statistics.median(r[0] for r in rs)), statistics.median(r[1] for r in rs), max(r[2] for r in rs)) for n, rs in rows.items()}
 print(f"{'case':<10} {'tool':<14} {'wall s':>7} {'lines/s':>11} {'MB/s':>6} {'cpu s':>6} {'peak RSS':>9}  logpipe lines/s / this")
 for name in order:
     case, tool = name.split("/")
@@ -144,5 +144,5 @@ for name in order:
     subjects = [n for n in order if n.startswith(case + "/logpipe")]
     ratio = "" if tool.startswith("logpipe") else ", ".join(
         f"{n.split('/')[1]} {wall / med[n][0]:.2f}x" for n in subjects)
-    print(f"{case:<10} {tool:<14} {wall:>7.2f} {lines / wall:>11,.0f} {size / wall / 1e6:>6.1f} {cpu:>6.2f} {rss / 1024:>7.1f}Mi  {ratio}")
+    print(f"{case:<10} {tool:<14} {wall:>7.3f} {lines / wall:>11,.0f} {size / wall / 1e6:>6.1f} {cpu:>6.2f} {rss / 1024:>7.1f}Mi  {ratio}")
 PY
