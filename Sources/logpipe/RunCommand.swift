@@ -19,17 +19,23 @@ struct RunCommand: AsyncParsableCommand {
         help: ArgumentHelp("Override an option: stage.option=value (repeatable).", valueName: "stage.option=value"))
     var overrides: [String] = []
 
-    @Flag(name: .shortAndLong, help: "No status lines and no final summary.")
+    @Flag(
+        name: .shortAndLong,
+        help: "No status lines, no final summary, and only warnings and errors logged (unless --log-level is given).")
     var quiet = false
 
     @Option(help: ArgumentHelp("Seconds between status lines (shown when stderr is a terminal).", valueName: "seconds"))
     var statusInterval: Double = 5
 
-    @Option(help: ArgumentHelp("Log level: trace, debug, info, notice, warning, error, critical.", valueName: "level"))
-    var logLevel: String = "info"
+    @Option(
+        help: ArgumentHelp(
+            "Log level: trace, debug, info, notice, warning, error, critical (default: info; warning with --quiet).",
+            valueName: "level"))
+    var logLevel: String?
 
     func run() async throws {
         Allocator.tune()
+        let logLevel = self.logLevel ?? (quiet ? "warning" : "info")
         guard let level = Logger.Level(rawValue: logLevel) else {
             throw ValidationError(
                 "unknown log level '\(logLevel)'; use trace, debug, info, notice, warning, error or critical")

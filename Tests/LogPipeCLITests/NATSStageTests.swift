@@ -146,6 +146,34 @@ import Testing
         }
     }
 
+    /// `--quiet` leaves out the summary and info logs (the sink's
+    /// "connected to"), keeps warnings; `--log-level` wins over it.
+    @Test func quietLogsOnlyWarningsUnlessALogLevelIsGiven() async throws {
+        let server = try await NATSServer(jetstream: false)
+        defer { server.stop() }
+        let directory = try makeTemporaryDirectory()
+        try write("0123456789012345\nshort\n", to: directory + "/input.log")
+        try write(
+            """
+            sources:
+              in: { type: stdin, max_line_bytes: 10 }
+            sinks:
+              bus: { type: nats, inputs: [in], servers: ["\(server.url)"], subject: out }
+            """,
+            to: directory + "/p.yaml")
+        let oversize = "longer than max_line_bytes"
+        for (arguments, connected, summary) in [
+            ([String](), true, true), (["--quiet"], false, false), (["--quiet", "--log-level", "info"], true, false),
+        ] {
+            let result = try await CLI.run(
+                ["run"] + arguments + [directory + "/p.yaml"], stdinPath: directory + "/input.log")
+            #expect(result.status == 0, "\(result.stderr)")
+            #expect(result.stderr.contains("connected to") == connected, "\(arguments): \(result.stderr)")
+            #expect(result.stderr.contains("acknowledged=3") == summary, "\(arguments): \(result.stderr)")
+            #expect(result.stderr.contains(oversize), "\(arguments): \(result.stderr)")
+        }
+    }
+
     /// A record subject that is not a safe subject (here from a partition
     /// subject template with a space and an empty token) is made safe by
     /// the sink, as a subject template's inserted values are.
