@@ -19,10 +19,10 @@ corpus() {
   echo "$path"
 }
 
-# logpipe_bin: builds the release binary and prints its path.
+# logpipe_bin: builds the release binary (scripts/build-release.sh: the Swift
+# runtime linked in statically) and prints its path.
 logpipe_bin() {
-  swift build -c release --product logpipe 2>&1 | grep -E "error|warning" >&2 || true
-  echo "$(swift build -c release --show-bin-path)/logpipe"
+  scripts/build-release.sh
 }
 
 # measure NAME COMMAND...: runs COMMAND (through sh -c) once under GNU time

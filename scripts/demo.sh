@@ -20,8 +20,7 @@ rm -rf "$work"
 mkdir -p "$work/hosts" "$work/central"
 
 echo "== building logpipe (release)" >&2
-swift build -c release --product logpipe 2>&1 | grep -E "error|warning|Build" || true
-bin="$(swift build -c release --show-bin-path)/logpipe"
+bin="$(scripts/build-release.sh)"
 
 echo "== sample logs: $lines lines from 6 fake hosts in $work/hosts" >&2
 cat > "$work/generate.yaml" <<YAML

@@ -145,6 +145,41 @@ let benchmarks: @Sendable () -> Void = {
         await connection.close()
     }
 
+    // The same batch through the frame writer, as the nats sink encodes
+    // records that carry their subject: sized once, written in place.
+    Benchmark(
+        "NATS frame writer + flush, 1024-message batch",
+        configuration: .init(metrics: metrics + [mallocsPer1000], skip: !LocalNATSServer.available)
+    ) { benchmark in
+        let server = try LocalNATSServer()
+        defer { server.stop() }
+        let connection = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
+        let payloads = lines.prefix(1024).map { ByteBuffer(bytes: $0) }
+        let subjects = (0..<8).map { Array("logs.p\($0).bench-host".utf8) }
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations {
+            try await countMallocs(records: payloads.count, benchmark) {
+                var capacity = 0
+                for (index, payload) in payloads.enumerated() {
+                    capacity += FrameWriter.frameSize(
+                        subject: subjects[index & 7].count, payload: payload.readableBytes)
+                }
+                var buffer = connection.makePublishBuffer(capacity: capacity)
+                buffer.appendFrames(capacity: capacity) { writer in
+                    for index in payloads.indices {
+                        let written = subjects[index & 7].withUnsafeBytes { subject in
+                            payloads[index].withUnsafeReadableBytes { writer.publish(subject: subject, payload: $0) }
+                        }
+                        precondition(written)
+                    }
+                }
+                try await connection.publish(buffer)
+            }
+        }
+        benchmark.stopMeasurement()
+        await connection.close()
+    }
+
     // The whole stdin -> regex -> file pipeline in this process, on 200,000
     // lines per iteration: per-record allocations in steady state.
     Benchmark(
