@@ -75,8 +75,8 @@ int main(int argc, char **argv) {
         char *newline = memchr(line, '\n', (size_t)(end - line));
         if (!newline) newline = end;
         size_t count = (size_t)(newline - line);
-        length += (size_t)sprintf(frames + length, "PUB logs.p%ld.h%ld _R.%ld %zu\r\n", total % 8, total % 40,
-                                  total, count);
+        length += (size_t)sprintf(frames + length, "PUB logs.p%ld.h%ld _R.%ld.%ld %zu\r\n", total % 8, total % 40,
+                                  (long)getpid(), total, count);
         memcpy(frames + length, line, count);
         length += count;
         memcpy(frames + length, "\r\n", 2);
@@ -94,7 +94,11 @@ int main(int argc, char **argv) {
     }
     char greeting[4096];
     if (read(sock, greeting, sizeof greeting) <= 0) return 1;  // INFO
-    const char *hello = "CONNECT {\"verbose\":false,\"pedantic\":false}\r\nSUB _R.> 1\r\nPING\r\n";
+    // Replies go to this process only: two clients at once must not count
+    // each other's acknowledgements.
+    char hello[256];
+    snprintf(hello, sizeof hello, "CONNECT {\"verbose\":false,\"pedantic\":false}\r\nSUB _R.%ld.> 1\r\nPING\r\n",
+             (long)getpid());
     write_all(hello, strlen(hello));
     if (read(sock, greeting, sizeof greeting) <= 0) return 1;  // PONG
 
