@@ -447,15 +447,7 @@ enum NATSEncoder {
 
     /// How many decimal digits `value` (>= 0) has.
     @inline(__always)
-    static func decimalDigits(_ value: Int) -> Int {
-        var digits = 1
-        var remaining = value
-        while remaining >= 10 {
-            remaining /= 10
-            digits += 1
-        }
-        return digits
-    }
+    static func decimalDigits(_ value: Int) -> Int { FrameWriter.digits(value) }
 
     static func subscribe(into buffer: inout ByteBuffer, subject: String, queueGroup: String?, sid: UInt64) {
         buffer.writeStaticString("SUB ")
@@ -518,6 +510,7 @@ public struct FrameWriter {
         4 + subject + 1 + digits(payload) + 2 + payload + 2
     }
 
+    /// How many decimal digits `value` (>= 0) has.
     @inlinable @inline(__always)
     static func digits(_ value: Int) -> Int {
         var digits = 1

@@ -122,62 +122,56 @@ let benchmarks: @Sendable () -> Void = {
 
     // NATS: encode a batch of 1,024 PUB frames and write it to a nats-server
     // (started here on a free loopback port). One operation = one batch.
-    Benchmark(
-        "NATS encode + flush, 1024-message batch",
-        configuration: .init(metrics: metrics + [mallocsPer1000], skip: !LocalNATSServer.available)
-    ) { benchmark in
-        let server = try LocalNATSServer()
-        defer { server.stop() }
-        let connection = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
-        let payloads = lines.prefix(1024).map { ByteBuffer(bytes: $0) }
-        let subjects = (0..<8).map { "logs.p\($0).bench-host" }
-        benchmark.startMeasurement()
-        for _ in benchmark.scaledIterations {
-            try await countMallocs(records: payloads.count, benchmark) {
-                var buffer = connection.makePublishBuffer(capacity: 300 * 1024)
-                for (index, payload) in payloads.enumerated() {
-                    try buffer.append(subject: subjects[index & 7], payload: payload)
+    // `encode` makes the batch's buffer from payloads and subjects.
+    func natsBatch(
+        _ name: String,
+        encode: @escaping @Sendable (NATSConnection, [ByteBuffer], [[UInt8]]) throws -> NATSConnection.PublishBuffer
+    ) {
+        Benchmark(name, configuration: .init(metrics: metrics + [mallocsPer1000], skip: !LocalNATSServer.available)) {
+            benchmark in
+            let server = try LocalNATSServer()
+            defer { server.stop() }
+            let connection = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
+            let payloads = lines.prefix(1024).map { ByteBuffer(bytes: $0) }
+            let subjects = (0..<8).map { Array("logs.p\($0).bench-host".utf8) }
+            benchmark.startMeasurement()
+            for _ in benchmark.scaledIterations {
+                try await countMallocs(records: payloads.count, benchmark) {
+                    try await connection.publish(encode(connection, payloads, subjects))
                 }
-                try await connection.publish(buffer)
             }
+            benchmark.stopMeasurement()
+            await connection.close()
         }
-        benchmark.stopMeasurement()
-        await connection.close()
     }
 
-    // The same batch through the frame writer, as the nats sink encodes
-    // records that carry their subject: sized once, written in place.
-    Benchmark(
-        "NATS frame writer + flush, 1024-message batch",
-        configuration: .init(metrics: metrics + [mallocsPer1000], skip: !LocalNATSServer.available)
-    ) { benchmark in
-        let server = try LocalNATSServer()
-        defer { server.stop() }
-        let connection = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
-        let payloads = lines.prefix(1024).map { ByteBuffer(bytes: $0) }
-        let subjects = (0..<8).map { Array("logs.p\($0).bench-host".utf8) }
-        benchmark.startMeasurement()
-        for _ in benchmark.scaledIterations {
-            try await countMallocs(records: payloads.count, benchmark) {
-                var capacity = 0
-                for (index, payload) in payloads.enumerated() {
-                    capacity += FrameWriter.frameSize(
-                        subject: subjects[index & 7].count, payload: payload.readableBytes)
+    // Message by message through `PublishBuffer.append`.
+    let subjectStrings = (0..<8).map { "logs.p\($0).bench-host" }
+    natsBatch("NATS encode + flush, 1024-message batch") { connection, payloads, _ in
+        var buffer = connection.makePublishBuffer(capacity: 300 * 1024)
+        for (index, payload) in payloads.enumerated() {
+            try buffer.append(subject: subjectStrings[index & 7], payload: payload)
+        }
+        return buffer
+    }
+
+    // Through the frame writer, as the nats sink encodes records that carry
+    // their subject: sized once, written in place.
+    natsBatch("NATS frame writer + flush, 1024-message batch") { connection, payloads, subjects in
+        var capacity = 0
+        for (index, payload) in payloads.enumerated() {
+            capacity += FrameWriter.frameSize(subject: subjects[index & 7].count, payload: payload.readableBytes)
+        }
+        var buffer = connection.makePublishBuffer(capacity: capacity)
+        buffer.appendFrames(capacity: capacity) { writer in
+            for index in payloads.indices {
+                let written = subjects[index & 7].withUnsafeBytes { subject in
+                    payloads[index].withUnsafeReadableBytes { writer.publish(subject: subject, payload: $0) }
                 }
-                var buffer = connection.makePublishBuffer(capacity: capacity)
-                buffer.appendFrames(capacity: capacity) { writer in
-                    for index in payloads.indices {
-                        let written = subjects[index & 7].withUnsafeBytes { subject in
-                            payloads[index].withUnsafeReadableBytes { writer.publish(subject: subject, payload: $0) }
-                        }
-                        precondition(written)
-                    }
-                }
-                try await connection.publish(buffer)
+                precondition(written)
             }
         }
-        benchmark.stopMeasurement()
-        await connection.close()
+        return buffer
     }
 
     // The whole stdin -> regex -> file pipeline in this process, on 200,000
