@@ -482,7 +482,6 @@ enum NATSEncoder {
 
 }
 
-/// Writes protocol bytes into memory reserved for exactly them.
 /// Writes `PUB` frames into memory reserved by
 /// ``NATSConnection/PublishBuffer/appendFrames(capacity:_:)``.
 ///
@@ -562,6 +561,7 @@ public struct FrameWriter {
     }
 }
 
+/// Writes protocol bytes into memory reserved for exactly them.
 struct RawWriter {
     let base: UnsafeMutableRawPointer
     var at = 0
