@@ -276,15 +276,7 @@ public struct JetStreamMetadata: Sendable, Equatable {
                     (token == 0 ? 0 : dots[token - 1] + 1)..<(token == count ? bytes.count : dots[token])
                 }
                 func number(_ token: Int) -> UInt64? {
-                    let span = range(token)
-                    guard !span.isEmpty, span.count <= 19 else { return nil }
-                    var value: UInt64 = 0
-                    for index in span {
-                        let digit = bytes[index] &- 0x30
-                        guard digit < 10 else { return nil }
-                        value = value * 10 + UInt64(digit)
-                    }
-                    return value
+                    decimal(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: bytes[range(token)])))
                 }
                 func text(_ token: Int) -> String {
                     String(decoding: UnsafeBufferPointer(rebasing: bytes[range(token)]), as: UTF8.self)

@@ -230,17 +230,7 @@ struct NATSDecoder: ByteToMessageDecoder {
             default: starts.4..<ends.4
             }
         }
-        func number(_ index: Int) -> UInt64? {
-            let range = field(index)
-            guard !range.isEmpty, range.count <= 19 else { return nil }
-            var value: UInt64 = 0
-            for position in range {
-                let byte = bytes[position]
-                guard byte >= 0x30, byte <= 0x39 else { return nil }
-                value = value * 10 + UInt64(byte - 0x30)
-            }
-            return value
-        }
+        func number(_ index: Int) -> UInt64? { decimal(UnsafeRawBufferPointer(rebasing: bytes[field(index)])) }
         func text(_ index: Int) -> String {
             String(decoding: UnsafeRawBufferPointer(rebasing: bytes[field(index)]), as: UTF8.self)
         }
@@ -332,6 +322,20 @@ extension String {
         let characters = Set(set)
         return String(self.drop { characters.contains($0) }.reversed().drop { characters.contains($0) }.reversed())
     }
+}
+
+/// The value of ASCII decimal digits (1 to 19 of them, nothing else), as
+/// the protocol writes sizes, sids and sequences; `nil` otherwise.
+@inline(__always)
+func decimal(_ bytes: UnsafeRawBufferPointer) -> UInt64? {
+    guard !bytes.isEmpty, bytes.count <= 19 else { return nil }
+    var value: UInt64 = 0
+    for byte in bytes {
+        let digit = byte &- 0x30
+        guard digit < 10 else { return nil }
+        value = value * 10 + UInt64(digit)
+    }
+    return value
 }
 
 /// Writes client operations into a buffer (several per write, one flush).
@@ -447,7 +451,7 @@ enum NATSEncoder {
 
     /// How many decimal digits `value` (>= 0) has.
     @inline(__always)
-    static func decimalDigits(_ value: Int) -> Int { FrameWriter.digits(value) }
+    static func decimalDigits(_ value: Int) -> Int { RawWriter.digits(value) }
 
     static func subscribe(into buffer: inout ByteBuffer, subject: String, queueGroup: String?, sid: UInt64) {
         buffer.writeStaticString("SUB ")
@@ -487,17 +491,17 @@ enum NATSEncoder {
 ///
 /// Inlinable, so that a sink's per-record loop compiles to plain stores.
 public struct FrameWriter {
-    @usableFromInline let base: UnsafeMutableRawPointer
+    @usableFromInline var raw: RawWriter
     @usableFromInline let end: Int
-    @usableFromInline var at = 0
     /// The server's `max_payload`.
     public let maxPayload: Int
     /// Messages written.
     public var count: Int { messages }
     @usableFromInline var messages = 0
+    var at: Int { raw.at }
 
     init(_ memory: UnsafeMutableRawBufferPointer, maxPayload: Int) {
-        base = memory.baseAddress!
+        raw = RawWriter(memory.baseAddress!)
         end = memory.count
         self.maxPayload = maxPayload
     }
@@ -506,19 +510,7 @@ public struct FrameWriter {
     @inlinable @inline(__always)
     public static func frameSize(subject: Int, payload: Int) -> Int {
         // "PUB " subject " " digits "\r\n" payload "\r\n"
-        4 + subject + 1 + digits(payload) + 2 + payload + 2
-    }
-
-    /// How many decimal digits `value` (>= 0) has.
-    @inlinable @inline(__always)
-    static func digits(_ value: Int) -> Int {
-        var digits = 1
-        var remaining = value
-        while remaining >= 10 {
-            remaining /= 10
-            digits += 1
-        }
-        return digits
+        4 + subject + 1 + RawWriter.digits(payload) + 2 + payload + 2
     }
 
     /// Writes `PUB <subject> <size>\r\n<payload>\r\n`.
@@ -532,50 +524,50 @@ public struct FrameWriter {
     @inlinable @inline(__always)
     public mutating func publish(subject: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer) -> Bool {
         guard payload.count <= maxPayload else { return false }
-        let size = Self.digits(payload.count)
         precondition(
-            at + 4 + subject.count + 1 + size + 2 + payload.count + 2 <= end,
+            raw.at + Self.frameSize(subject: subject.count, payload: payload.count) <= end,
             "FrameWriter: the frame does not fit in the capacity reserved")
-        var out = base + at
-        out.storeBytes(of: UInt32(0x2042_5550).littleEndian, as: UInt32.self)  // "PUB "
-        out += 4
-        if subject.count > 0 { out.copyMemory(from: subject.baseAddress!, byteCount: subject.count) }
-        out += subject.count
-        out.storeBytes(of: UInt8(ascii: " "), as: UInt8.self)
-        var remaining = payload.count
-        var position = size
-        while position > 0 {
-            out.storeBytes(of: UInt8(48 + remaining % 10), toByteOffset: position, as: UInt8.self)
-            remaining /= 10
-            position -= 1
-        }
-        out += 1 + size
-        out.storeBytes(of: UInt16(0x0A0D).littleEndian, as: UInt16.self)  // "\r\n"
-        out += 2
-        if payload.count > 0 { out.copyMemory(from: payload.baseAddress!, byteCount: payload.count) }
-        out += payload.count
-        out.storeBytes(of: UInt16(0x0A0D).littleEndian, as: UInt16.self)
-        at = out + 2 - base
+        let crlf: StaticString = "\r\n"
+        raw.put("PUB " as StaticString)
+        raw.put(subject)
+        raw.put(UInt8(ascii: " "))
+        raw.putDecimal(payload.count)
+        raw.put(crlf)
+        raw.put(payload)
+        raw.put(crlf)
         messages += 1
         return true
     }
 }
 
 /// Writes protocol bytes into memory reserved for exactly them.
+@usableFromInline
 struct RawWriter {
-    let base: UnsafeMutableRawPointer
-    var at = 0
+    @usableFromInline let base: UnsafeMutableRawPointer
+    @usableFromInline var at = 0
 
-    @inline(__always)
+    @inlinable @inline(__always)
     init(_ base: UnsafeMutableRawPointer) { self.base = base }
 
-    @inline(__always)
+    /// How many decimal digits `value` (>= 0) has.
+    @inlinable @inline(__always)
+    static func digits(_ value: Int) -> Int {
+        var digits = 1
+        var remaining = value
+        while remaining >= 10 {
+            remaining /= 10
+            digits += 1
+        }
+        return digits
+    }
+
+    @inlinable @inline(__always)
     mutating func put(_ byte: UInt8) {
         base.storeBytes(of: byte, toByteOffset: at, as: UInt8.self)
         at += 1
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     mutating func put(_ bytes: UnsafeRawBufferPointer) {
         if let source = bytes.baseAddress, bytes.count > 0 {
             (base + at).copyMemory(from: source, byteCount: bytes.count)
@@ -583,7 +575,7 @@ struct RawWriter {
         at += bytes.count
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     mutating func put(_ text: StaticString) {
         (base + at).copyMemory(from: text.utf8Start, byteCount: text.utf8CodeUnitCount)
         at += text.utf8CodeUnitCount
@@ -607,9 +599,9 @@ struct RawWriter {
         }
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     mutating func putDecimal(_ value: Int) {
-        let digits = NATSEncoder.decimalDigits(value)
+        let digits = Self.digits(value)
         var remaining = value
         for position in stride(from: at + digits - 1, through: at, by: -1) {
             base.storeBytes(of: UInt8(48 + remaining % 10), toByteOffset: position, as: UInt8.self)
