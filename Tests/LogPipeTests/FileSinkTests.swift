@@ -118,6 +118,7 @@ import Testing
         let group = [record(1, host: "a"), record(2, host: "a"), record(3, host: "b"), record(2, host: "a", floor: 0)]
         let selected = sink.selectUnwritten(group, ledger: ledger, grouped: true)
         #expect(selected.fresh.map(\.offset) == [2, 3])  // 1: in the ledger, the second 2: earlier in the group
+        #expect(selected.paths == [directory + "/a.log", directory + "/b.log"])
         #expect(selected.skipped == 2)
         #expect(selected.offsets == [directory + "/a.log": ["LOGS/c": [2]], directory + "/b.log": ["LOGS/c": [3]]])
         #expect(selected.floors == ["LOGS/c": 0])

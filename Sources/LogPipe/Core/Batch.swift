@@ -55,9 +55,7 @@ public struct Batch: Sendable {
 
     /// Reports the given records done with `status`.
     public static func acknowledge(_ records: [Record], status: DeliveryStatus = .delivered) {
-        records.forEachAcknowledgementRun { token, runs in
-            token.release(runs: runs, status: status)
-        }
+        acknowledge(records[...], status: status)
     }
 
     /// Reports a part of a batch done with `status`, without copying it out.

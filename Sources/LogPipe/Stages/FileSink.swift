@@ -173,9 +173,9 @@ public struct FileSink: Sink {
                 batch.records.append(contentsOf: more.records)
                 grouped = true
             }
-            let (fresh, skipped, offsets, floors) = selectUnwritten(batch.records, ledger: ledger, grouped: grouped)
-            if skipped > 0 { context.metrics.count("already_written", by: skipped) }
-            let chunks = encode(Batch(records: fresh))
+            let selected = selectUnwritten(batch.records, ledger: ledger, grouped: grouped)
+            if selected.skipped > 0 { context.metrics.count("already_written", by: selected.skipped) }
+            let chunks = encode(selected.fresh, paths: selected.paths)
             let paths = chunks.map(\.path)
             let cut: Int64 = try await BlockingIO.run {
                 var cut: Int64 = 0
@@ -194,8 +194,8 @@ public struct FileSink: Sink {
                     "cut \(cut) unacknowledged byte(s) left by a crash; those records are delivered again")
             }
             try await Self.writeRetrying(chunks, pool: pool, sync: true, context: context, options: options)
-            let written = offsets
-            let raised = floors
+            let written = selected.offsets
+            let raised = selected.floors
             try await BlockingIO.run {
                 ledgerBox.value.raise(floors: raised)
                 for path in paths {
@@ -212,50 +212,68 @@ public struct FileSink: Sink {
     }
 
     /// The records not written yet (per the ledger and, for a group of
-    /// batches, not earlier in the same group), how many were skipped, the
-    /// offsets to record per file and stream, and the highest floor per stream.
+    /// batches, not earlier in the same group) with the file each goes to,
+    /// how many were skipped, the offsets to record per file and stream, and
+    /// the highest floor per stream. Records are read in place (a copy costs
+    /// a retain and a release per field) and each path is rendered once.
     func selectUnwritten(_ records: [Record], ledger: WrittenLedger, grouped: Bool) -> (
-        fresh: [Record], skipped: Int, offsets: [String: [String: [Int64]]], floors: [String: Int64]
+        fresh: [Record], paths: [String], skipped: Int, offsets: [String: [String: [Int64]]], floors: [String: Int64]
     ) {
         var fresh: [Record] = []
+        var paths: [String] = []
         var skipped = 0
         var offsets: [String: [String: [Int64]]] = [:]
         var floors: [String: Int64] = [:]
         // A record delivered again while its first delivery waits in the
         // same group is not in the ledger yet: it is caught here.
         var inGroup: [String: Set<Int64>] = [:]
-        for record in records {
-            if let stream = record.streamID, let floor = record.offsetFloor {
-                floors[stream] = max(floors[stream, default: Int64.min], floor)
-            }
-            let path = options.path.render(record, escape: Self.escapePathValue)
-            if let stream = record.streamID, let offset = record.offset {
-                if ledger.contains(stream: stream, offset: offset, file: path)
-                    || (grouped && !inGroup[stream, default: []].insert(offset).inserted)
-                {
-                    skipped += 1
-                    continue
+        records.withUnsafeBufferPointer { records in
+            for index in records.indices {
+                if let stream = records[index].streamID, let floor = records[index].offsetFloor {
+                    floors[stream] = max(floors[stream, default: Int64.min], floor)
                 }
-                offsets[path, default: [:]][stream, default: []].append(offset)
+                let path = options.path.render(records[index], escape: Self.escapePathValue)
+                if let stream = records[index].streamID, let offset = records[index].offset {
+                    if ledger.contains(stream: stream, offset: offset, file: path)
+                        || (grouped && !inGroup[stream, default: []].insert(offset).inserted)
+                    {
+                        skipped += 1
+                        continue
+                    }
+                    offsets[path, default: [:]][stream, default: []].append(offset)
+                }
+                fresh.append(records[index])
+                paths.append(path)
             }
-            fresh.append(record)
         }
-        return (fresh, skipped, offsets, floors)
+        return (fresh, paths, skipped, offsets, floors)
     }
 
     /// One buffer per destination file, lines in record order, each ending in `\n`.
     func encode(_ batch: Batch) -> [(path: String, bytes: ByteBuffer)] {
-        guard let first = batch.records.first else { return [] }
+        let paths =
+            options.path.isConstant
+            ? []
+            : batch.records.withUnsafeBufferPointer { records in
+                records.indices.map { options.path.render(records[$0], escape: Self.escapePathValue) }
+            }
+        return encode(batch.records, paths: paths)
+    }
+
+    /// Like ``encode(_:)`` with each record's path already rendered (not
+    /// looked at when the path is constant).
+    func encode(_ records: [Record], paths: [String]) -> [(path: String, bytes: ByteBuffer)] {
+        guard let first = records.first else { return [] }
         if options.path.isConstant {
             var buffer = ByteBuffer()
-            buffer.writeLines(batch.records)
+            buffer.writeLines(records)
             return [(options.path.render(first), buffer)]
         }
         var order: [String] = []
         var buffers: [String: ByteBuffer] = [:]
-        batch.records.withUnsafeBufferPointer { records in
+        records.withUnsafeBufferPointer { records in
             for index in records.indices {
-                let path = options.path.render(records[index], escape: Self.escapePathValue)
+                let path = paths[index]
                 if buffers[path] == nil {
                     order.append(path)
                     buffers[path] = ByteBufferAllocator().buffer(capacity: 4096)
