@@ -109,6 +109,17 @@ import Testing
             ])
     }
 
+    /// Records "line 0" … of every slot of `token`, as its source would emit them.
+    static func records(heldBy token: AcknowledgementToken) -> [Record] {
+        (0..<token.count).map { index in
+            var record = Record(
+                bytes: ByteBuffer(string: "line \(index)"), source: "test", origin: "test", host: "h",
+                receivedAt: .now())
+            record.acknowledgement = AcknowledgementSlot(token: token, index: index)
+            return record
+        }
+    }
+
     /// A filter that thins a batch out to many short runs still reports the
     /// batch with one handler call per token (one lock, one array), not one
     /// per run: that is what keeps the filter path free of allocations per record.
@@ -117,14 +128,7 @@ import Testing
         let token = AcknowledgementToken(count: 10) { _, completed in
             calls.withLock { $0.append(completed) }
         }
-        var batch = Batch(
-            records: (0..<10).map { index in
-                var record = Record(
-                    bytes: ByteBuffer(string: "line \(index)"), source: "test", origin: "test", host: "h",
-                    receivedAt: .now())
-                record.acknowledgement = AcknowledgementSlot(token: token, index: index)
-                return record
-            })
+        var batch = Batch(records: Self.records(heldBy: token))
         batch.removeAll { $0.text.last!.wholeNumberValue! % 2 == 1 }
         #expect(calls.withLock { $0 }.count == 1)
         #expect(calls.withLock { $0 }[0].map(\.index) == [1, 3, 5, 7, 9])
@@ -142,13 +146,7 @@ import Testing
         let token = AcknowledgementToken(count: 6) { _, completed in
             calls.withLock { $0.append(contentsOf: completed) }
         }
-        let records = (0..<6).map { index in
-            var record = Record(
-                bytes: ByteBuffer(string: "line \(index)"), source: "test", origin: "test", host: "h",
-                receivedAt: .now())
-            record.acknowledgement = AcknowledgementSlot(token: token, index: index)
-            return record
-        }
+        let records = Self.records(heldBy: token)
         Batch.acknowledge(records[1..<5], failing: [0, 2])
         #expect(
             calls.withLock { $0 }.sorted { $0.index < $1.index } == [
