@@ -5,7 +5,6 @@
 
 import Benchmark
 import Foundation
-import LogPipe
 @_spi(Benchmarks) import LogPipe
 import MallocInterposerSwift
 import NATSClient
