@@ -70,8 +70,9 @@ enum CLI {
 
         func signal(_ number: Int32) { kill(process.processIdentifier, number) }
 
-        /// Waits for the process to end; kills it after `timeout`.
-        func wait(timeout: Duration = .seconds(120)) async throws -> Result {
+        /// Waits for the process to end; kills it after `timeout` (a safety net
+        /// for a hung process, long enough for a debug build on a busy machine).
+        func wait(timeout: Duration = .seconds(600)) async throws -> Result {
             let deadline = ContinuousClock.now + timeout
             while process.isRunning {
                 if ContinuousClock.now > deadline {
@@ -107,7 +108,7 @@ func write(_ text: String, to path: String) throws {
 }
 
 /// Waits until `condition` holds, polling; records an issue after `timeout`.
-func eventually(timeout: Duration = .seconds(30), _ condition: () -> Bool) async throws {
+func eventually(timeout: Duration = .seconds(120), _ condition: () -> Bool) async throws {
     let deadline = ContinuousClock.now + timeout
     while !condition() {
         if ContinuousClock.now > deadline {

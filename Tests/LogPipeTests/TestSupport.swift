@@ -100,8 +100,10 @@ let fixturesDirectory: String = {
     ).path
 }()
 
-/// Waits until `condition` holds, polling; fails the test after `timeout`.
-func eventually(timeout: Duration = .seconds(10), _ condition: () -> Bool) async throws {
+/// Waits until `condition` holds, polling; fails the test after `timeout`,
+/// a safety net long enough for a busy machine (the wait ends as soon as the
+/// condition holds).
+func eventually(timeout: Duration = .seconds(120), _ condition: () -> Bool) async throws {
     let deadline = ContinuousClock.now + timeout
     while !condition() {
         if ContinuousClock.now > deadline {

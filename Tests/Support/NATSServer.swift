@@ -54,7 +54,9 @@ public final class NATSServer: @unchecked Sendable {
         process.standardError = FileHandle(forWritingAtPath: "/dev/null")
         try process.run()
         self.process = process
-        let deadline = Date().addingTimeInterval(10)
+        // Only a safety net: on a busy machine a start can take long; the
+        // wait ends as soon as the server says it is ready.
+        let deadline = Date().addingTimeInterval(120)
         while Date() < deadline {
             if let text = try? String(contentsOfFile: log, encoding: .utf8),
                 let range = text.range(of: "Listening for client connections on 127.0.0.1:")
@@ -71,7 +73,7 @@ public final class NATSServer: @unchecked Sendable {
             }
             try await Task.sleep(for: .milliseconds(20))
         }
-        throw TestSupportError("nats-server did not become ready within 10 s")
+        throw TestSupportError("nats-server did not become ready within 120 s")
     }
 
     /// Stops the server process (the store stays, for a restart).
@@ -120,7 +122,7 @@ public final class NATSCluster: @unchecked Sendable {
         for node in 0..<3 { try start(node) }
         for node in 0..<3 { try await waitReady(node) }
         // JetStream needs a meta leader before streams can be created.
-        let deadline = Date().addingTimeInterval(30)
+        let deadline = Date().addingTimeInterval(120)
         while Date() < deadline {
             if (0..<3).contains(where: {
                 log($0).contains("JetStream cluster new metadata leader")
@@ -183,7 +185,7 @@ public final class NATSCluster: @unchecked Sendable {
     }
 
     public func waitReady(_ node: Int) async throws {
-        let deadline = Date().addingTimeInterval(15)
+        let deadline = Date().addingTimeInterval(120)
         while Date() < deadline {
             if log(node).contains("Server is ready") { return }
             try await Task.sleep(for: .milliseconds(20))
