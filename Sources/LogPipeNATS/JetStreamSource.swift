@@ -58,6 +58,8 @@ public struct JetStreamSource: Source, FieldProducer {
                 "consumer", "needs a durable name",
                 hint: "consumer: { durable: central-p3, filter_subject: \"logs.p3.>\" }")
         }
+        try NATSStageOptions.checkName(options.string("stream") ?? "", option: "stream", in: options)
+        try NATSStageOptions.checkName(durable, option: "durable", in: consumerOptions)
         var consumer = ConsumerConfig(durable: durable, filterSubject: consumerOptions.string("filter_subject"))
         consumer.deliver_policy = consumerOptions.string("deliver_policy") ?? "all"
         consumer.ack_policy = consumerOptions.string("ack_policy") ?? "explicit"

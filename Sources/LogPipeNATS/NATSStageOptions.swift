@@ -41,10 +41,13 @@ enum NATSStageOptions {
         }
         var settings = NATSOptions(servers: servers)
         for server in servers {
-            let lower = server.lowercased()
-            if lower.contains("://"), !lower.hasPrefix("nats://"), !lower.hasPrefix("tls://") {
+            do {
+                try NATSOptions.validateServerURL(server)
+            } catch {
+                // The message shows the URL with its password redacted.
                 throw options.error(
-                    "servers", "'\(server)' is not a NATS URL", hint: "write nats://host:4222 or tls://host:4222")
+                    "servers", "'\(NATSOptions.redacted(server))' is not a NATS server URL",
+                    hint: "write nats://host:4222 or tls://host:4222 (a port from 1 to 65535, no path)")
             }
         }
         settings.name = options.string("name") ?? "logpipe-\(options.stageName)"
@@ -71,6 +74,19 @@ enum NATSStageOptions {
             settings.tls = configuration
         }
         return settings
+    }
+
+    /// Checks a JetStream stream or consumer name: the server takes it as a
+    /// subject token (`$JS.API.STREAM.INFO.<name>`), so `.`, `*`, `>`,
+    /// whitespace and path separators make it another subject and the
+    /// request times out instead of failing.
+    static func checkName(_ name: String, option: String, in options: StageOptions) throws {
+        let forbidden: Set<Character> = [".", "*", ">", "/", "\\", " ", "\t", "\n", "\r"]
+        if name.isEmpty || name.contains(where: { forbidden.contains($0) }) || name.utf8.count > 255 {
+            throw options.error(
+                option, "'\(name)' is not a valid JetStream name",
+                hint: "use letters, digits, '-' and '_' (no '.', '*', '>', '/', '\\' or spaces), e.g. LOGS")
+        }
     }
 
     /// The `subject_pattern` option, parsed.

@@ -56,6 +56,27 @@ public struct NATSOptions: Sendable {
     }
 }
 
+extension NATSOptions {
+    /// `url` with the password of its user information replaced by `***`,
+    /// for messages and logs; works on text that is no valid URL too
+    /// (`nats://alice:pw@host:notaport`, `alice:pw@host`).
+    public static func redacted(_ url: String) -> String {
+        let schemeEnd = url.range(of: "://")?.upperBound ?? url.startIndex
+        let authorityEnd = url[schemeEnd...].firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) ?? url.endIndex
+        guard let at = url[schemeEnd..<authorityEnd].lastIndex(of: "@") else { return url }
+        guard let colon = url[schemeEnd..<at].firstIndex(of: ":") else { return url }
+        return String(url[..<url.index(after: colon)]) + "***" + String(url[at...])
+    }
+
+    /// Checks that `url` is a server URL the client can connect to
+    /// (`nats://` or `tls://`, a host, a port in 1...65535, no path).
+    ///
+    /// - Throws: ``NATSError/invalidURL(_:)`` with the password redacted.
+    public static func validateServerURL(_ url: String) throws {
+        _ = try ServerAddress(parsing: url)
+    }
+}
+
 /// A server address parsed from a URL.
 struct ServerAddress: Sendable, Hashable, CustomStringConvertible {
     var host: String
@@ -75,11 +96,17 @@ struct ServerAddress: Sendable, Hashable, CustomStringConvertible {
     init(parsing text: String) throws {
         var url = text.trimmingCharacters(in: .whitespaces)
         if !url.contains("://") { url = "nats://" + url }
+        let shown = NATSOptions.redacted(text)
         guard let components = URLComponents(string: url), let host = components.host, !host.isEmpty else {
-            throw NATSError.invalidURL(text)
+            throw NATSError.invalidURL(shown)
         }
         let scheme = components.scheme?.lowercased() ?? "nats"
-        guard ["nats", "tls"].contains(scheme) else { throw NATSError.invalidURL(text) }
+        guard ["nats", "tls"].contains(scheme) else { throw NATSError.invalidURL(shown) }
+        if let port = components.port, !(1...65535).contains(port) { throw NATSError.invalidURL(shown) }
+        let path = components.percentEncodedPath
+        guard path.isEmpty || path == "/", components.query == nil, components.fragment == nil else {
+            throw NATSError.invalidURL(shown)
+        }
         self.host = host
         self.port = components.port ?? 4222
         self.tls = scheme == "tls"

@@ -72,3 +72,18 @@ public struct OptionError: Error, CustomStringConvertible {
         "option '\(option)': \(message)" + (hint.map { " (\($0))" } ?? "")
     }
 }
+
+/// Several invalid option values of one stage, thrown by a stage factory
+/// that checks them all (every bad pattern of a list, say) so that one
+/// `logpipe validate` run reports each.
+public struct OptionErrors: Error, CustomStringConvertible {
+    /// The problems, in option order.
+    public var errors: [OptionError]
+
+    /// Creates the list.
+    public init(_ errors: [OptionError]) {
+        self.errors = errors
+    }
+
+    public var description: String { errors.map(\.description).joined(separator: "\n") }
+}

@@ -25,6 +25,15 @@ public struct PipelineLoader: Sendable {
         public var errors: [Diagnostic] { diagnostics.filter { $0.severity == .error } }
     }
 
+    /// The largest pipeline file read, in bytes: `validate` runs on files
+    /// from anywhere (a CI job on a pull request), and parsing is in memory.
+    public static let maxFileBytes = 1024 * 1024
+
+    /// The most YAML nodes a pipeline may expand to. YAML aliases repeat a
+    /// node without repeating its text, so a small file can stand for
+    /// billions of nodes ("billion laughs"); loading stops here instead.
+    public static let maxNodes = 100_000
+
     /// Top-level keys of a pipeline file.
     static let topLevelKeys = ["data_dir", "shutdown_timeout", "edge_capacity", "sources", "transforms", "sinks"]
 
@@ -40,6 +49,17 @@ public struct PipelineLoader: Sendable {
     /// `stage.option=value` (or `setting=value` for top-level settings).
     public func load(file path: String, overrides: [String] = []) -> Result {
         let text: String
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+            return Result(diagnostics: [
+                Diagnostic("\(path) is a directory", hint: "give the path of a pipeline file (YAML)", at: nil)
+            ])
+        }
+        if let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int,
+            size > Self.maxFileBytes
+        {
+            return Result(diagnostics: [Self.tooLarge(path, size)])
+        }
         do {
             let data = try Data(contentsOf: URL(fileURLWithPath: path))
             guard let decoded = String(data: data, encoding: .utf8) else {
@@ -58,8 +78,18 @@ public struct PipelineLoader: Sendable {
         return load(yaml: text, file: path, overrides: overrides)
     }
 
+    static func tooLarge(_ file: String, _ size: Int) -> Diagnostic {
+        Diagnostic(
+            "\(file) has \(size) bytes; pipeline files may have at most \(maxFileBytes)",
+            hint: "a pipeline file describes stages; keep data (lists of hosts, patterns) in files the stages read",
+            at: nil)
+    }
+
     /// Loads a pipeline from YAML text; `file` names it in diagnostics.
     public func load(yaml: String, file: String = "<pipeline>", overrides: [String] = []) -> Result {
+        if yaml.utf8.count > Self.maxFileBytes {
+            return Result(diagnostics: [Self.tooLarge(file, yaml.utf8.count)])
+        }
         var builder = Builder(file: file, registry: registry, environment: environment)
         return builder.build(yaml: yaml, overrides: overrides)
     }
@@ -70,6 +100,8 @@ private struct Builder {
     let registry: StageRegistry
     let environment: [String: String]
     var diagnostics: [Diagnostic] = []
+    /// Nodes ``convert(_:)`` may still make.
+    var nodesLeft = PipelineLoader.maxNodes
 
     init(file: String, registry: StageRegistry, environment: [String: String]) {
         self.file = file
@@ -117,6 +149,7 @@ private struct Builder {
             return PipelineLoader.Result(pipeline: nil, diagnostics: diagnostics)
         }
         var config = convert(root)
+        if nodesLeft <= 0 { return PipelineLoader.Result(pipeline: nil, diagnostics: diagnostics) }
         applyOverrides(overrides, to: &config)
         guard let topEntries = config.entries else {
             error("a pipeline file is a map with 'sources', 'transforms' and 'sinks'", at: config.location)
@@ -215,6 +248,12 @@ private struct Builder {
                 error(
                     "stage '\(stage.name)': \(optionError.message)", hint: optionError.hint,
                     at: optionError.location ?? stage.nameLocation)
+            } catch let optionErrors as OptionErrors {
+                for optionError in optionErrors.errors {
+                    error(
+                        "stage '\(stage.name)': \(optionError.message)", hint: optionError.hint,
+                        at: optionError.location ?? stage.nameLocation)
+                }
             } catch {
                 self.error("stage '\(stage.name)' could not be set up: \(error)", at: stage.nameLocation)
             }
@@ -374,6 +413,13 @@ private struct Builder {
     }
 
     mutating func convert(_ node: Node) -> ConfigNode {
+        nodesLeft -= 1
+        if nodesLeft == 0 {
+            error(
+                "the pipeline expands to more than \(PipelineLoader.maxNodes) YAML nodes (through aliases?); loading stopped",
+                hint: "write the values out instead of repeating them with aliases", at: location(node.mark))
+        }
+        if nodesLeft <= 0 { return ConfigNode(.scalar(nil), location: nil) }
         switch node {
         case .scalar(let scalar):
             let location = location(scalar.mark)

@@ -73,6 +73,9 @@ public final class StageRegistry: Sendable {
                 StageOptions(stageName: name, node: options, specs: definition.options, settings: settings))
         } catch let error as OptionError {
             throw PipelineFileError(diagnostics: [Diagnostic(error.message, hint: error.hint, at: error.location)])
+        } catch let errors as OptionErrors {
+            throw PipelineFileError(
+                diagnostics: errors.errors.map { Diagnostic($0.message, hint: $0.hint, at: $0.location) })
         }
     }
 }

@@ -82,24 +82,29 @@ public struct RegexFilter: Transform {
         regexOptions.caseInsensitive = options.boolean("case_insensitive")
         regexOptions.utf = options.boolean("utf")
         regexOptions.matchLimit = UInt32(options.integer("match_limit"))
-        func compile(_ name: String) throws -> [PCRE2Regex] {
-            try options.stringList(name).enumerated().map { index, pattern in
+        // Every pattern is compiled, so that each bad one is reported.
+        var problems: [OptionError] = []
+        func compile(_ name: String) -> [PCRE2Regex] {
+            options.stringList(name).enumerated().compactMap { index, pattern in
                 do throws(RegexCompileError) {
                     return try PCRE2Regex(pattern, options: regexOptions)
                 } catch {
-                    throw options.error(
-                        name,
-                        item: index,
-                        "cannot compile '\(pattern)': \(error.message) at offset \(error.offset)",
-                        hint: "PCRE2 syntax; in YAML, single-quote patterns so that backslashes stay as written"
-                    )
+                    problems.append(
+                        options.error(
+                            name,
+                            item: index,
+                            "cannot compile '\(pattern)': \(error.message) at offset \(error.offset)",
+                            hint: "PCRE2 syntax; in YAML, single-quote patterns so that backslashes stay as written"
+                        ))
+                    return nil
                 }
             }
         }
         var settings = Options()
-        settings.include = try compile("include")
-        settings.exclude = try compile("exclude")
-        settings.extract = try compile("extract")
+        settings.include = compile("include")
+        settings.exclude = compile("exclude")
+        settings.extract = compile("extract")
+        if !problems.isEmpty { throw OptionErrors(problems) }
         settings.field = options.string("field")
         settings.onLimit = MatchLimitPolicy(rawValue: options.string("on_limit") ?? "keep") ?? .keep
         if settings.include.isEmpty, settings.exclude.isEmpty, settings.extract.isEmpty {
