@@ -43,6 +43,28 @@ import Testing
         #expect(split(input, chunks: [4], stripCR: true).lines.first == Array("a".utf8))
     }
 
+    /// A line of exactly N × max bytes makes N records and nothing more,
+    /// wherever the reads end (the newline alone in the next read included);
+    /// a line of exactly max bytes is not oversize.
+    @Test func linesOfWholeMultiplesOfTheMaximumMakeNoEmptyRecord() {
+        let max = 4
+        for pieces in 1...3 {
+            let line = (0..<(pieces * max)).map { UInt8(ascii: "a") + UInt8($0 % 26) }
+            let input = line + [0x0A] + Array("next\n".utf8)
+            for chunk in 1...(input.count) {
+                let result = split(input, chunks: [chunk], max: max)
+                let expected = stride(from: 0, to: line.count, by: max).map { Array(line[$0..<($0 + max)]) }
+                #expect(result.lines == expected + [Array("next".utf8)], "pieces \(pieces), chunk \(chunk)")
+                #expect(result.oversize == (pieces > 1 ? 1 : 0), "pieces \(pieces), chunk \(chunk)")
+                let truncated = split(input, chunks: [chunk], max: max, oversize: .truncate)
+                #expect(truncated.lines == [Array(line[0..<max]), Array("next".utf8)])
+            }
+        }
+        // CRLF: the \r of a line of max bytes plus \r is stripped, not split off.
+        let crlf = split(Array("abcd\r\n".utf8), chunks: [5, 1], max: 4, stripCR: true)
+        #expect(crlf.lines == [Array("abcd".utf8)])
+    }
+
     @Test func splitsOverlongLinesAcrossReads() {
         let input = Array(String(repeating: "x", count: 25).utf8) + [0x0A] + Array("ok\n".utf8)
         for chunk in [1, 7, 10, 64] {

@@ -87,9 +87,15 @@ struct LineSplitter {
                 cursor = start
             }
         }
-        // The tail has no newline yet.
+        // The tail has no newline yet. A piece is cut from it only while
+        // more than `maxLineBytes` wait: a line of exactly N × maxLineBytes
+        // keeps its last piece until its newline, so it makes N records (no
+        // empty one after the newline) and one of exactly maxLineBytes is
+        // not oversize at all. With `stripCarriageReturn` one byte more
+        // waits: it may be the `\r` of a CRLF.
+        let held = maxLineBytes + (stripCarriageReturn ? 1 : 0)
         var tailStart = start
-        while end - tailStart >= maxLineBytes || (discarding && end > tailStart) {
+        while end - tailStart > held || (discarding && end > tailStart) {
             if discarding {
                 lineStartOffset += Int64(end - tailStart)
                 tailStart = end
