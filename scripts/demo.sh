@@ -56,7 +56,7 @@ echo "   stream LOGS holds $(stream_messages) messages" >&2
 echo "== central consumers, one per partition (pipelines/central.yaml)" >&2
 pids=()
 for partition in $(seq 0 $((partitions - 1))); do
-  PARTITION=$partition STOP_AFTER_IDLE=2s OUT="$work/central" LOGPIPE_DATA="$work/central-p$partition" \
+  PARTITION=$partition STOP_AFTER_IDLE=2s OUT="$work/central" LOGPIPE_DATA="$work/central-state" \
     "$bin" run pipelines/central.yaml 2> "$work/central-p$partition.log" &
   pids+=($!)
 done

@@ -132,7 +132,7 @@ import Testing
         // line of its partition (the other partitions' sequences fall between).
         var remembered = 0
         for partition in 0..<4 {
-            let path = scenario.directory + "/central-\(partition)/files/written.json"
+            let path = scenario.directory + "/central-\(partition)/central-p\(partition)/files/written.json"
             let ledger = try #require(
                 try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any])
             let floors = try #require(ledger["floors"] as? [String: Int])

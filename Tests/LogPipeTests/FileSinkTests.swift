@@ -77,6 +77,46 @@ import Testing
         #expect(lines == (0..<5000).map(String.init))
     }
 
+    /// A rendered file name over 255 bytes is shortened the same way every
+    /// time (a hash keeps different names apart), whole characters kept;
+    /// the record is written instead of retried forever.
+    @Test func overlongFileNamesAreShortenedStably() async throws {
+        let long = String(repeating: "é", count: 200)  // 400 bytes
+        let fitted = FileSink.fitted("/out/" + long + ".log")
+        let name = try #require(fitted.split(separator: "/").last)
+        #expect(name.utf8.count <= 255)
+        #expect(name.hasPrefix(String(repeating: "é", count: 119)))
+        #expect(fitted == FileSink.fitted("/out/" + long + ".log"))
+        #expect(fitted != FileSink.fitted("/out/" + long + ".txt"))
+        #expect(FileSink.fitted("/out/short.log") == "/out/short.log")
+
+        let directory = try temporaryDirectory()
+        let hosts = [String(repeating: "h", count: 300), "web-01"]
+        var pipeline = Pipeline()
+        let (lines, continuation) = AsyncStream.makeStream(of: String.self)
+        try pipeline.add("app", source: AsyncSequenceSource(lines: lines))
+        struct SetHost: BatchTransform {
+            let hosts: [String]
+            func transform(_ batch: inout Batch) throws {
+                for index in batch.records.indices {
+                    batch.records[index].host = batch.records[index].text == "one" ? hosts[0] : hosts[1]
+                }
+            }
+        }
+        try pipeline.add("hosts", transform: SetHost(hosts: hosts), inputs: ["app"])
+        try pipeline.add(
+            "files", sink: FileSink(options: FileSink.Options(path: try Template(directory + "/{host}.log"))),
+            inputs: ["hosts"])
+        continuation.yield("one")
+        continuation.yield("two")
+        continuation.finish()
+        #expect(try await PipelineRunner(pipeline: pipeline).run().isClean)
+        let files = try FileManager.default.contentsOfDirectory(atPath: directory).sorted()
+        #expect(files.count == 2)
+        #expect(files.contains("web-01.log"))
+        #expect(files.allSatisfy { $0.utf8.count <= 255 })
+    }
+
     @Test func intervalFsyncAcknowledgesAfterTheSync() async throws {
         let directory = try temporaryDirectory()
         var options = FileSink.Options(path: try Template(directory + "/all.log"))
@@ -189,16 +229,125 @@ import Testing
         }
     }
 
-    @Test func recoverCutsAnUnacknowledgedTail() throws {
+    /// Saves the intent for appending `text` to `file`, then appends it.
+    func appendWithIntent(_ text: String, to file: String, ledger: WrittenLedger) throws {
+        let attributes = try? FileManager.default.attributesOfItem(atPath: file)
+        let size = Int64((attributes?[.size] as? Int) ?? 0)
+        let bytes = Array(text.utf8)
+        try ledger.saveIntent([bytes.withUnsafeBytes { WriteIntent.append(path: file, start: size, bytes: $0) }])
+        let handle = try #require(FileHandle(forWritingAtPath: file))
+        handle.seekToEndOfFile()
+        handle.write(Data(bytes))
+        try handle.close()
+    }
+
+    @Test func recoverCutsOnlyTheTailItsIntentProves() throws {
         let directory = try temporaryDirectory()
         let file = directory + "/out.log"
         try "acknowledged\n".write(toFile: file, atomically: true, encoding: .utf8)
         let ledger = WrittenLedger(directory: directory, stage: "out")
-        #expect(try ledger.recover(file) == (0, true))  // first sight: records the size
-        try "acknowledged\nnot acknow".write(toFile: file, atomically: true, encoding: .utf8)
+        #expect(try ledger.recover(file) == .init(needsSave: true))  // first sight: records the size
+        try ledger.save()
+        try appendWithIntent("not acknowledged\n", to: file, ledger: ledger)
+        // A crash before the ledger was saved: the intent proves the tail.
         let restarted = WrittenLedger(directory: directory, stage: "out")
-        restarted.update(file, size: 13, offsets: [:])
-        #expect(try restarted.recover(file) == (10, false))
+        try restarted.load()
+        #expect(try restarted.recoverAll() == [file: .init(cut: 17)])
         #expect(try String(contentsOfFile: file, encoding: .utf8) == "acknowledged\n")
+    }
+
+    @Test func bytesAppendedBySomeoneElseAreNeverCut() throws {
+        let directory = try temporaryDirectory()
+        let file = directory + "/out.log"
+        try "acknowledged\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let ledger = WrittenLedger(directory: directory, stage: "out")
+        _ = try ledger.recover(file)
+        try ledger.save()
+        // The sink's own append was committed (ledger saved), then a line was
+        // appended by hand: the intent on disk does not start at the recorded size.
+        try appendWithIntent("ours\n", to: file, ledger: ledger)
+        ledger.update(file, size: 18, offsets: [:])
+        try ledger.save()
+        let handle = try #require(FileHandle(forWritingAtPath: file))
+        handle.seekToEndOfFile()
+        handle.write(Data("by hand\n".utf8))
+        try handle.close()
+        let restarted = WrittenLedger(directory: directory, stage: "out")
+        try restarted.load()
+        #expect(throws: WrittenLedger.ForeignBytes.self) { try restarted.recoverAll() }
+        #expect(try String(contentsOfFile: file, encoding: .utf8) == "acknowledged\nours\nby hand\n")
+        let error = WrittenLedger.ForeignBytes(path: file, recorded: 18, size: 26)
+        #expect("\(error)".contains("8 byte(s) after byte 18"))
+        #expect("\(error)".contains("truncate -s 18 \(file)"))
+        #expect("\(error)".contains("nothing was cut"))
+    }
+
+    @Test func anUnprovenOrTamperedTailIsRefused() throws {
+        let directory = try temporaryDirectory()
+        let file = directory + "/out.log"
+        let ledger = WrittenLedger(directory: directory, stage: "out")
+        _ = try ledger.recover(file)
+        try ledger.save()
+        // Our intent, but other bytes of the same length on disk.
+        try ledger.saveIntent([
+            Array("abc\n".utf8).withUnsafeBytes { WriteIntent.append(path: file, start: 0, bytes: $0) }
+        ])
+        try "xyz\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let restarted = WrittenLedger(directory: directory, stage: "out")
+        try restarted.load()
+        #expect(throws: WrittenLedger.ForeignBytes.self) { try restarted.recoverAll() }
+        #expect(try String(contentsOfFile: file, encoding: .utf8) == "xyz\n")
+        // A torn intent file proves nothing either.
+        try Data([1, 2, 3]).write(to: URL(fileURLWithPath: restarted.intentPath))
+        try "abc\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let again = WrittenLedger(directory: directory, stage: "out")
+        try again.load()
+        #expect(throws: WrittenLedger.ForeignBytes.self) { try again.recoverAll() }
+    }
+
+    /// A write interrupted by kill -9 or a power loss stops at a page
+    /// boundary: a prefix of our append ending there is ours to cut; one
+    /// ending elsewhere is not provably ours.
+    @Test func aTornAppendIsCutAtPageBoundariesOnly() throws {
+        let directory = try temporaryDirectory()
+        let file = directory + "/out.log"
+        try String(repeating: "a", count: 99).appending("\n").write(toFile: file, atomically: true, encoding: .utf8)
+        let ledger = WrittenLedger(directory: directory, stage: "out")
+        _ = try ledger.recover(file)
+        try ledger.save()
+        let append = (0..<200).map { String(format: "line %05d of the unacknowledged batch\n", $0) }.joined()
+        let bytes = Array(append.utf8)  // 7,800 bytes: from 100 across 4096 to 7900
+        try ledger.saveIntent([bytes.withUnsafeBytes { WriteIntent.append(path: file, start: 100, bytes: $0) }])
+        let handle = try #require(FileHandle(forWritingAtPath: file))
+        handle.seekToEndOfFile()
+        handle.write(Data(bytes[0..<(4096 - 100)]))  // torn at the page boundary
+        try handle.close()
+        let restarted = WrittenLedger(directory: directory, stage: "out")
+        try restarted.load()
+        #expect(try restarted.recoverAll() == [file: .init(cut: 3996)])
+        #expect(try Data(contentsOf: URL(fileURLWithPath: file)).count == 100)
+
+        let other = try #require(FileHandle(forWritingAtPath: file))
+        other.seekToEndOfFile()
+        other.write(Data(bytes[0..<1000]))  // not at a page boundary
+        try other.close()
+        let third = WrittenLedger(directory: directory, stage: "out")
+        try third.load()
+        #expect(throws: WrittenLedger.ForeignBytes.self) { try third.recoverAll() }
+    }
+
+    @Test func intentEncodingRoundTripsAndRejectsTornCopies() {
+        let intent = WriteIntent(appends: [
+            .init(path: "/a/b.log", start: 5, length: 9000, blockHashes: [1, 2, 3]),
+            .init(path: "/a/ü c.log", start: 0, length: 0, blockHashes: []),
+        ])
+        let bytes = intent.encoded()
+        #expect(WriteIntent(decoding: bytes) == intent)
+        for cut in [0, 1, 8, bytes.count / 2, bytes.count - 1] {
+            #expect(WriteIntent(decoding: Array(bytes.prefix(cut))) == nil)
+        }
+        var flipped = bytes
+        flipped[10] ^= 0x01
+        #expect(WriteIntent(decoding: flipped) == nil)
     }
 }

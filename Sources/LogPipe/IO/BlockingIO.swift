@@ -22,6 +22,14 @@ enum BlockingIO {
     static func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         try await pool.runIfActive(body)
     }
+
+    /// Runs `body` on the blocking pool even when the calling task is
+    /// cancelled: for work that must finish once begun, such as saving the
+    /// checkpoint of what was acknowledged while a pipeline is stopping.
+    static func runEvenIfCancelled<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        // An unstructured task does not inherit the caller's cancellation.
+        try await Task { try await pool.runIfActive(body) }.value
+    }
 }
 
 /// An `errno` failure of a system call, with what was being done.

@@ -36,6 +36,10 @@ final class FileWriterPool: Sendable {
     private struct State {
         var files: [String: OpenFile] = [:]
         var clock: UInt64 = 0
+        /// Paths opened before: a reopened file (after a failed write, or
+        /// closed to make room) may end in the middle of our own record,
+        /// which must be continued, not ended.
+        var opened: Set<String> = []
     }
 
     private let state = Mutex(State())
@@ -169,7 +173,9 @@ final class FileWriterPool: Sendable {
         // line; end it, so that the next line starts on a line of its own.
         var info = stat()
         var last: UInt8 = 0
-        if fstat(fd, &info) == 0, info.st_size > 0, pread(fd, &last, 1, info.st_size - 1) == 1, last != 0x0A {
+        if state.opened.insert(path).inserted, fstat(fd, &info) == 0, info.st_size > 0,
+            pread(fd, &last, 1, info.st_size - 1) == 1, last != 0x0A
+        {
             var newline: UInt8 = 0x0A
             if Glibc.write(fd, &newline, 1) != 1 {
                 let code = errno

@@ -10,9 +10,13 @@ import Foundation
 /// the last acknowledged batch and the source offsets written per source
 /// stream (as ranges), saved atomically after every batch.
 ///
-/// After a crash, a file longer than its recorded size holds a batch that was
-/// written but never acknowledged; it is cut back to the recorded size, and the
-/// source delivers those records again. Records whose offset is recorded are
+/// Before each write the sink saves a ``WriteIntent`` (where it appends and a
+/// hash of what). After a crash, a file longer than its recorded size holds
+/// a batch that was written but never acknowledged if the intent proves it;
+/// it is cut back to the recorded size, and the source delivers those records
+/// again. Bytes the intent does not prove to be the sink's own (a line
+/// appended by hand, a stale ledger) are never cut: the sink refuses to
+/// start and says how to go on. Records whose offset is recorded are
 /// already in the file and are skipped. Together: every record exactly once,
 /// for sources whose offsets identify records (a JetStream consumer: stream
 /// sequences). Records delivered again after a crash are appended where they
@@ -39,15 +43,28 @@ final class WrittenLedger {
     }
 
     let path: String
+    let intentPath: String
     private(set) var files: [String: FileState] = [:]
     private(set) var floors: [String: Int64] = [:]
+    /// The last saved intent, by file.
+    private(set) var intent: [String: WriteIntent.Append] = [:]
     private var recovered: Set<String> = []
+    private var intentDescriptor: Int32 = -1
 
     init(directory: String, stage: String) {
         path = directory + "/" + stage + "/written.json"
+        intentPath = directory + "/" + stage + "/intent"
+    }
+
+    deinit {
+        if intentDescriptor >= 0 { close(intentDescriptor) }
     }
 
     func load() throws {
+        if let bytes = FileManager.default.contents(atPath: intentPath) {
+            // A torn intent decodes to nothing: its files are refused, not cut.
+            for append in WriteIntent(decoding: Array(bytes))?.appends ?? [] { intent[append.path] = append }
+        }
         guard FileManager.default.fileExists(atPath: path) else { return }
         do {
             let stored = try JSONDecoder().decode(Stored.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
@@ -81,27 +98,114 @@ final class WrittenLedger {
         return candidate >= 0 && offset <= ranges[candidate][1]
     }
 
-    /// Before the first write to `file` in this run: cuts off what a crash
-    /// left beyond the last acknowledged batch, or, for a file not in the
-    /// ledger yet, records its current size (so that a crash during its first
-    /// batch can be undone too). Returns the bytes removed and whether the
-    /// ledger must be saved before writing.
-    func recover(_ file: String) throws -> (cut: Int64, added: Bool) {
-        guard recovered.insert(file).inserted else { return (0, false) }
-        var info = stat()
-        let exists = stat(file, &info) == 0
-        let size = exists ? Int64(info.st_size) : 0
-        guard let state = files[file] else {
-            files[file] = FileState(size: size, ranges: [:])
-            return (0, true)
+    /// What ``recover(_:)`` found and did.
+    struct Recovery: Equatable {
+        /// Bytes of this sink's own unacknowledged append that were cut.
+        var cut: Int64 = 0
+        /// The ledger changed and must be saved before writing.
+        var needsSave = false
+        /// The file was shorter than recorded (rotated or truncated by
+        /// someone else); appending continues at its end.
+        var shrunk = false
+    }
+
+    /// A file has bytes after the last acknowledged write that the last
+    /// intent does not prove to be this sink's own.
+    struct ForeignBytes: Error, CustomStringConvertible {
+        var path: String
+        var recorded: Int64
+        var size: Int64
+
+        var description: String {
+            "\(path) has \(size - recorded) byte(s) after byte \(recorded), where this sink's last acknowledged write ended, that this sink cannot prove it wrote (appended by something else, or a ledger from another run); nothing was cut. Move \(path) aside to start a new file (everything up to byte \(recorded) stays in it), or, if you know these bytes are LogPipe's own unfinished write, cut them with `truncate -s \(recorded) \(path)`; then start again"
         }
-        if size > state.size {
-            guard truncate(file, off_t(state.size)) == 0 else {
-                throw SystemCallError(call: "truncate", target: file, code: errno)
+    }
+
+    /// Checks every file the ledger or the last intent names, before the
+    /// first write of this run: see ``recover(_:)``.
+    func recoverAll() throws -> [String: Recovery] {
+        var results: [String: Recovery] = [:]
+        for file in Set(files.keys).union(intent.keys).sorted() {
+            results[file] = try recover(file)
+        }
+        return results
+    }
+
+    /// Before the first write to `file` in this run: cuts off this sink's
+    /// own append that a crash left unacknowledged (proven by the intent
+    /// saved before it), or, for a file not in the ledger yet, records its
+    /// current size (so that a crash during its first batch can be undone
+    /// too), ending a torn last line first.
+    ///
+    /// - Throws: ``ForeignBytes`` when the file grew past the recorded size
+    ///   by bytes the intent does not prove to be ours: those are never cut.
+    func recover(_ file: String) throws -> Recovery {
+        guard recovered.insert(file).inserted else { return Recovery() }
+        let fd = open(file, O_RDWR | O_CLOEXEC)
+        guard fd >= 0 else {
+            guard errno == ENOENT || errno == ENOTDIR else {
+                throw SystemCallError(call: "open", target: file, code: errno)
             }
-            return (size - state.size, false)
+            // Gone (moved away by its owner): a new file starts at 0.
+            if files[file]?.size == 0 { return Recovery() }
+            let known = files[file] != nil
+            files[file, default: FileState(size: 0, ranges: [:])].size = 0
+            return Recovery(needsSave: true, shrunk: known)
         }
-        return (0, false)
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw SystemCallError(call: "fstat", target: file, code: errno) }
+        let size = Int64(info.st_size)
+        guard let recorded = files[file]?.size else {
+            var start = size
+            var last: UInt8 = 0
+            if size > 0, pread(fd, &last, 1, off_t(size - 1)) == 1, last != 0x0A {
+                var newline: UInt8 = 0x0A
+                guard pwrite(fd, &newline, 1, off_t(size)) == 1 else {
+                    throw SystemCallError(call: "write", target: file, code: errno)
+                }
+                start += 1
+            }
+            files[file] = FileState(size: start, ranges: [:])
+            return Recovery(needsSave: true)
+        }
+        if size == recorded { return Recovery() }
+        if size < recorded {
+            files[file]?.size = size
+            return Recovery(needsSave: true, shrunk: true)
+        }
+        guard let append = intent[file], append.start == recorded, WriteIntent.isOwnPrefix(append, fd: fd, size: size)
+        else {
+            throw ForeignBytes(path: file, recorded: recorded, size: size)
+        }
+        guard ftruncate(fd, off_t(recorded)) == 0 else {
+            throw SystemCallError(call: "truncate", target: file, code: errno)
+        }
+        guard fsync(fd) == 0 else { throw SystemCallError(call: "fsync", target: file, code: errno) }
+        return Recovery(cut: size - recorded)
+    }
+
+    /// Saves and syncs what is about to be appended, before it is written.
+    func saveIntent(_ appends: [WriteIntent.Append]) throws {
+        let bytes = WriteIntent(appends: appends).encoded()
+        if intentDescriptor < 0 {
+            let directory = (intentPath as NSString).deletingLastPathComponent
+            if makeDirectories(directory) != 0 {
+                throw SystemCallError(call: "mkdir", target: directory, code: errno)
+            }
+            intentDescriptor = open(intentPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+            guard intentDescriptor >= 0 else { throw SystemCallError(call: "open", target: intentPath, code: errno) }
+            let directoryFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            if directoryFD >= 0 {
+                _ = fsync(directoryFD)
+                close(directoryFD)
+            }
+        }
+        let written = bytes.withUnsafeBytes { pwrite(intentDescriptor, $0.baseAddress!, $0.count, 0) }
+        guard written == bytes.count else { throw SystemCallError(call: "write", target: intentPath, code: errno) }
+        guard ftruncate(intentDescriptor, off_t(bytes.count)) == 0, fdatasync(intentDescriptor) == 0 else {
+            throw SystemCallError(call: "fsync", target: intentPath, code: errno)
+        }
     }
 
     /// Records that `file` now has `size` bytes and holds `offsets` too.

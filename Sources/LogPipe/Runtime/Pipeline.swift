@@ -123,6 +123,9 @@ public enum PipelineError: Error, CustomStringConvertible {
     case stageFailed(stage: String, underlying: any Error)
     /// ``PipelineRunner/run()`` was called a second time; make a new runner.
     case alreadyStarted
+    /// A stage's state directory under `data_dir` cannot be used: not
+    /// writable, or locked by another process. Nothing was started.
+    case stateUnavailable(stage: String, reason: String)
 
     public var description: String {
         switch self {
@@ -132,6 +135,8 @@ public enum PipelineError: Error, CustomStringConvertible {
             return "stage '\(stage)' failed: \(underlying)"
         case .alreadyStarted:
             return "this PipelineRunner has already run; create a new one for another run"
+        case .stateUnavailable(_, let reason):
+            return reason
         }
     }
 }

@@ -118,6 +118,8 @@ public final class PipelineRunner: Sendable {
         }
         if alreadyStarted { throw PipelineError.alreadyStarted }
         let settings = pipeline.settings
+        let locks = try lockStateDirectories(settings.dataDirectory)
+        defer { for lock in locks { lock.release() } }
         let hostname = Host.name
         var inputs: [String: BoundedChannel<Batch>] = [:]
         for node in pipeline.nodes where node.stage.kind != .source {
@@ -182,6 +184,29 @@ public final class PipelineRunner: Sendable {
             if ledger.outstanding > 0 { timedOut.store(true, ordering: .relaxed) }
         }
         return RunSummary(progress: progress(), timedOut: timedOut.load(ordering: .relaxed), failure: failure)
+    }
+
+    /// Locks the state directory of every stage that keeps state, before
+    /// any stage starts: a second process on the same state fails here with
+    /// the holder's name instead of overwriting checkpoints or ledgers.
+    private func lockStateDirectories(_ dataDirectory: String) throws -> [StateLock] {
+        var locks: [StateLock] = []
+        for node in pipeline.nodes {
+            let stateful: (any StatefulStage)? =
+                switch node.stage {
+                case .source(let source): source as? any StatefulStage
+                case .transform(let transform): transform as? any StatefulStage
+                case .sink(let sink): sink as? any StatefulStage
+                }
+            guard let stateful, stateful.keepsState else { continue }
+            do {
+                locks.append(try StateLock.acquire(dataDirectory: dataDirectory, stage: node.name))
+            } catch {
+                for lock in locks { lock.release() }
+                throw PipelineError.stateUnavailable(stage: node.name, reason: "\(error)")
+            }
+        }
+        return locks
     }
 
     private func runNode(_ node: Pipeline.Node, context: StageContext, input: BatchInput?, output: BatchOutput) async

@@ -32,7 +32,8 @@ public enum FsyncPolicy: String, Sendable, CaseIterable {
 public struct FileSink: Sink {
     /// How the sink writes.
     public struct Options: Sendable {
-        /// Where each record goes; placeholder values have `/` replaced by `_`.
+        /// Where each record goes; placeholder values have `/` replaced by
+        /// `_`, and a file name over 255 bytes is shortened (see ``FileSink/fitted(_:)``).
         public var path: Template
         /// When to fsync.
         public var fsync: FsyncPolicy = .never
@@ -115,6 +116,36 @@ public struct FileSink: Sink {
             decoding: value.utf8.map { $0 == UInt8(ascii: "/") || $0 == 0 ? UInt8(ascii: "_") : $0 }, as: UTF8.self)
     }
 
+    /// The longest file name (one path component) file systems take.
+    static let maxNameBytes = 255
+
+    /// `path` with every component longer than ``maxNameBytes`` shortened to
+    /// its first bytes (whole characters), `~` and 16 hex digits of a hash of
+    /// the whole component: a record whose rendered name is too long (a host
+    /// name made of a line's garbage) still gets a file of its own, the same
+    /// one every time, instead of an error no retry can fix.
+    static func fitted(_ path: String) -> String {
+        guard path.utf8.count > maxNameBytes else { return path }
+        let components = path.split(separator: "/", omittingEmptySubsequences: false)
+        guard components.contains(where: { $0.utf8.count > maxNameBytes }) else { return path }
+        return components.map { component -> String in
+            guard component.utf8.count > maxNameBytes else { return String(component) }
+            var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+            for byte in component.utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
+            let hex = String(hash, radix: 16)
+            let suffix = "~" + String(repeating: "0", count: 16 - hex.count) + hex
+            var end = component.startIndex
+            var size = 0
+            while end < component.endIndex {
+                let length = component[end].utf8.count
+                if size + length > maxNameBytes - suffix.utf8.count { break }
+                size += length
+                end = component.index(after: end)
+            }
+            return String(component[..<end]) + suffix
+        }.joined(separator: "/")
+    }
+
     public func run(input: BatchInput, context: StageContext) async throws {
         if options.exactlyOnce {
             try await runExactlyOnce(input: input, context: context)
@@ -162,7 +193,13 @@ public struct FileSink: Sink {
         defer { pool.closeAll() }
         let ledger = WrittenLedger(directory: context.dataDirectory, stage: context.name)
         let ledgerBox = SendableBox(ledger)
-        try await BlockingIO.run { try ledgerBox.value.load() }
+        let recovered = try await BlockingIO.run { () throws -> [String: WrittenLedger.Recovery] in
+            try ledgerBox.value.load()
+            let results = try ledgerBox.value.recoverAll()
+            if results.values.contains(where: \.needsSave) { try ledgerBox.value.save() }
+            return results
+        }
+        Self.report(recovered, context: context)
         for await first in input {
             // Group commit: batches that queued up while the last one was
             // synced are written and synced together (one fsync per file
@@ -177,22 +214,23 @@ public struct FileSink: Sink {
             if selected.skipped > 0 { context.metrics.count("already_written", by: selected.skipped) }
             let chunks = encode(selected.fresh, paths: selected.paths)
             let paths = chunks.map(\.path)
-            let cut: Int64 = try await BlockingIO.run {
-                var cut: Int64 = 0
-                var added = false
-                for path in paths {
-                    let result = try ledgerBox.value.recover(path)
-                    cut += result.cut
-                    added = added || result.added
+            let recovery = try await BlockingIO.run { () throws -> [String: WrittenLedger.Recovery] in
+                var results: [String: WrittenLedger.Recovery] = [:]
+                for path in paths { results[path] = try ledgerBox.value.recover(path) }
+                if results.values.contains(where: \.needsSave) { try ledgerBox.value.save() }
+                // The intent goes to disk before the bytes: after a crash it
+                // is the proof that a longer file's tail is ours to cut.
+                var appends: [WriteIntent.Append] = []
+                for (path, bytes) in chunks {
+                    var info = stat()
+                    let start = stat(path, &info) == 0 ? Int64(info.st_size) : 0
+                    appends.append(
+                        bytes.withUnsafeReadableBytes { WriteIntent.append(path: path, start: start, bytes: $0) })
                 }
-                if added { try ledgerBox.value.save() }
-                return cut
+                if !appends.isEmpty { try ledgerBox.value.saveIntent(appends) }
+                return results
             }
-            if cut > 0 {
-                context.metrics.count("unacknowledged_bytes_cut", by: Int(cut))
-                context.logger.notice(
-                    "cut \(cut) unacknowledged byte(s) left by a crash; those records are delivered again")
-            }
+            Self.report(recovery, context: context)
             try await Self.writeRetrying(chunks, pool: pool, sync: true, context: context, options: options)
             let written = selected.offsets
             let raised = selected.floors
@@ -208,6 +246,24 @@ public struct FileSink: Sink {
             }
             batch.acknowledge()
             context.metrics.recordsDelivered.add(batch.count, ordering: .relaxed)
+        }
+    }
+
+    /// Logs and counts what recovering files found.
+    static func report(_ results: [String: WrittenLedger.Recovery], context: StageContext) {
+        for (path, result) in results.sorted(by: { $0.key < $1.key }) {
+            if result.cut > 0 {
+                context.metrics.count("unacknowledged_bytes_cut", by: Int(result.cut))
+                context.logger.notice(
+                    "cut \(result.cut) unacknowledged byte(s) this sink wrote to \(path) before a crash; those records are delivered again"
+                )
+            }
+            if result.shrunk {
+                context.metrics.count("files_shrunk")
+                context.logger.notice(
+                    "\(path) is shorter than this sink left it (rotated or truncated by someone else); appending continues at its end"
+                )
+            }
         }
     }
 
@@ -232,7 +288,7 @@ public struct FileSink: Sink {
                 if let stream = records[index].streamID, let floor = records[index].offsetFloor {
                     floors[stream] = max(floors[stream, default: Int64.min], floor)
                 }
-                let path = options.path.render(records[index], escape: Self.escapePathValue)
+                let path = Self.fitted(options.path.render(records[index], escape: Self.escapePathValue))
                 if let stream = records[index].streamID, let offset = records[index].offset {
                     if ledger.contains(stream: stream, offset: offset, file: path)
                         || (grouped && !inGroup[stream, default: []].insert(offset).inserted)
@@ -255,7 +311,7 @@ public struct FileSink: Sink {
             options.path.isConstant
             ? []
             : batch.records.withUnsafeBufferPointer { records in
-                records.indices.map { options.path.render(records[$0], escape: Self.escapePathValue) }
+                records.indices.map { Self.fitted(options.path.render(records[$0], escape: Self.escapePathValue)) }
             }
         return encode(batch.records, paths: paths)
     }
@@ -267,7 +323,7 @@ public struct FileSink: Sink {
         if options.path.isConstant {
             var buffer = ByteBuffer()
             buffer.writeLines(records)
-            return [(options.path.render(first), buffer)]
+            return [(Self.fitted(options.path.render(first)), buffer)]
         }
         var order: [String] = []
         var buffers: [String: ByteBuffer] = [:]
@@ -358,6 +414,11 @@ public struct FileSink: Sink {
             return
         }
     }
+}
+
+extension FileSink: StatefulStage {
+    /// The exactly-once ledger lives in the stage's state directory.
+    public var keepsState: Bool { options.exactlyOnce }
 }
 
 extension FileSink: TemplateConsumer {
