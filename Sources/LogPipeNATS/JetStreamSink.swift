@@ -14,6 +14,20 @@ public enum RejectionPolicy: String, Sendable, CaseIterable {
     case drop
 }
 
+/// What the JetStream sink does with a record whose message (payload plus
+/// `Nats-Msg-Id` header) is larger than the server's `max_payload`.
+public enum JetStreamOversizePolicy: String, Sendable, CaseIterable {
+    /// Publish it in pieces that fit, in order, each with its own id
+    /// (`<id>:<n>`): nothing is lost, as the sources split lines longer
+    /// than `max_line_bytes`. Counted as `oversize_split`.
+    case split
+    /// Skip it: counted as `oversize_messages`, logged, written to
+    /// `dead_letter_file` when set, acknowledged as failed.
+    case drop
+    /// Stop the pipeline with an error naming the sizes.
+    case fail
+}
+
 /// Publishes each record to a JetStream stream and acknowledges it to the
 /// pipeline only when the stream stored it.
 ///
@@ -36,6 +50,7 @@ public struct JetStreamSink: Sink {
     let maxInFlight: Int
     let ackTimeout: Duration
     let onRejected: RejectionPolicy
+    let onOversize: JetStreamOversizePolicy
     let deadLetterFile: String?
 
     static let streamOptions: [OptionSpec] = [
@@ -79,12 +94,19 @@ public struct JetStreamSink: Sink {
             OptionSpec(
                 "on_rejected", .choice(RejectionPolicy.allCases.map(\.rawValue)), default: "fail",
                 "A message the server refuses: `fail` the pipeline or `drop` it (counted)."),
-            OptionSpec("dead_letter_file", .string, "With `on_rejected: drop`, append refused records to this file."),
+            OptionSpec(
+                "on_oversize", .choice(JetStreamOversizePolicy.allCases.map(\.rawValue)), default: "split",
+                "A record whose message exceeds the server's max_payload (headers included): `split` it into messages that fit (ids `<id>:<n>`), `drop` it (counted, dead-lettered) or `fail`."
+            ),
+            OptionSpec(
+                "dead_letter_file", .string,
+                "With `on_rejected: drop` or `on_oversize: drop`, append the records not stored to this file."),
         ]
     ) { options in
         guard let streamOptions = options.object("stream"), let name = streamOptions.string("name") else {
             throw options.error("stream", "needs a name", hint: "stream: { name: LOGS, subjects: [\"logs.>\"] }")
         }
+        try NATSStageOptions.checkName(name, option: "name", in: streamOptions)
         var config = StreamConfig(name: name, subjects: streamOptions.stringList("subjects"))
         if config.subjects.isEmpty { config.subjects = [name.lowercased() + ".>"] }
         config.storage = streamOptions.string("storage") ?? "file"
@@ -97,8 +119,10 @@ public struct JetStreamSink: Sink {
         if options.isSet("msg_id"), !options.boolean("deduplicate") {
             throw options.error("msg_id", "is not sent with deduplicate: false", hint: "remove msg_id or deduplicate")
         }
-        if options.string("dead_letter_file") != nil, options.string("on_rejected") != "drop" {
-            throw options.error("dead_letter_file", "is only used with on_rejected: drop")
+        if options.string("dead_letter_file") != nil, options.string("on_rejected") != "drop",
+            options.string("on_oversize") != "drop"
+        {
+            throw options.error("dead_letter_file", "is only used with on_rejected: drop or on_oversize: drop")
         }
         return JetStreamSink(
             connection: try NATSStageOptions.make(options), stream: config, streamName: name,
@@ -107,6 +131,7 @@ public struct JetStreamSink: Sink {
             deduplicate: options.boolean("deduplicate"), maxInFlight: options.integer("max_in_flight"),
             ackTimeout: options.duration("ack_timeout"),
             onRejected: RejectionPolicy(rawValue: options.string("on_rejected") ?? "fail") ?? .fail,
+            onOversize: JetStreamOversizePolicy(rawValue: options.string("on_oversize") ?? "split") ?? .split,
             deadLetterFile: options.string("dead_letter_file"))
     }
 
@@ -118,16 +143,34 @@ public struct JetStreamSink: Sink {
     struct InFlight: Sendable {
         var records: ArraySlice<Record>
         var messages: [JetStreamPublisher.Message]
+        /// The record (0: the chunk's first) of each message, when messages
+        /// and records are not one to one (split or dropped oversize records).
+        var owners: [Int]?
+        /// Records not published because they were too large (`on_oversize: drop`).
+        var oversize: [Int]
         var tracker: PublishTracker
     }
 
-    /// The messages for `records`, fields read in place (passing a record to
-    /// a function copies it: a retain and a release per field).
-    func messages(for records: ArraySlice<Record>, run: RunIdentity) -> [JetStreamPublisher.Message] {
-        let subjectIsRecordSubject = subject.text == "{subject}"
+    /// The messages of a chunk, with how they map to its records.
+    struct Chunk {
         var messages: [JetStreamPublisher.Message] = []
-        messages.reserveCapacity(records.count)
-        records.withUnsafeBufferPointer { records in
+        var owners: [Int]?
+        var oversize: [Int] = []
+        var split = 0
+    }
+
+    /// Header bytes of a message besides the id itself:
+    /// `NATS/1.0\r\n` + `Nats-Msg-Id: ` + `\r\n` + `\r\n`, with room to spare.
+    static let headerOverhead = 32
+
+    /// The messages for `records`, fields read in place (passing a record to
+    /// a function copies it: a retain and a release per field). A record
+    /// too large for `maxPayload` follows ``JetStreamOversizePolicy``.
+    func messages(for records: ArraySlice<Record>, run: RunIdentity, maxPayload: Int) throws -> Chunk {
+        let subjectIsRecordSubject = subject.text == "{subject}"
+        var chunk = Chunk()
+        chunk.messages.reserveCapacity(records.count)
+        try records.withUnsafeBufferPointer { records in
             for index in records.indices {
                 let id: String? =
                     !deduplicate
@@ -136,23 +179,59 @@ public struct JetStreamSink: Sink {
                         ?? run.messageID(
                             streamID: records[index].streamID, offset: records[index].offset,
                             source: records[index].source)
-                messages.append(
-                    JetStreamPublisher.Message(
-                        subject: subjectIsRecordSubject
-                            ? HostName.sanitize(records[index].subject ?? "unknown")
-                            : HostName.sanitize(subject.render(records[index])),
-                        payload: records[index].bytes, messageID: id))
+                let subject =
+                    subjectIsRecordSubject
+                    ? HostName.sanitize(records[index].subject ?? "unknown")
+                    : HostName.sanitize(self.subject.render(records[index]))
+                let payload = records[index].bytes
+                // A piece id adds up to 8 bytes (`:<n>`).
+                let room = maxPayload - (id.map { Self.headerOverhead + $0.utf8.count + 8 } ?? 0)
+                if payload.readableBytes <= room || (id == nil && payload.readableBytes <= maxPayload) {
+                    chunk.messages.append(JetStreamPublisher.Message(subject: subject, payload: payload, messageID: id))
+                    chunk.owners?.append(index)
+                    continue
+                }
+                if chunk.owners == nil { chunk.owners = Array(0..<chunk.messages.count) }
+                switch onOversize {
+                case .fail:
+                    throw NATSError.maxPayloadExceeded(
+                        subject: subject, size: payload.readableBytes + (maxPayload - room), maxPayload: maxPayload)
+                case .drop:
+                    chunk.oversize.append(index)
+                case .split:
+                    guard room > 0 else {
+                        throw NATSError.serverError(
+                            "the server's max_payload (\(maxPayload) bytes) leaves no room for a payload next to the Nats-Msg-Id header; raise max_payload"
+                        )
+                    }
+                    chunk.split += 1
+                    var start = 0
+                    var piece = 0
+                    while start < payload.readableBytes {
+                        let length = min(room, payload.readableBytes - start)
+                        chunk.messages.append(
+                            JetStreamPublisher.Message(
+                                subject: subject,
+                                payload: payload.getSlice(at: payload.readerIndex + start, length: length)!,
+                                messageID: id.map { $0 + ":" + String(piece) }))
+                        chunk.owners!.append(index)
+                        start += length
+                        piece += 1
+                    }
+                }
             }
         }
-        return messages
+        return chunk
     }
 
     public func run(input: BatchInput, context: StageContext) async throws {
         let (connection, events) = try await NATSStageOptions.connect(self.connection, context: context)
         defer { events.cancel() }
         let jetstream = JetStreamContext(connection: connection)
+        var streamSubjects: [String]? = nil
         if let stream {
             let info = try await jetstream.ensureStream(stream, create: create, update: update)
+            streamSubjects = info.config.subjects
             context.logger.info("stream \(streamName) ready (\(info.state.messages) messages)")
         }
         let publisher = try await JetStreamPublisher(connection: connection)
@@ -164,7 +243,7 @@ public struct JetStreamSink: Sink {
         let settler = Task {
             do {
                 while let item = await inFlight.receive() {
-                    try await settle(item, publisher: publisher, context: context)
+                    try await settle(item, publisher: publisher, streamSubjects: streamSubjects, context: context)
                 }
             } catch {
                 inFlight.close()
@@ -177,16 +256,28 @@ public struct JetStreamSink: Sink {
         // its batch: its records are not copied.
         let chunk = max(1, maxInFlight / 4)
         var failed = false
+        var reportedOversize = false
         for await batch in input {
             var start = 0
             while start < batch.count {
                 let end = min(start + chunk, batch.count)
-                let part = messages(for: batch.records[start..<end], run: run)
-                await publisher.waitForRoom(limit: maxInFlight - part.count + 1)
-                let tracker = try await publishRetrying(part, with: publisher, context: context)
+                let part = try messages(for: batch.records[start..<end], run: run, maxPayload: connection.maxPayload)
+                if part.split > 0 { context.metrics.count("oversize_split", by: part.split) }
+                if !part.oversize.isEmpty { context.metrics.count("oversize_messages", by: part.oversize.count) }
+                if (part.split > 0 || !part.oversize.isEmpty) && !reportedOversize {
+                    reportedOversize = true
+                    context.logger.warning(
+                        "records larger than the server's max_payload (\(connection.maxPayload) bytes, Nats-Msg-Id header included) were \(onOversize == .split ? "published in pieces (counted as oversize_split)" : "dropped (counted as oversize_messages)"); raise max_payload or set a smaller max_line_bytes"
+                    )
+                }
+                await publisher.waitForRoom(limit: maxInFlight - part.messages.count + 1)
+                try Task.checkCancellation()
+                let tracker = try await publishRetrying(part.messages, with: publisher, context: context)
                 do {
                     try await inFlight.send(
-                        InFlight(records: batch.records[start..<end], messages: part, tracker: tracker))
+                        InFlight(
+                            records: batch.records[start..<end], messages: part.messages, owners: part.owners,
+                            oversize: part.oversize, tracker: tracker))
                 } catch is ChannelClosedError {
                     failed = true  // the settler failed; its error is thrown below
                     break
@@ -196,7 +287,15 @@ public struct JetStreamSink: Sink {
             if failed { break }
         }
         inFlight.finishProducer()
-        try await settler.value
+        // The settler is a task of its own: cancelling this stage (the
+        // shutdown deadline) must reach it, or a sink that keeps retrying
+        // would hold the process past its deadline.
+        try await withTaskCancellationHandler {
+            try await settler.value
+        } onCancel: {
+            settler.cancel()
+            inFlight.close()
+        }
         await connection.close()
     }
 
@@ -217,7 +316,9 @@ public struct JetStreamSink: Sink {
     /// Waits for every acknowledgement of a batch, publishing again (same
     /// ids, in order) what timed out or found no stream, then acknowledges the
     /// batch to the pipeline.
-    func settle(_ item: InFlight, publisher: JetStreamPublisher, context: StageContext) async throws {
+    func settle(
+        _ item: InFlight, publisher: JetStreamPublisher, streamSubjects: [String]?, context: StageContext
+    ) async throws {
         var backoff: Duration = .milliseconds(100)
         var attempts = 0
         var tracker = item.tracker
@@ -229,11 +330,24 @@ public struct JetStreamSink: Sink {
             let results = tracker.results
             publisher.forget(tracker)
             var retry: [Int] = []
+            var unanswered = 0
             for (position, index) in mapping.enumerated() {
                 switch results[position] {
                 case .stored(_, let duplicate):
                     if duplicate { context.metrics.count("duplicates") }
-                case .noResponders, nil:
+                case .noResponders:
+                    let subject = item.messages[index].subject
+                    if let streamSubjects,
+                        !streamSubjects.contains(where: { NATSSubject.matches(pattern: $0, subject: subject) })
+                    {
+                        // Retrying cannot help: no stream will ever store it.
+                        throw NATSError.serverError(
+                            "no stream stores subject '\(subject)': stream \(streamName) takes \(streamSubjects); change the sink's subject or add the subject to the stream's subjects"
+                        )
+                    }
+                    retry.append(index)
+                case nil:
+                    unanswered += 1
                     retry.append(index)
                 case .rejected(let error):
                     if onRejected == .fail {
@@ -248,8 +362,13 @@ public struct JetStreamSink: Sink {
             attempts += 1
             context.metrics.count("retries", by: retry.count)
             if attempts == 1 || attempts % 10 == 0 {
+                let first = item.messages[retry[0]].subject
+                let why =
+                    unanswered == retry.count
+                    ? "no acknowledgement within ack_timeout or connection lost"
+                    : "no stream answered (503: the stream is missing or its server is restarting)"
                 context.logger.warning(
-                    "\(retry.count) message(s) not acknowledged by the stream (time-out, no stream or connection lost); publishing them again with the same ids"
+                    "\(retry.count) message(s) (first on '\(first)') not stored by stream \(streamName): \(why); attempt \(attempts), publishing them again with the same ids"
                 )
             }
             try await Task.sleep(for: backoff)
@@ -258,20 +377,24 @@ public struct JetStreamSink: Sink {
             tracker = try await publishRetrying(retry.map { item.messages[$0] }, with: publisher, context: context)
             mapping = retry
         }
-        if rejected.isEmpty {
-            Batch.acknowledge(item.records)
-        } else {
+        if !rejected.isEmpty {
             context.metrics.count("rejected", by: rejected.count)
             context.logger.error(
                 "\(rejected.count) message(s) refused by the stream were dropped (counted as rejected)")
+        }
+        // Records not stored: refused (any of their messages) or too large.
+        let failed = Set(rejected.map { item.owners?[$0] ?? $0 }).union(item.oversize)
+        if failed.isEmpty {
+            Batch.acknowledge(item.records)
+        } else {
             if let deadLetterFile {
                 var text = ""
-                for index in rejected.sorted() { text += item.records[item.records.startIndex + index].text + "\n" }
+                for index in failed.sorted() { text += item.records[item.records.startIndex + index].text + "\n" }
                 try appendToDeadLetters(text, path: deadLetterFile)
             }
-            Batch.acknowledge(item.records, failing: Set(rejected))
+            Batch.acknowledge(item.records, failing: failed)
         }
-        context.metrics.recordsDelivered.add(item.records.count - rejected.count, ordering: .relaxed)
+        context.metrics.recordsDelivered.add(item.records.count - failed.count, ordering: .relaxed)
     }
 
     func appendToDeadLetters(_ text: String, path: String) throws {

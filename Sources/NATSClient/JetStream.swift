@@ -300,3 +300,21 @@ public struct JetStreamMetadata: Sendable, Equatable {
         (stream, consumer, delivered, streamSequence, consumerSequence, pending) = parsed
     }
 }
+
+/// Subject matching as the server does it.
+public enum NATSSubject {
+    /// Whether `subject` (no wildcards) is matched by `pattern`: tokens are
+    /// separated by `.`; `*` matches one token, `>` as the last token
+    /// matches one or more.
+    public static func matches(pattern: String, subject: String) -> Bool {
+        let patternTokens = pattern.utf8.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
+        let subjectTokens = subject.utf8.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
+        for (index, token) in patternTokens.enumerated() {
+            if token.elementsEqual(">".utf8) { return subjectTokens.count > index }
+            guard index < subjectTokens.count else { return false }
+            if token.elementsEqual("*".utf8) { continue }
+            if !token.elementsEqual(subjectTokens[index]) { return false }
+        }
+        return patternTokens.count == subjectTokens.count
+    }
+}

@@ -18,6 +18,8 @@ enum ExitStatus {
     static let configurationError: Int32 = 1
     static let stageFailed: Int32 = 2
     static let shutdownTimedOut: Int32 = 3
+    /// A second SIGINT/SIGTERM ended the run at once.
+    static let aborted: Int32 = 4
 }
 
 func printDiagnostics(_ diagnostics: [Diagnostic]) {

@@ -55,13 +55,27 @@ struct RunCommand: AsyncParsableCommand {
         }
 
         let runner = PipelineRunner(pipeline: pipeline, logger: logger)
-        let signals = SignalHandling.install { count in
+        let signals = SignalHandling.install { signal, count in
+            if signal == SIGHUP {
+                logger.notice(
+                    "SIGHUP received: reloading the pipeline file is not supported yet; the pipeline keeps running unchanged (restart to apply changes)"
+                )
+                return
+            }
             if count == 1 {
                 logger.notice("stopping: draining in-flight records (signal again to abort)")
                 runner.stop()
             } else {
-                logger.warning("aborting now")
+                // A second signal means the operator will not wait: end the
+                // process now. Nothing acknowledged is lost: checkpoints and
+                // ledgers only ever cover acknowledged records, and what was
+                // in flight is read again (as after kill -9).
+                let unacknowledged = runner.progress().unacknowledged
+                standardError(
+                    "logpipe: aborted by a second signal with \(unacknowledged) record(s) unacknowledged; they will be read again where the source can replay"
+                )
                 runner.stop(immediately: true)
+                _exit(ExitStatus.aborted)
             }
         }
         defer { signals.cancel() }
@@ -75,11 +89,30 @@ struct RunCommand: AsyncParsableCommand {
                 standardError(StatusFormatter.statusLine(runner.progress()))
             }
         }
-        let summary = try await runner.run()
+        let summary: RunSummary
+        do {
+            summary = try await runner.run()
+        } catch let error as PipelineError {
+            statusTask.cancel()
+            standardError("logpipe: \(error); nothing was started")
+            throw ExitCode(ExitStatus.configurationError)
+        }
         statusTask.cancel()
 
         if !quiet {
             standardError(StatusFormatter.summaryLine(summary))
+        }
+        // Records given up under a policy are said even with --quiet: the
+        // run may still end with status 0, as the options asked.
+        let notDelivered = summary.progress.stages.flatMap { stage in
+            StatusFormatter.notDeliveredCounters.compactMap { name in
+                stage.counters[name].map { "\(stage.name).\(name)=\($0)" }
+            }
+        }
+        if !notDelivered.isEmpty {
+            standardError(
+                "logpipe: some records were not delivered, as the options say (on_oversize, on_rejected) or because they could not be read: \(notDelivered.joined(separator: ", "))"
+            )
         }
         if let failure = summary.failure {
             standardError("logpipe: \(failure)")
@@ -94,17 +127,19 @@ struct RunCommand: AsyncParsableCommand {
     }
 }
 
-/// Turns SIGINT and SIGTERM into calls of `handler` with the count so far.
+/// Turns SIGINT and SIGTERM into calls of `handler` with the signal and the
+/// count of stopping signals so far; SIGHUP is passed on without counting
+/// (its default action would kill the process, and `systemctl reload` sends it).
 struct SignalHandling {
     private let sources: [any DispatchSourceSignal]
 
-    static func install(_ handler: @escaping @Sendable (Int) -> Void) -> SignalHandling {
+    static func install(_ handler: @escaping @Sendable (Int32, Int) -> Void) -> SignalHandling {
         signal(SIGPIPE, SIG_IGN)
         let counter = SignalCounter()
-        let sources = [SIGINT, SIGTERM].map { number in
+        let sources = [SIGINT, SIGTERM, SIGHUP].map { number in
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler { handler(counter.increment()) }
+            source.setEventHandler { handler(number, number == SIGHUP ? 0 : counter.increment()) }
             source.resume()
             return source
         }
@@ -126,6 +161,9 @@ final class SignalCounter: Sendable {
 }
 
 enum StatusFormatter {
+    /// Counters of records a stage gave up on (by policy or necessity).
+    static let notDeliveredCounters = ["oversize_messages", "rejected", "files_missed", "unreadable_files"]
+
     static func rate(_ count: Int, _ elapsed: Duration) -> String {
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         guard seconds > 0 else { return "-" }
