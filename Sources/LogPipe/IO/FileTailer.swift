@@ -46,6 +46,8 @@ final class FileTailer {
         var host: String?
         var once = false
         var retention: Duration = .seconds(7 * 86400)
+        /// Files kept open at once; see ``FileTailer/parkQuietFiles()``.
+        var maxOpenFiles = 512
     }
 
     /// Read state per file content (fingerprint); outlives descriptors, so a
@@ -86,6 +88,10 @@ final class FileTailer {
         var reportedOversize = 0
         /// While unresolved: the size last seen, to notice growth.
         var sizeSeen: Int64 = -1
+        /// Size and modification time at the last look (sizes read buffers,
+        /// and tells whether a parked file changed).
+        var lastSize: Int64 = 0
+        var lastModified: Int64 = 0
         /// Found by the first scan (`read_from: end` applies to it).
         let foundAtStart: Bool
 
@@ -107,6 +113,24 @@ final class FileTailer {
     var progress: [FileFingerprint: Progress] = [:]
     var saved: [FileFingerprint: Checkpointer.Entry] = [:]
     let book = CheckpointBook()
+    /// Names that inotify events point at: files created under a matching
+    /// name, and where such files were renamed to. Opened as soon as the
+    /// events are read, so a generation rotated away between two scans is
+    /// still read; kept for `rotate_wait` to follow renames that race the open.
+    var followed: [String: Followed] = [:]
+    /// Matched files that could not be opened, warned about once.
+    var unreadable: Set<String> = []
+    /// Whether any glob matched a file at the first scan.
+    var matchedAtStart = false
+    /// Files read to their end and closed to make room for others (more
+    /// match than `max_open_files`), with their size and modification time
+    /// then: reopened when either changes.
+    var parked: [Identity: Parked] = [:]
+    /// Matching files the last scan found no descriptor slot for.
+    var waiting = 0
+    /// The open-file cap in force (`max_open_files`, lowered to half the
+    /// process's descriptor limit so that sinks and checkpoints keep theirs).
+    let maxOpenFiles: Int
     var firstScan = true
     var roundRobin = 0
     let watcher = DirectoryWatcher()
@@ -116,6 +140,9 @@ final class FileTailer {
         self.context = context
         self.checkpointer = Checkpointer(directory: context.stage.dataDirectory, stage: context.name)
         self.host = options.host ?? context.stage.hostname
+        var limit = rlimit()
+        let descriptors = getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 ? Int(clamping: limit.rlim_cur) : 1024
+        self.maxOpenFiles = max(1, min(options.maxOpenFiles, descriptors / 2))
     }
 
     deinit {
@@ -169,26 +196,55 @@ final class FileTailer {
         }
         saver.cancel()
         await saver.value
-        await book.save(to: checkpointer, context: context)
+        // The last save must succeed: otherwise the run would end cleanly
+        // while the next start reads again what this run delivered.
+        if !(await book.save(to: checkpointer, context: context)) {
+            throw Checkpointer.Failure(
+                description:
+                    "the final checkpoint could not be saved to \(checkpointer.path) (see the error above); the next start reads again what the last saved checkpoint does not cover: free space or fix the permissions of data_dir"
+            )
+        }
     }
 
     func readUntilDone() async throws {
         let clock = ContinuousClock()
         var lastScan = clock.now - options.scanInterval
+        if maxOpenFiles < options.maxOpenFiles {
+            context.logger.notice(
+                "max_open_files lowered to \(maxOpenFiles), half of this process's descriptor limit (ulimit -n)")
+        }
         while !context.isStopping {
-            if clock.now - lastScan >= options.scanInterval {
+            var rescan = try await followEvents()
+            if waiting > 0 { rescan = parkQuietFiles() || rescan }
+            if rescan || clock.now - lastScan >= options.scanInterval {
                 try await scan()
                 pruneForgottenFiles()
                 lastScan = clock.now
             }
             let progressed = try await readRound()
             try await finishQuietFiles()
-            if options.once, !progressed, files.allSatisfy({ $0.atEnd && $0.progress != nil }) {
+            if options.once, !progressed, waiting == 0, files.allSatisfy({ $0.atEnd && $0.progress != nil }) {
+                try checkOnceRead()
                 return
             }
             if !progressed {
                 await watcher.wait(timeout: options.pollInterval) { [context] in context.isStopping }
             }
+        }
+    }
+
+    /// In `once` mode a back-fill that missed files must not look complete.
+    func checkOnceRead() throws {
+        if !unreadable.isEmpty {
+            throw Checkpointer.Failure(
+                description:
+                    "\(unreadable.count) matched file(s) could not be read (\(unreadable.sorted().prefix(3).joined(separator: ", "))\(unreadable.count > 3 ? ", ..." : "")); fix their permissions and run again"
+            )
+        }
+        if !matchedAtStart {
+            throw Checkpointer.Failure(
+                description:
+                    "no file matches include \(options.include.map(\.pattern)); nothing was read (check the globs)")
         }
     }
 
@@ -207,19 +263,45 @@ final class FileTailer {
         let include = options.include
         let exclude = options.exclude
         let open = Set(files.map { Identity(device: $0.device, inode: $0.inode) })
-        let candidates: [Candidate] = try await BlockingIO.run {
+        let parked = self.parked
+        let freeSlots = max(0, maxOpenFiles - files.count)
+        let (candidates, failures, emptyGlobs, stillParked, waiting) = try await BlockingIO.run {
+            () -> ([Candidate], [(String, Int32)], [Glob], Set<Identity>, Int) in
             var seen: Set<String> = []
             var found: [Candidate] = []
+            var failures: [(String, Int32)] = []
+            var emptyGlobs: [Glob] = []
+            var stillParked: Set<Identity> = []
+            var waiting = 0
+            var slots = freeSlots
             for glob in include {
+                var matched = false
                 for path in glob.expand() where !seen.contains(path) && !exclude.contains(where: { $0.matches(path) }) {
                     seen.insert(path)
+                    matched = true
                     var info = stat()
                     guard stat(path, &info) == 0 else { continue }
                     var candidate = Candidate(
                         path: path, device: UInt64(info.st_dev), inode: UInt64(info.st_ino), fd: nil)
-                    if !open.contains(Identity(device: candidate.device, inode: candidate.inode)) {
+                    let identity = Identity(device: candidate.device, inode: candidate.inode)
+                    if let quiet = parked[identity], quiet.size == Int64(info.st_size),
+                        quiet.modified == Self.modified(info)
+                    {
+                        stillParked.insert(identity)  // unchanged since it was read to its end
+                        continue
+                    }
+                    if !open.contains(identity) {
+                        guard slots > 0 else {
+                            waiting += 1
+                            if parked[identity] != nil { stillParked.insert(identity) }
+                            continue
+                        }
+                        slots -= 1
                         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-                        guard fd >= 0 else { continue }
+                        guard fd >= 0 else {
+                            failures.append((path, errno))
+                            continue
+                        }
                         // The path may have been replaced between stat and open.
                         var opened = stat()
                         fstat(fd, &opened)
@@ -229,8 +311,28 @@ final class FileTailer {
                     }
                     found.append(candidate)
                 }
+                if !matched { emptyGlobs.append(glob) }
             }
-            return found
+            return (found, failures, emptyGlobs, stillParked, waiting)
+        }
+        // Parked files that changed are opened now; those not found any more
+        // (deleted, rotated away) are forgotten (their progress stays).
+        self.parked = self.parked.filter { stillParked.contains($0.key) }
+        self.waiting = waiting
+        let now = ContinuousClock.now
+        for quiet in self.parked.values { progress[quiet.fingerprint]?.lastSeen = now }
+        for (path, error) in failures { cannotOpen(path, error) }
+        for candidate in candidates where candidate.fd != nil && unreadable.remove(candidate.path) != nil {
+            context.logger.notice("\(candidate.path) can be read now")
+        }
+        if firstScan {
+            for glob in emptyGlobs {
+                context.metrics.count("empty_globs")
+                context.logger.warning(
+                    "include glob '\(glob)' matches no file\(options.once ? "" : " yet; it is expanded again every scan_interval")"
+                )
+            }
+            matchedAtStart = emptyGlobs.count < include.count
         }
         var reached: Set<Identity> = []
         for candidate in candidates {
@@ -276,6 +378,129 @@ final class FileTailer {
         var inode: UInt64
     }
 
+    struct Parked {
+        var size: Int64
+        var modified: Int64
+        var fingerprint: FileFingerprint
+    }
+
+    struct Followed {
+        var touched: ContinuousClock.Instant
+        var opened = false
+    }
+
+    func matches(_ path: String) -> Bool {
+        options.include.contains { $0.matches(path) } && !options.exclude.contains { $0.matches(path) }
+    }
+
+    /// Reads the directory events that arrived and opens the files they
+    /// name: a file created under a matching name, and a file renamed from a
+    /// matching (or followed) name to any other (`app.log` to `app.log.1` or
+    /// `app.log-20261129`). Returns whether the globs should be expanded now.
+    func followEvents() async throws -> Bool {
+        let events = watcher.takeEvents()
+        guard !events.isEmpty || !followed.isEmpty else { return false }
+        var rescan = false
+        var movedFrom: [UInt32: String] = [:]
+        let now = ContinuousClock.now
+        for event in events {
+            switch event.kind {
+            case .overflow:
+                rescan = true
+                context.metrics.count("watch_overflows")
+                context.logger.warning(
+                    "inotify dropped events (its queue overflowed); files rotated away meanwhile may be missed (raise fs.inotify.max_queued_events)"
+                )
+            case .created:
+                if matches(event.path) {
+                    followed[event.path] = Followed(touched: now)
+                    rescan = true
+                }
+            case .movedFrom(let cookie):
+                movedFrom[cookie] = event.path
+            case .movedTo(let cookie):
+                if let from = movedFrom.removeValue(forKey: cookie),
+                    followed.removeValue(forKey: from) != nil || matches(from)
+                {
+                    followed[event.path] = Followed(touched: now)
+                } else if matches(event.path) {
+                    followed[event.path] = Followed(touched: now)
+                }
+                rescan = rescan || matches(event.path)
+            case .deleted:
+                if let entry = followed.removeValue(forKey: event.path), !entry.opened {
+                    missed(event.path, "was deleted before it could be opened")
+                }
+            }
+        }
+        if !followed.isEmpty { try await openFollowed() }
+        return rescan
+    }
+
+    func missed(_ path: String, _ what: String) {
+        context.metrics.count("files_missed")
+        context.logger.warning(
+            "\(path) \(what): its lines were not read (rotation deletes generations faster than they can be opened)")
+    }
+
+    /// Opens the followed names not open yet; forgets names quiet for
+    /// `rotate_wait`.
+    func openFollowed() async throws {
+        let now = ContinuousClock.now
+        let keep = max(options.rotateWait, options.scanInterval)
+        for (path, entry) in followed where now - entry.touched > keep {
+            followed.removeValue(forKey: path)
+            if !entry.opened { missed(path, "was renamed or removed before it could be opened") }
+        }
+        let paths = followed.filter { !$0.value.opened }.map(\.key)
+        guard !paths.isEmpty else { return }
+        let open = Set(files.map { Identity(device: $0.device, inode: $0.inode) })
+        let results: [(path: String, candidate: Candidate?, error: Int32)] = try await BlockingIO.run {
+            paths.map { path in
+                let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+                guard fd >= 0 else { return (path, nil, errno) }
+                var info = stat()
+                fstat(fd, &info)
+                let identity = Identity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
+                if open.contains(identity) {
+                    close(fd)
+                    return (path, nil, 0)
+                }
+                return (path, Candidate(path: path, device: identity.device, inode: identity.inode, fd: fd), 0)
+            }
+        }
+        for (path, candidate, error) in results {
+            if error == ENOENT { continue }  // renamed again: a later event names it
+            followed[path]?.opened = true
+            if error != 0 {
+                cannotOpen(path, error)
+                continue
+            }
+            guard let candidate, let fd = candidate.fd else { continue }
+            if files.contains(where: { $0.device == candidate.device && $0.inode == candidate.inode }) {
+                close(fd)
+                continue
+            }
+            let file = Tracked(
+                fd: fd, path: path, device: candidate.device, inode: candidate.inode, splitter: newSplitter(at: 0),
+                foundAtStart: false)
+            // A rotated-away name is read to its end and closed after rotate_wait.
+            file.findable = matches(path)
+            files.append(file)
+            parked.removeValue(forKey: Identity(device: candidate.device, inode: candidate.inode))
+            watcher.watch((path as NSString).deletingLastPathComponent)
+        }
+    }
+
+    /// A matched file that cannot be opened: warned once per path, counted.
+    func cannotOpen(_ path: String, _ error: Int32) {
+        guard unreadable.insert(path).inserted else { return }
+        context.metrics.count("unreadable_files")
+        context.logger.warning(
+            "cannot open \(path): \(String(cString: strerror(error))); it is skipped until it can be read (fix its permissions)"
+        )
+    }
+
     // MARK: - Reading
 
     struct ReadRequest: Sendable {
@@ -294,6 +519,7 @@ final class FileTailer {
         var links: Int
         var buffer: ByteBuffer
         var bytesRead: Int
+        var modified: Int64 = 0
         var head: [UInt8]?
         var error: Int32?
     }
@@ -310,7 +536,12 @@ final class FileTailer {
         let order = Array(files[start...] + files[..<start])
         for file in order {
             let resolved = file.progress != nil
-            let buffer = resolved ? file.splitter.makeReadBuffer(capacity: options.readBytes) : ByteBuffer()
+            // Room for what the file had beyond our offset at the last look:
+            // thousands of quiet files must not each hold a read buffer. A
+            // file that grew meanwhile gets its buffer grown by the read.
+            let expected = Int(clamping: max(0, file.lastSize - file.readOffset))
+            let buffer =
+                resolved ? file.splitter.makeReadBuffer(capacity: min(options.readBytes, expected)) : ByteBuffer()
             requests.append(
                 ReadRequest(
                     fd: file.fd, offset: file.readOffset, maxBytes: options.readBytes, buffer: buffer,
@@ -326,7 +557,8 @@ final class FileTailer {
                     return ReadResult(size: 0, links: 0, buffer: request.buffer, bytesRead: 0, head: nil, error: errno)
                 }
                 var result = ReadResult(
-                    size: Int64(info.st_size), links: Int(info.st_nlink), buffer: request.buffer, bytesRead: 0)
+                    size: Int64(info.st_size), links: Int(info.st_nlink), buffer: request.buffer, bytesRead: 0,
+                    modified: Self.modified(info))
                 if request.wantsHead || request.verify {
                     var head = [UInt8](repeating: 0, count: FileFingerprint.maxBytes)
                     let count = pread(request.fd, &head, head.count, 0)
@@ -357,6 +589,8 @@ final class FileTailer {
                 continue
             }
             file.deleted = result.links == 0
+            file.lastSize = result.size
+            file.lastModified = result.modified
             if let head = result.head, file.progress == nil {
                 head.withUnsafeBytes { resolve(file, head: $0, size: result.size) }
                 progressed = progressed || file.progress != nil
@@ -543,6 +777,31 @@ final class FileTailer {
         }
     }
 
+    /// A file's modification time in nanoseconds.
+    static func modified(_ info: stat) -> Int64 {
+        Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec)
+    }
+
+    /// While matching files wait for a descriptor, closes files read to
+    /// their end (nothing unfinished held) and remembers their size and
+    /// modification time: a scan reopens one when either changes, and its
+    /// fingerprint leads back to its progress. Returns whether any was
+    /// closed (then the waiting files can be opened at once).
+    func parkQuietFiles() -> Bool {
+        var closed = false
+        for file in files
+        where file.atEnd && file.findable && !file.deleted && file.progress != nil
+            && file.splitter.pendingBytes == 0 && file.lastSize == file.readOffset
+        {
+            parked[Identity(device: file.device, inode: file.inode)] = Parked(
+                size: file.lastSize, modified: file.lastModified, fingerprint: file.progress!.fingerprint)
+            drop(file)
+            closed = true
+        }
+        if closed { context.metrics.count("files_parked") }
+        return closed
+    }
+
     /// Closes files that were rotated away or deleted once they were read to
     /// their end and stayed quiet for `rotate_wait`.
     func finishQuietFiles() async throws {
@@ -615,24 +874,50 @@ final class CheckpointBook: Sendable {
         }
     }
 
-    func save(to checkpointer: Checkpointer, context: SourceContext) async {
+    /// Saves the checkpoint; a failure is logged and counted
+    /// (`checkpoint_errors`). Returns whether it was saved.
+    @discardableResult
+    func save(to checkpointer: Checkpointer, context: SourceContext) async -> Bool {
         let snapshot = entries()
         do {
-            try await BlockingIO.run { try checkpointer.save(snapshot) }
+            try await BlockingIO.runEvenIfCancelled { try checkpointer.save(snapshot) }
+            return true
         } catch {
             context.metrics.count("checkpoint_errors")
             context.logger.error(
                 "cannot save checkpoints: \(error); reading goes on, and a restart may read some lines again")
+            return false
         }
     }
 }
 
-/// inotify as a wake-up hint: the tailer sleeps until a watched directory
-/// changes or the poll interval passes. Stat polling stays the source of
-/// truth (inotify drops events when its queue overflows).
+/// inotify as a wake-up hint and a rename log: the tailer sleeps until a
+/// watched directory changes or the poll interval passes, and learns from the
+/// events which names were created and what they were renamed to (a file
+/// created and rotated away between two scans is found through them). Stat
+/// polling stays the source of truth (inotify drops events when its queue
+/// overflows; that is reported as ``Event/overflow``).
 final class DirectoryWatcher {
+    /// One change in a watched directory.
+    struct Event: Equatable {
+        enum Kind: Equatable {
+            case created
+            case deleted
+            case movedFrom(cookie: UInt32)
+            case movedTo(cookie: UInt32)
+            /// Events were lost: rescan everything.
+            case overflow
+        }
+        var kind: Kind
+        /// The full path (empty for ``Kind/overflow``).
+        var path: String
+    }
+
     private let fd: Int32
     private var watched: Set<String> = []
+    private var directories: [Int32: String] = [:]
+    /// Events read while waiting, not yet taken.
+    private var pending: [Event] = []
 
     init() {
         #if os(Linux)
@@ -644,15 +929,71 @@ final class DirectoryWatcher {
 
     func watch(_ directory: String) {
         guard fd >= 0, !watched.contains(directory) else { return }
-        watched.insert(directory)
         #if os(Linux)
             let mask = UInt32(
                 IN_MODIFY | IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_CLOSE_WRITE | IN_ATTRIB)
-            _ = inotify_add_watch(fd, directory, mask)
+            let descriptor = inotify_add_watch(fd, directory, mask)
+            // Not watched yet (the directory does not exist): try again at
+            // the next scan.
+            guard descriptor >= 0 else { return }
+            directories[descriptor] = directory
+        #endif
+        watched.insert(directory)
+    }
+
+    /// Takes the events that arrived so far, without waiting.
+    func takeEvents() -> [Event] {
+        readAvailable()
+        defer { pending.removeAll() }
+        return pending
+    }
+
+    /// Reads what the descriptor holds now and parses it into ``pending``.
+    private func readAvailable() {
+        guard fd >= 0 else { return }
+        #if os(Linux)
+            var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+            while true {
+                let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+                guard count > 0 else { return }
+                parse(buffer.prefix(count))
+            }
+        #endif
+    }
+
+    /// Parses `struct inotify_event` records (wd, mask, cookie, len, name).
+    private func parse(_ bytes: ArraySlice<UInt8>) {
+        #if os(Linux)
+            bytes.withUnsafeBytes { raw in
+                var offset = 0
+                while offset + 16 <= raw.count {
+                    let descriptor = raw.loadUnaligned(fromByteOffset: offset, as: Int32.self)
+                    let mask = raw.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self)
+                    let cookie = raw.loadUnaligned(fromByteOffset: offset + 8, as: UInt32.self)
+                    let length = Int(raw.loadUnaligned(fromByteOffset: offset + 12, as: UInt32.self))
+                    let nameBytes = raw[(offset + 16)..<min(offset + 16 + length, raw.count)].prefix { $0 != 0 }
+                    offset += 16 + length
+                    if mask & UInt32(IN_Q_OVERFLOW) != 0 {
+                        pending.append(Event(kind: .overflow, path: ""))
+                        continue
+                    }
+                    guard let directory = directories[descriptor], !nameBytes.isEmpty else { continue }
+                    let path = directory + "/" + String(decoding: nameBytes, as: UTF8.self)
+                    if mask & UInt32(IN_CREATE) != 0 { pending.append(Event(kind: .created, path: path)) }
+                    if mask & UInt32(IN_DELETE) != 0 { pending.append(Event(kind: .deleted, path: path)) }
+                    if mask & UInt32(IN_MOVED_FROM) != 0 {
+                        pending.append(Event(kind: .movedFrom(cookie: cookie), path: path))
+                    }
+                    if mask & UInt32(IN_MOVED_TO) != 0 {
+                        pending.append(Event(kind: .movedTo(cookie: cookie), path: path))
+                    }
+                }
+            }
         #endif
     }
 
     /// Waits for a change, `timeout`, or `stop()` (checked every 100 ms).
+    /// The events that woke it are kept for ``takeEvents()``.
     func wait(timeout: Duration, stop: @escaping @Sendable () -> Bool) async {
         let fd = self.fd
         let milliseconds = Int32(
@@ -666,11 +1007,7 @@ final class DirectoryWatcher {
             while remaining > 0, !stop() {
                 var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
                 let slice = min(remaining, 100)
-                if poll(&descriptor, 1, slice) > 0 {
-                    var events = [UInt8](repeating: 0, count: 4096)
-                    while read(fd, &events, events.count) > 0 {}
-                    return
-                }
+                if poll(&descriptor, 1, slice) > 0 { return }
                 remaining -= slice
             }
         }

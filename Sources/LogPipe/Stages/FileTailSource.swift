@@ -11,7 +11,7 @@
 /// `checkpoint_interval` and at shutdown; after a crash, reading resumes at the
 /// last checkpoint, so at most the records unacknowledged (or acknowledged
 /// within the last interval) are read again.
-public struct FileTailSource: Source, FieldProducer {
+public struct FileTailSource: Source, FieldProducer, StatefulStage {
     let options: FileTailer.Options
 
     static let definition = StageDefinition.source(
@@ -45,6 +45,10 @@ public struct FileTailSource: Source, FieldProducer {
                 "rotate_wait", .duration, default: "5s",
                 "How long a rotated or deleted file is watched after its end before it is closed."),
             OptionSpec(
+                "max_open_files", .integer(1...1_000_000), default: "512",
+                "Files kept open at once (at most half of `ulimit -n`); when more match, files read to their end are closed and reopened when they change."
+            ),
+            OptionSpec(
                 "read_bytes", .size, default: "256KiB",
                 "Most bytes read from one file at a time (fairness between files)."),
         ]
@@ -66,12 +70,16 @@ public struct FileTailSource: Source, FieldProducer {
         (settings.maxLineBytes, settings.oversize, settings.stripCarriageReturn, settings.host) = try LineOptions.read(
             options)
         settings.readBytes = options.size("read_bytes")
+        settings.maxOpenFiles = options.integer("max_open_files")
         for name in ["scan_interval", "poll_interval", "checkpoint_interval"] where options.duration(name) <= .zero {
             throw options.error(name, "must be longer than 0")
         }
         if settings.readBytes < 1 { throw options.error("read_bytes", "must be at least 1 byte") }
         return FileTailSource(options: settings)
     }
+
+    /// Checkpoints live in the stage's state directory.
+    public var keepsState: Bool { true }
 
     /// File lines carry no fields.
     public var producedFields: Set<String> { [] }
