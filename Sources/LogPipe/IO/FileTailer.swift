@@ -112,6 +112,9 @@ final class FileTailer {
     var files: [Tracked] = []
     var progress: [FileFingerprint: Progress] = [:]
     var saved: [FileFingerprint: Checkpointer.Entry] = [:]
+    /// The fingerprint lengths among `saved` (computed once: with thousands
+    /// of files, a set per resolved file was quadratic).
+    var savedLengths: Set<Int> = []
     let book = CheckpointBook()
     /// Names that inotify events point at: files created under a matching
     /// name, and where such files were renamed to. Opened as soon as the
@@ -163,6 +166,7 @@ final class FileTailer {
     func run() async throws {
         let checkpointer = self.checkpointer
         saved = try await BlockingIO.run { try checkpointer.load() }
+        savedLengths = Set(saved.values.compactMap(\.length))
         book.load(saved)
         if !saved.isEmpty {
             context.logger.info("resuming \(saved.count) file(s) from \(checkpointer.path)")
@@ -648,7 +652,7 @@ final class FileTailer {
             // A checkpoint may hold this file under a fingerprint of fewer
             // bytes (taken while its first line was unfinished).
             if progress[fingerprint] == nil, saved[fingerprint] == nil {
-                for savedLength in Set(saved.values.compactMap(\.length)) where savedLength != length {
+                for savedLength in savedLengths where savedLength != length {
                     if let shorter = FileFingerprint.of(head, length: savedLength), saved[shorter] != nil {
                         fingerprint = shorter
                         length = savedLength
