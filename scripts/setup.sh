@@ -13,7 +13,7 @@ set -euo pipefail
 # tests compare the regex stage with pcre2grep, run a private nats-server, and
 # make TLS certificates with openssl.
 build_packages=(libpcre2-dev pcre2-utils pkg-config nats-server openssl)
-bench_packages=(time python3 curl gcc)
+bench_packages=(time python3 python3-venv curl gcc)
 
 wanted=("${build_packages[@]}")
 if [ "${1:-}" = "bench" ]; then wanted+=("${bench_packages[@]}"); fi

@@ -399,6 +399,20 @@ import Testing
         #expect(huge.status == 1)
         #expect(huge.stderr.contains("pipeline files may have at most 1048576"), "\(huge.stderr)")
 
+        // A stream name with a '.' is another subject to the server: caught
+        // by validate instead of an 18 s time-out at run time.
+        try write(
+            """
+            sources:
+              in: { type: stdin }
+            sinks:
+              store: { type: jetstream, inputs: [in], servers: ["nats://127.0.0.1:1"], stream: { name: LO.GS } }
+            """,
+            to: directory + "/stream.yaml")
+        let stream = try await CLI.run(["validate", directory + "/stream.yaml"])
+        #expect(stream.status == 1)
+        #expect(stream.stderr.contains("'LO.GS' is not a valid JetStream name"), "\(stream.stderr)")
+
         let folder = try await CLI.run(["validate", directory])
         #expect(folder.status == 1)
         #expect(folder.stderr.contains("\(directory) is a directory"), "\(folder.stderr)")
@@ -456,5 +470,44 @@ import Testing
         // per file (2.6 GB before); the release build's figure is in the README.
         #expect(peak < 400 * 1024, "peak RSS \(peak) KiB")
         #expect(result.stderr.contains("max_open_files lowered to 512") == false)
+    }
+
+    /// When a sink fails the run, the file source still saves a checkpoint
+    /// of what was acknowledged before (it used to fail with
+    /// CancellationError), so a restart does not ship those lines again.
+    @Test func checkpointsAreSavedWhenASinkFailsTheRun() async throws {
+        let server = try await NATSServer(configuration: "max_payload: 1024")
+        defer { server.stop() }
+        let directory = try makeTemporaryDirectory()
+        try FileManager.default.createDirectory(atPath: directory + "/in", withIntermediateDirectories: true)
+        let good = (0..<100).map { "line \($0)\n" }.joined()
+        try write(good, to: directory + "/in/a.log")
+        // Only the last save counts: the periodic one would not run in time.
+        try write(
+            """
+            data_dir: \(directory)/data
+            sources:
+              tail: { type: file, include: ['\(directory)/in/*.log'], checkpoint_interval: 1h }
+            sinks:
+              store: { type: jetstream, inputs: [tail], servers: ["\(server.url)"], subject: logs.web, stream: { name: LOGS, subjects: ["logs.>"] }, on_oversize: fail }
+            """,
+            to: directory + "/p.yaml")
+        let running = try CLI.Running(["run", directory + "/p.yaml"])
+        let connection = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
+        var stored: Int64 = 0
+        while stored < 100 {
+            try await Task.sleep(for: .milliseconds(50))
+            stored = try await JetStreamContext(connection: connection).streamInfo("LOGS")?.state.messages ?? 0
+        }
+        await connection.close()
+        let handle = try #require(FileHandle(forWritingAtPath: directory + "/in/a.log"))
+        handle.seekToEndOfFile()
+        handle.write(Data((String(repeating: "z", count: 5000) + "\n").utf8))
+        try handle.close()
+        let result = try await running.wait()
+        #expect(result.status == 2, "\(result.stderr)")
+        #expect(!result.stderr.contains("CancellationError"), "\(result.stderr)")
+        let checkpoint = try String(contentsOfFile: directory + "/data/tail/checkpoints.json", encoding: .utf8)
+        #expect(checkpoint.contains("\"offset\":\(good.utf8.count)"), "\(checkpoint)")
     }
 }
