@@ -467,6 +467,18 @@ private struct Builder {
                 at: location(mark)
             )
         case .duplicatedKeysInMapping(let duplicates, let context):
+            // Yams stops at the first map with a duplicate; the block-style
+            // scan finds every one, each where it is written again.
+            let found = Self.duplicateKeys(in: context.text)
+            if !found.isEmpty {
+                for duplicate in found {
+                    error(
+                        "duplicate key '\(duplicate.key)' (first at line \(duplicate.firstLine))",
+                        hint: "each key (and each stage name) may appear once in a map; rename or merge them",
+                        at: SourceLocation(file: file, line: duplicate.line, column: duplicate.column))
+                }
+                return
+            }
             error(
                 "duplicate key\(duplicates.count > 1 ? "s" : "") \(duplicates.map { "'\($0)'" }.joined(separator: ", ")) in one map (the first is here)",
                 hint: "each key (and each stage name) may appear once; rename or merge them",
@@ -475,6 +487,60 @@ private struct Builder {
         default:
             error("invalid YAML: \(yamlError)", at: nil)
         }
+    }
+
+    struct DuplicateKey: Equatable {
+        var key: String
+        var line: Int
+        var column: Int
+        var firstLine: Int
+    }
+
+    /// Keys written twice in one block-style map, found line by line
+    /// (indentation opens and closes maps; `- ` starts a map in a list;
+    /// block scalars and comments are skipped). Flow maps (`{...}`) are not
+    /// looked into: Yams reports those.
+    static func duplicateKeys(in text: String) -> [DuplicateKey] {
+        var found: [DuplicateKey] = []
+        // Open maps, innermost last: their key column and keys (with lines).
+        var maps: [(column: Int, keys: [String: Int])] = []
+        var blockScalarIndent: Int?
+        let keyPattern =
+            /^(?<indent> *)(?<dash>- +)?(?<key>[^\s#:{}\[\]'"-][^:#{}\[\]]*?|"[^"]*"|'[^']*') *:(?<rest>\s.*|$)/
+        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = rawLine.hasSuffix("\r") ? rawLine.dropLast() : rawLine
+            let indent = line.prefix { $0 == " " }.count
+            let content = line.dropFirst(indent)
+            if content.isEmpty || content.hasPrefix("#") { continue }
+            if let block = blockScalarIndent {
+                if indent > block { continue }
+                blockScalarIndent = nil
+            }
+            if content.hasPrefix("---") {
+                maps.removeAll()
+                continue
+            }
+            guard let match = line.firstMatch(of: keyPattern) else { continue }
+            let column = indent + (match.output.dash?.count ?? 0)
+            var key = String(match.output.key)
+            if key.count >= 2, key.first == "\"" || key.first == "'" { key = String(key.dropFirst().dropLast()) }
+            if match.output.dash != nil {
+                // A list item: a new map starts at the item's key.
+                while let last = maps.last, last.column >= column { maps.removeLast() }
+                maps.append((column, [:]))
+            } else {
+                while let last = maps.last, last.column > column { maps.removeLast() }
+                if maps.last?.column != column { maps.append((column, [:])) }
+            }
+            if let first = maps[maps.count - 1].keys[key] {
+                found.append(DuplicateKey(key: key, line: index + 1, column: column + 1, firstLine: first))
+            } else {
+                maps[maps.count - 1].keys[key] = index + 1
+            }
+            let rest = match.output.rest.trimmingCharacters(in: .whitespaces)
+            if rest.hasPrefix("|") || rest.hasPrefix(">") { blockScalarIndent = indent }
+        }
+        return found
     }
 
     mutating func applyOverrides(_ overrides: [String], to config: inout ConfigNode) {
