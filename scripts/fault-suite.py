@@ -371,6 +371,35 @@ def unwritable_data_dir():
         status == 1 and "nothing was started" in err, "refused at start, nothing read")
 
 
+def full_data_dir():
+    """A data_dir on a 64 KiB tmpfs that fills up while the run goes on."""
+    d = scenario_dir("full")
+    mount = d + "/data"
+    os.makedirs(mount)
+    if os.getuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", mount]).returncode:
+        row("data_dir fills up while running", "-", "-", "-", "-", "-", "-", True, "skipped: needs root for a tmpfs")
+        return
+    try:
+        pipeline = tail_to_file(d, d + "/in/*.log", ", checkpoint_interval: 100ms")
+        write(d + "/in/a.log", "one\n")
+        process = start(["run", pipeline])
+        wait_for(lambda: len(lines(d + "/out/all.log")) == 1, 60)
+        subprocess.run(["dd", "if=/dev/zero", f"of={mount}/filler", "bs=4k", "count=64"], capture_output=True)
+        with open(d + "/in/a.log", "a") as f:
+            f.write("two\n")
+        wait_for(lambda: "cannot save checkpoints" in stderr_of(process), 60)
+        process.send_signal(signal.SIGTERM)
+        status = process.wait()
+        err = stderr_of(process)
+        got = lines(d + "/out/all.log")
+        lost, dup = compare([b"one", b"two"], got)
+        row("data_dir fills up while running", "-", 2, len(got), lost, dup, status,
+            status == 2 and "checkpoint_errors" in err and "final checkpoint could not be saved" in err,
+            "errors logged and counted; the last save fails the run")
+    finally:
+        subprocess.run(["umount", mount])
+
+
 def sighup():
     d = scenario_dir("sighup")
     pipeline = tail_to_file(d, d + "/in/*.log")
@@ -488,7 +517,7 @@ def main():
             if wanted(scenario):
                 scenario(binary, label)
     for scenario in [hand_edited_output, lambda: fast_rotation("numbered"), lambda: fast_rotation("dateext"),
-                     long_file_name, unwritable_data_dir, sighup, unreadable_file, many_files, billion_laughs,
+                     long_file_name, unwritable_data_dir, full_data_dir, sighup, unreadable_file, many_files, billion_laughs,
                      password_in_url, whole_multiple_line]:
         if wanted(scenario if scenario.__name__ != "<lambda>" else fast_rotation):
             scenario()

@@ -290,12 +290,7 @@ public struct JetStreamSink: Sink {
         // The settler is a task of its own: cancelling this stage (the
         // shutdown deadline) must reach it, or a sink that keeps retrying
         // would hold the process past its deadline.
-        try await withTaskCancellationHandler {
-            try await settler.value
-        } onCancel: {
-            settler.cancel()
-            inFlight.close()
-        }
+        try await settler.valueCancelledWithCaller { inFlight.close() }
         await connection.close()
     }
 

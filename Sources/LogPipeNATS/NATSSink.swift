@@ -135,7 +135,7 @@ public struct NATSSink: Sink {
             }
         }
         unconfirmed.finishProducer()
-        try await settler.value
+        try await settler.valueCancelledWithCaller { unconfirmed.close() }
         await connection.close()
     }
 

@@ -126,3 +126,19 @@ enum NATSStageOptions {
         return (connection, events)
     }
 }
+
+extension Task where Failure == any Error {
+    /// The task's value; cancelling the caller (the shutdown deadline
+    /// cancelling a stage) cancels this task too, and runs `onCancel` (to
+    /// close the channel it waits on). An unstructured task does not inherit
+    /// its creator's cancellation, so a sink awaiting its settling task
+    /// would otherwise wait for a retry loop forever.
+    func valueCancelledWithCaller(onCancel: @Sendable () -> Void = {}) async throws -> Success {
+        try await withTaskCancellationHandler {
+            try await value
+        } onCancel: {
+            cancel()
+            onCancel()
+        }
+    }
+}

@@ -328,28 +328,55 @@ import Testing
         #expect(result.stderr.contains("no stream stores subject 'other.web': stream LOGS takes [\"logs.>\"]"))
     }
 
-    /// A JetStream sink retrying against a server that went away still
-    /// stops at the shutdown deadline.
-    @Test func aRetryingJetStreamSinkStopsAtTheShutdownDeadline() async throws {
+    /// A NATS or JetStream sink retrying against a server that stopped
+    /// answering still stops at the shutdown deadline: the deadline cancels
+    /// the sink's settling task too.
+    @Test(arguments: ["jetstream", "nats"])
+    func aRetryingSinkStopsAtTheShutdownDeadline(type: String) async throws {
         let server = try await NATSServer()
-        defer { server.stop() }
+        defer {
+            server.resume()
+            server.stop()
+        }
         let directory = try makeTemporaryDirectory()
+        let stream = type == "jetstream" ? ", stream: { name: LOGS, subjects: [\"logs.>\"] }, ack_timeout: 500ms" : ""
         try write(
             """
             shutdown_timeout: 2s
             sources:
               in: { type: stdin }
             sinks:
-              store: { type: jetstream, inputs: [in], servers: ["\(server.url)"], subject: logs.web, stream: { name: LOGS, subjects: ["logs.>"] }, ack_timeout: 500ms }
+              out: { type: \(type), inputs: [in], servers: ["\(server.url)"], subject: logs.web\(stream) }
             """,
             to: directory + "/p.yaml")
         let running = try CLI.Running(["run", directory + "/p.yaml"], pipeStdin: true)
-        try await eventually { running.stderr.contains("stream LOGS ready") }
-        server.kill()
+        // A first line goes all the way through before the freeze: the sink
+        // is connected and publishing.
+        let subscriber = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
+        let subscription = try await subscriber.subscribe("logs.web")
+        try await subscriber.flush()
+        running.stdinPipe!.fileHandleForWriting.write(Data("zero\n".utf8))
+        for await _ in subscription { break }
+        await subscriber.close()
+        if type == "jetstream" {
+            // Its acknowledgement too (the stream stored it).
+            let connection = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
+            while try await JetStreamContext(connection: connection).streamInfo("LOGS")?.state.messages != 1 {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            await connection.close()
+        }
+        server.freeze()
         running.stdinPipe!.fileHandleForWriting.write(Data("one\ntwo\n".utf8))
-        try await eventually { running.stderr.contains("disconnected") }
+        // Published, never acknowledged: the sink is in its retry loop.
+        try await eventually {
+            running.stderr.contains("not stored by stream LOGS") || running.stderr.contains("was not confirmed")
+        }
+        #expect(
+            running.stderr.contains("not stored by stream LOGS") || running.stderr.contains("was not confirmed"),
+            "\(running.stderr)")
         running.signal(SIGTERM)
-        let result = try await running.wait(timeout: .seconds(60))
+        let result = try await running.wait(timeout: .seconds(120))
         #expect(result.status == 3, "\(result.stderr)")
         #expect(result.stderr.contains("shutdown deadline (2s) passed with 2 record(s) unacknowledged"))
     }

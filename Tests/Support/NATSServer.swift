@@ -90,6 +90,17 @@ public final class NATSServer: @unchecked Sendable {
     }
 
     /// The server's log so far.
+    /// Freezes the server (SIGSTOP): connections stay open, nothing is
+    /// answered; `resume()` thaws it.
+    public func freeze() {
+        if let process, process.isRunning { Glibc.kill(process.processIdentifier, SIGSTOP) }
+    }
+
+    /// Thaws a frozen server (SIGCONT).
+    public func resume() {
+        if let process, process.isRunning { Glibc.kill(process.processIdentifier, SIGCONT) }
+    }
+
     public var log: String { (try? String(contentsOfFile: directory + "/server.log", encoding: .utf8)) ?? "" }
 
     deinit { stop() }
