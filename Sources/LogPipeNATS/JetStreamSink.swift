@@ -40,6 +40,11 @@ public enum JetStreamOversizePolicy: String, Sendable, CaseIterable {
 public struct JetStreamSink: Sink {
     let connection: NATSOptions
     let stream: StreamConfig?
+    /// The stream settings the pipeline states (`StreamConfig` names): only
+    /// these are compared with an existing stream; the others are defaults
+    /// for creating one (a cluster's R3 stream is not "different" from a
+    /// pipeline that never mentions replicas).
+    let statedStreamSettings: Set<String>
     let streamName: String
     let create: Bool
     let update: Bool
@@ -124,8 +129,15 @@ public struct JetStreamSink: Sink {
         {
             throw options.error("dead_letter_file", "is only used with on_rejected: drop or on_oversize: drop")
         }
+        let settingNames = [
+            "subjects": "subjects", "storage": "storage", "retention": "retention", "max_age": "max_age",
+            "max_bytes": "max_bytes", "max_msgs": "max_msgs", "duplicate_window": "duplicate_window",
+            "replicas": "num_replicas",
+        ]
+        let stated = Set(settingNames.filter { streamOptions.isSet($0.key) }.values)
         return JetStreamSink(
-            connection: try NATSStageOptions.make(options), stream: config, streamName: name,
+            connection: try NATSStageOptions.make(options), stream: config, statedStreamSettings: stated,
+            streamName: name,
             create: streamOptions.boolean("create"), update: streamOptions.boolean("update"),
             subject: try options.template("subject")!, messageID: try options.template("msg_id"),
             deduplicate: options.boolean("deduplicate"), maxInFlight: options.integer("max_in_flight"),
@@ -230,9 +242,23 @@ public struct JetStreamSink: Sink {
         let jetstream = JetStreamContext(connection: connection)
         var streamSubjects: [String]? = nil
         if let stream {
-            let info = try await jetstream.ensureStream(stream, create: create, update: update)
-            streamSubjects = info.config.subjects
-            context.logger.info("stream \(streamName) ready (\(info.state.messages) messages)")
+            // With create: false the stream is someone else's to create:
+            // wait for it (records wait upstream meanwhile).
+            var waiting = Waiting(context: context)
+            var ready: StreamInfo?
+            while ready == nil {
+                do {
+                    ready = try await jetstream.ensureStream(
+                        stream, create: create, update: update, compared: statedStreamSettings)
+                } catch NATSError.streamNotFound {
+                    waiting.still(
+                        "stream \(streamName)", because: "it does not exist and stream.create is false")
+                    try await Task.sleep(for: .seconds(1))
+                }
+            }
+            waiting.over("stream \(streamName)")
+            streamSubjects = ready!.config.subjects
+            context.logger.info("stream \(streamName) ready (\(ready!.state.messages) messages)")
         }
         let publisher = try await JetStreamPublisher(connection: connection)
         let run = RunIdentity(hostname: context.hostname)

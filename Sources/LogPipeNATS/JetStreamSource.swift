@@ -78,10 +78,48 @@ public struct JetStreamSource: Source, FieldProducer {
     }
 
     public func run(_ context: SourceContext) async throws {
-        let (connection, events) = try await NATSStageOptions.connect(self.connection, context: context.stage)
+        // The central side is often started before the servers or the
+        // stream (created by the first shipper): wait for both instead of
+        // failing, which under systemd would be a crash loop. What waiting
+        // cannot fix (credentials, TLS, a consumer that must not be created)
+        // still fails.
+        var waiting = Waiting(context: context.stage)
+        var connected: (NATSConnection, Task<Void, Never>)?
+        while connected == nil {
+            do {
+                connected = try await NATSStageOptions.connect(self.connection, context: context.stage)
+            } catch let error as NATSError {
+                guard case .connectionFailed = error else { throw error }
+                waiting.still("the NATS server", because: "\(error)")
+                try await Waiting.pause { context.isStopping }
+                if context.isStopping { return }
+            }
+        }
+        waiting.over("the NATS server")
+        let (connection, events) = connected!
         defer { events.cancel() }
         let jetstream = JetStreamContext(connection: connection)
-        let info = try await jetstream.ensureConsumer(stream: stream, consumer, create: createConsumer)
+        var ready: ConsumerInfo?
+        while ready == nil {
+            do {
+                ready = try await jetstream.ensureConsumer(stream: stream, consumer, create: createConsumer)
+            } catch NATSError.streamNotFound {
+                waiting.still(
+                    "stream \(stream)", because: "it does not exist yet (the first jetstream sink creates it)")
+            } catch NATSError.noResponders, NATSError.timeout, NATSError.disconnected {
+                waiting.still(
+                    "stream \(stream)", because: "JetStream does not answer (not enabled, or the server restarts)")
+            }
+            if ready == nil {
+                try await Waiting.pause { context.isStopping }
+                if context.isStopping {
+                    await connection.close()
+                    return
+                }
+            }
+        }
+        waiting.over("stream \(stream)")
+        let info = ready!
         context.logger.info("consumer \(consumer.durable_name) on \(stream): \(info.num_pending) message(s) waiting")
         let inbox = connection.options.inboxPrefix + "." + UUID().uuidString.replacingOccurrences(of: "-", with: "")
         let replies = try await connection.subscribe(inbox, capacity: batchSize * 4)

@@ -142,3 +142,47 @@ extension Task where Failure == any Error {
         }
     }
 }
+
+/// Waiting for something a stage needs before it can work (a server, a
+/// stream): warns when the wait starts and once a minute after, shows it as
+/// the stage's `waitingFor` (the status line), and says when it ends.
+struct Waiting {
+    let context: StageContext
+    private var since: ContinuousClock.Instant?
+    private var warned: ContinuousClock.Instant?
+
+    init(context: StageContext) {
+        self.context = context
+    }
+
+    /// Notes that the stage still waits, for `reason`.
+    mutating func still(_ what: String, because reason: String) {
+        let now = ContinuousClock.now
+        if since == nil { since = now }
+        context.metrics.waitingFor = what
+        if warned.map({ now - $0 >= .seconds(60) }) ?? true {
+            warned = now
+            let waited = since.map { now - $0 } ?? .zero
+            context.logger.warning(
+                "waiting for \(what)\(waited >= .seconds(1) ? " (\(Units.format(waited)) so far)" : ""): \(reason); starting by itself once it is there"
+            )
+        }
+    }
+
+    /// Notes that the wait is over.
+    mutating func over(_ what: String) {
+        if let since {
+            context.logger.notice("\(what) is there after \(Units.format(ContinuousClock.now - since)); starting")
+        }
+        context.metrics.waitingFor = nil
+        since = nil
+        warned = nil
+    }
+
+    /// Sleeps a second between attempts, ending early when `stopping` says so.
+    static func pause(until stopping: () -> Bool) async throws {
+        for _ in 0..<10 where !stopping() {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+}

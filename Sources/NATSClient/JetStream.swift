@@ -34,9 +34,13 @@ public struct StreamConfig: Codable, Sendable, Equatable {
     }
 
     /// The settings that differ from `other`, as `name: ours vs theirs`.
-    public func differences(from other: StreamConfig) -> [String] {
+    /// The settings that differ from `other`, as `name: ours (pipeline) vs
+    /// theirs (server)`; with `compared`, only those settings are looked at
+    /// (the ones a pipeline states: the others are defaults for creating).
+    public func differences(from other: StreamConfig, compared: Set<String>? = nil) -> [String] {
         var differences: [String] = []
         func compare<T: Equatable>(_ name: String, _ ours: T, _ theirs: T) {
+            guard compared?.contains(name) ?? true else { return }
             if ours != theirs { differences.append("\(name): \(ours) (pipeline) vs \(theirs) (server)") }
         }
         compare("subjects", subjects.sorted(), other.subjects.sorted())
@@ -187,11 +191,11 @@ public struct JetStreamContext: Sendable {
     ///
     /// - Throws: an error listing every setting that differs.
     @discardableResult
-    public func ensureStream(_ config: StreamConfig, create: Bool = true, update: Bool = false) async throws
-        -> StreamInfo
-    {
+    public func ensureStream(
+        _ config: StreamConfig, create: Bool = true, update: Bool = false, compared: Set<String>? = nil
+    ) async throws -> StreamInfo {
         if let existing = try await streamInfo(config.name) {
-            let differences = config.differences(from: existing.config)
+            let differences = config.differences(from: existing.config, compared: compared)
             if differences.isEmpty { return existing }
             if update {
                 return try await request("STREAM.UPDATE.\(config.name)", body: config, as: StreamInfo.self)
@@ -200,9 +204,7 @@ public struct JetStreamContext: Sendable {
                 "stream \(config.name) exists with other settings (\(differences.joined(separator: "; "))); change the pipeline file, or set stream.update: true to change the stream"
             )
         }
-        guard create else {
-            throw NATSError.serverError("stream \(config.name) does not exist; create it or set stream.create: true")
-        }
+        guard create else { throw NATSError.streamNotFound(stream: config.name) }
         return try await request("STREAM.CREATE.\(config.name)", body: config, as: StreamInfo.self)
     }
 
@@ -233,9 +235,13 @@ public struct JetStreamContext: Sendable {
                 "consumer \(config.durable_name) does not exist on stream \(stream); create it or set consumer.create: true"
             )
         }
-        return try await request(
-            "CONSUMER.DURABLE.CREATE.\(stream).\(config.durable_name)",
-            body: CreateConsumer(stream_name: stream, config: config), as: ConsumerInfo.self)
+        do {
+            return try await request(
+                "CONSUMER.DURABLE.CREATE.\(stream).\(config.durable_name)",
+                body: CreateConsumer(stream_name: stream, config: config), as: ConsumerInfo.self)
+        } catch let error as JetStreamAPIError where error.err_code == 10059 {
+            throw NATSError.streamNotFound(stream: stream)
+        }
     }
 
     /// Deletes all messages of a stream.

@@ -143,6 +143,8 @@ public enum NATSError: Error, CustomStringConvertible, Sendable {
     case serverError(String)
     /// A credentials file that cannot be used.
     case invalidCredentials(path: String, reason: String)
+    /// A JetStream stream that does not exist (yet).
+    case streamNotFound(stream: String)
 
     public var description: String {
         switch self {
@@ -170,6 +172,8 @@ public enum NATSError: Error, CustomStringConvertible, Sendable {
             "the server reported: \(message)"
         case .invalidCredentials(let path, let reason):
             "cannot use credentials from \(path): \(reason)"
+        case .streamNotFound(let stream):
+            "stream \(stream) does not exist; create it (a jetstream sink with stream.create: true does)"
         }
     }
 }

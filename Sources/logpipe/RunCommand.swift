@@ -198,7 +198,10 @@ enum StatusFormatter {
     }
 
     static func statusLine(_ progress: PipelineProgress) -> String {
-        "logpipe: [\(seconds(progress.elapsed))] \(stageCounts(progress)); \(rate(progress.emitted, progress.elapsed)); unacknowledged=\(progress.unacknowledged)\(counters(progress))"
+        let waiting = progress.stages.compactMap { stage in stage.waitingFor.map { "\(stage.name) waits for \($0)" } }
+        return
+            "logpipe: [\(seconds(progress.elapsed))] \(stageCounts(progress)); \(rate(progress.emitted, progress.elapsed)); unacknowledged=\(progress.unacknowledged)\(counters(progress))"
+            + (waiting.isEmpty ? "" : "; " + waiting.joined(separator: ", "))
     }
 
     static func summaryLine(_ summary: RunSummary) -> String {

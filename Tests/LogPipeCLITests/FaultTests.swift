@@ -543,4 +543,55 @@ import Testing
         let checkpoint = try String(contentsOfFile: directory + "/data/tail/checkpoints.json", encoding: .utf8)
         #expect(checkpoint.contains("\"offset\":\(good.utf8.count)"), "\(checkpoint)")
     }
+
+    /// A central consumer started before its server and its stream waits
+    /// for both (warning once, then once a minute) and starts by itself;
+    /// a sink with stream.create: false waits for its stream the same way.
+    @Test func jetStreamStagesWaitForTheirServerAndStream() async throws {
+        let server = try await NATSServer()
+        defer { server.stop() }
+        let port = server.port
+        server.kill()
+        let directory = try makeTemporaryDirectory()
+        try write(
+            """
+            sources:
+              logs: { type: jetstream, servers: ["nats://127.0.0.1:\(port)"], stream: LOGS, consumer: { durable: central } }
+            sinks:
+              out: { type: file, inputs: [logs], path: "\(directory)/out.log" }
+            """,
+            to: directory + "/central.yaml")
+        let central = try CLI.Running(["run", directory + "/central.yaml"])
+        try await eventually { central.stderr.contains("waiting for the NATS server") }
+        try await server.start(port: port)
+        try await eventually { central.stderr.contains("waiting for stream LOGS") }
+
+        // A shipper that must not create the stream waits for it too.
+        try write(
+            """
+            sources:
+              in: { type: stdin }
+            sinks:
+              store: { type: jetstream, inputs: [in], servers: ["nats://127.0.0.1:\(port)"], subject: logs.web, stream: { name: LOGS, subjects: ["logs.>"], create: false } }
+            """,
+            to: directory + "/ship.yaml")
+        let shipper = try CLI.Running(["run", directory + "/ship.yaml"], pipeStdin: true)
+        try await eventually { shipper.stderr.contains("waiting for stream LOGS") }
+        shipper.stdinPipe!.fileHandleForWriting.write(Data("one\ntwo\n".utf8))
+        let connection = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
+        try await JetStreamContext(connection: connection).ensureStream(
+            StreamConfig(name: "LOGS", subjects: ["logs.>"]))
+        await connection.close()
+        try shipper.stdinPipe!.fileHandleForWriting.close()
+        let shipped = try await shipper.wait()
+        #expect(shipped.status == 0, "\(shipped.stderr)")
+        #expect(shipped.stderr.contains("stream LOGS is there after"))
+
+        try await eventually { self.contents(directory + "/out.log") == "one\ntwo\n" }
+        central.signal(SIGTERM)
+        let result = try await central.wait()
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.contains("the NATS server is there after"))
+        #expect(result.stderr.contains("stream LOGS is there after"))
+    }
 }

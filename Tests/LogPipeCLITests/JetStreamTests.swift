@@ -437,25 +437,34 @@ import Testing
         await connection.close()
     }
 
+    /// Only the settings a pipeline states are compared with an existing
+    /// stream: one made by someone else with another max_age (or, in a
+    /// cluster, three replicas) is used as it is.
     @Test func existingStreamWithOtherSettingsIsReported() async throws {
         let server = try await NATSServer()
         defer { server.stop() }
         let connection = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
         var config = StreamConfig(name: "LOGS", subjects: ["logs.>"])
         config.storage = "memory"
+        config.max_age = 3_600_000_000_000
         try await JetStreamContext(connection: connection).ensureStream(config)
         await connection.close()
         let directory = try makeTemporaryDirectory()
-        try write(
-            """
-            sources:
-              demo: { type: demo_logs, count: 10 }
-            sinks:
-              store: { type: jetstream, inputs: [demo], servers: ["\(server.url)"], stream: { name: LOGS, subjects: ["logs.>"] } }
-            """,
-            to: directory + "/p.yaml"
-        )
-        let result = try await CLI.run(["run", directory + "/p.yaml"])
+        func pipeline(_ stream: String) throws -> String {
+            try write(
+                """
+                sources:
+                  demo: { type: demo_logs, count: 10 }
+                sinks:
+                  store: { type: jetstream, inputs: [demo], servers: ["\(server.url)"], subject: logs.x, stream: \(stream) }
+                """,
+                to: directory + "/p.yaml"
+            )
+            return directory + "/p.yaml"
+        }
+        let unstated = try await CLI.run(["run", try pipeline(#"{ name: LOGS, subjects: ["logs.>"] }"#)])
+        #expect(unstated.status == 0, "\(unstated.stderr)")
+        let result = try await CLI.run(["run", try pipeline(#"{ name: LOGS, subjects: ["logs.>"], storage: file }"#)])
         #expect(result.status == 2)
         #expect(
             result.stderr.contains(

@@ -19,6 +19,9 @@ public struct StageProgress: Sendable {
     public var recordsOut: Int
     /// Named event counters (for example `oversize_lines`, `write_retries`).
     public var counters: [String: Int]
+    /// What the stage waits for before it can work (a server, a stream);
+    /// `nil` when it is ready.
+    public var waitingFor: String? = nil
 }
 
 /// A view of a running (or finished) pipeline's counters.
@@ -98,7 +101,8 @@ public final class PipelineRunner: Sendable {
                     kind: node.stage.kind,
                     recordsIn: metrics.recordsIn.load(ordering: .relaxed),
                     recordsOut: metrics.recordsOut.load(ordering: .relaxed),
-                    counters: metrics.namedCounters
+                    counters: metrics.namedCounters,
+                    waitingFor: metrics.waitingFor
                 )
             }
         )

@@ -9,6 +9,7 @@ public final class StageMetrics: Sendable {
     /// Records a sink acknowledged as delivered.
     public let recordsDelivered = Atomic<Int>(0)
     private let counters = Mutex<[String: Int]>([:])
+    private let waitingState = Mutex<String?>(nil)
 
     public init() {}
 
@@ -20,6 +21,13 @@ public final class StageMetrics: Sendable {
     /// The current value of the named event counter.
     public func counter(_ name: String) -> Int {
         counters.withLock { $0[name] ?? 0 }
+    }
+
+    /// What the stage is waiting for before it can work (a server, a
+    /// stream), or `nil` when it is ready. Shown in the status line.
+    public var waitingFor: String? {
+        get { waitingState.withLock { $0 } }
+        set { waitingState.withLock { $0 = newValue } }
     }
 
     /// All named event counters.
