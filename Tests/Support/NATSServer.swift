@@ -27,8 +27,14 @@ public final class NATSServer: @unchecked Sendable {
         try await start(port: -1)
     }
 
+    /// The server binary: `LOGPIPE_NATS_SERVER` when set (scripts/test.sh
+    /// runs the NATS suites a second time with the current release), else
+    /// the system's.
     public static var binary: String? {
-        ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"].first {
+        if let chosen = ProcessInfo.processInfo.environment["LOGPIPE_NATS_SERVER"], !chosen.isEmpty {
+            return chosen
+        }
+        return ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"].first {
             FileManager.default.isExecutableFile(atPath: $0)
         }
     }
