@@ -372,7 +372,7 @@ import Testing
             }
             await connection.close()
         }
-        server.freeze()
+        try await server.freeze()
         running.stdinPipe!.fileHandleForWriting.write(Data("one\ntwo\n".utf8))
         // Published, never acknowledged: the sink is in its retry loop.
         try await eventually {

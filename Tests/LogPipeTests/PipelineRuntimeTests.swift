@@ -191,7 +191,9 @@ import Testing
         #expect(summary.timedOut)
         #expect(summary.progress.unacknowledged > 0)
         #expect(summary.failure == nil)
-        #expect(ContinuousClock.now - stopped < .seconds(5))
+        // The run ends at the deadline (300 ms), not when the stuck sink
+        // would; the bound is loose so that a busy machine does not fail it.
+        #expect(ContinuousClock.now - stopped < .seconds(60))
     }
 
     @Test func failingStageStopsThePipeline() async throws {

@@ -98,13 +98,26 @@ public final class NATSServer: @unchecked Sendable {
     /// The server's log so far.
     /// Freezes the server (SIGSTOP): connections stay open, nothing is
     /// answered; `resume()` thaws it.
-    public func freeze() {
-        if let process, process.isRunning { Glibc.kill(process.processIdentifier, SIGSTOP) }
+    /// Returns once the kernel reports the process stopped.
+    public func freeze() async throws {
+        guard let process else { throw TestSupportError("freeze: the server was not started") }
+        let pid = process.processIdentifier
+        guard Glibc.kill(pid, SIGSTOP) == 0 else {
+            throw TestSupportError("freeze: kill(\(pid), SIGSTOP) failed: \(String(cString: strerror(errno)))")
+        }
+        // /proc/<pid>/stat: "pid (comm) STATE ..."; T is stopped.
+        let deadline = ContinuousClock.now + .seconds(120)
+        while ContinuousClock.now < deadline {
+            let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+            if let close = stat.lastIndex(of: ")"), stat[close...].dropFirst(2).first == "T" { return }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        throw TestSupportError("freeze: nats-server \(pid) did not stop")
     }
 
     /// Thaws a frozen server (SIGCONT).
     public func resume() {
-        if let process, process.isRunning { Glibc.kill(process.processIdentifier, SIGCONT) }
+        if let process { Glibc.kill(process.processIdentifier, SIGCONT) }
     }
 
     public var log: String { (try? String(contentsOfFile: directory + "/server.log", encoding: .utf8)) ?? "" }
