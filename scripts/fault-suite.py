@@ -61,6 +61,12 @@ class NATS:
             self.process.terminate()
             self.process.wait()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
 
 def version(binary):
     out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.strip()
@@ -156,8 +162,7 @@ def host_logs(directory, hosts=6, per_host=5000):
 
 def shared_data_dir(nats_binary, label):
     d = scenario_dir(f"shared-{label}")
-    server = NATS(nats_binary, d + "/nats")
-    try:
+    with NATS(nats_binary, d + "/nats") as server:
         expected = host_logs(d)
         status, err = logpipe(["run", "--quiet", "pipelines/ship-logs.yaml"], env={
             "NATS_URL": server.url, "LOG_FILES": d + "/hosts/*.log", "ONCE": "true", "LOGPIPE_DATA": d + "/ship"})
@@ -180,14 +185,11 @@ def shared_data_dir(nats_binary, label):
         refused = second == 1 and f"pid {first.pid}" in err
         row("same partition started twice", label, "-", "-", 0, 0, f"{first_status}/{second}",
             refused and first_status == 0, "second refused, names pid" if refused else err[-200:])
-    finally:
-        server.stop()
 
 
 def oversize_line(nats_binary, label):
     d = scenario_dir(f"oversize-{label}")
-    server = NATS(nats_binary, d + "/nats")
-    try:
+    with NATS(nats_binary, d + "/nats") as server:
         big = "y" * (1024 * 1024 - 10)
         expected = [b"before", big.encode(), b"after"]
         write(d + "/in.log", "before\n" + big + "\nafter\n")
@@ -225,14 +227,11 @@ sinks:
                 lost, dup = compare(expected, got)
                 row("same line, on_oversize: drop + dead_letter_file", label, 3, len(got), lost, dup, status,
                     status == 0 and lost == 0 and dup == 0, "big line in dead.log")
-    finally:
-        server.stop()
 
 
 def stuck_jetstream_sink(nats_binary, label):
     d = scenario_dir(f"stuck-{label}")
-    server = NATS(nats_binary, d + "/nats")
-    try:
+    with NATS(nats_binary, d + "/nats") as server:
         write(d + "/p.yaml", f"""
 shutdown_timeout: 2s
 sources:
@@ -265,14 +264,11 @@ sinks:
             took = time.time() - began
             row(name, label, 2, 0, 0, 0, status, status == expected_status,
                 f"ended {took:.1f} s after the signal (shutdown_timeout 2s); 2 left unacknowledged, read again")
-    finally:
-        server.stop()
 
 
 def unknown_subject(nats_binary, label):
     d = scenario_dir(f"subject-{label}")
-    server = NATS(nats_binary, d + "/nats")
-    try:
+    with NATS(nats_binary, d + "/nats") as server:
         write(d + "/in.log", "one\n")
         write(d + "/p.yaml", f"""
 sources:
@@ -285,8 +281,6 @@ sinks:
         named = "no stream stores subject 'other.web'" in err
         row("subject no stream stores", label, 1, 0, 0, 0, status, status == 2 and named,
             f"error names subject and stream after {time.time() - began:.1f} s")
-    finally:
-        server.stop()
 
 
 # --- scenarios without a server ---------------------------------------------------------------------
