@@ -45,6 +45,7 @@ let package = Package(
         ),
         .target(
             name: "NATSTestSupport",
+            dependencies: ["NATSClient"],
             path: "Tests/Support"
         ),
         .target(

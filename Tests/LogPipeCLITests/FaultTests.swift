@@ -358,7 +358,7 @@ import Testing
         let running = try CLI.Running(["run", directory + "/p.yaml"], pipeStdin: true)
         // A first line goes all the way through before the freeze: the sink
         // is connected and publishing.
-        let subscriber = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
+        let subscriber = try await NATSConnection.connect(NATSOptions.forTests(server.url))
         let subscription = try await subscriber.subscribe("logs.web")
         try await subscriber.flush()
         running.stdinPipe!.fileHandleForWriting.write(Data("zero\n".utf8))
@@ -366,7 +366,7 @@ import Testing
         await subscriber.close()
         if type == "jetstream" {
             // Its acknowledgement too (the stream stored it).
-            let connection = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
+            let connection = try await NATSConnection.connect(NATSOptions.forTests(server.url))
             while try await JetStreamContext(connection: connection).streamInfo("LOGS")?.state.messages != 1 {
                 try await Task.sleep(for: .milliseconds(20))
             }
@@ -526,7 +526,7 @@ import Testing
             """,
             to: directory + "/p.yaml")
         let running = try CLI.Running(["run", directory + "/p.yaml"])
-        let connection = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
+        let connection = try await NATSConnection.connect(NATSOptions.forTests(server.url))
         var stored: Int64 = 0
         while stored < 100 {
             try await Task.sleep(for: .milliseconds(50))
@@ -578,7 +578,7 @@ import Testing
         let shipper = try CLI.Running(["run", directory + "/ship.yaml"], pipeStdin: true)
         try await eventually { shipper.stderr.contains("waiting for stream LOGS") }
         shipper.stdinPipe!.fileHandleForWriting.write(Data("one\ntwo\n".utf8))
-        let connection = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
+        let connection = try await NATSConnection.connect(NATSOptions.forTests(server.url))
         try await JetStreamContext(connection: connection).ensureStream(
             StreamConfig(name: "LOGS", subjects: ["logs.>"]))
         await connection.close()

@@ -62,7 +62,7 @@ import Testing
         }
 
         func streamMessages() async throws -> Int64 {
-            let connection = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
+            let connection = try await NATSConnection.connect(NATSOptions.forTests(server.url))
             defer { Task { await connection.close() } }
             return try await JetStreamContext(connection: connection).streamInfo("LOGS")?.state.messages ?? -1
         }
@@ -309,7 +309,7 @@ import Testing
     /// Stream LOGS holding `count` lines ("line 0", "line 1", …) on
     /// logs.p0.web; returns the connection that stored them, still open.
     static func fillStream(on server: NATSServer, lines count: Int) async throws -> NATSConnection {
-        let connection = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
+        let connection = try await NATSConnection.connect(NATSOptions.forTests(server.url))
         try await JetStreamContext(connection: connection).ensureStream(
             StreamConfig(name: "LOGS", subjects: ["logs.>"]))
         let publisher = try await JetStreamPublisher(connection: connection)
@@ -395,7 +395,7 @@ import Testing
     @Test func refusedMessagesFailOrGoToTheDeadLetterFile() async throws {
         let server = try await NATSServer()
         defer { server.stop() }
-        let connection = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
+        let connection = try await NATSConnection.connect(NATSOptions.forTests(server.url))
         _ = try await connection.request(
             "$JS.API.STREAM.CREATE.LOGS",
             payload: ByteBuffer(string: #"{"name":"LOGS","subjects":["logs.>"],"storage":"file","max_msg_size":100}"#))
@@ -443,7 +443,7 @@ import Testing
     @Test func existingStreamWithOtherSettingsIsReported() async throws {
         let server = try await NATSServer()
         defer { server.stop() }
-        let connection = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
+        let connection = try await NATSConnection.connect(NATSOptions.forTests(server.url))
         var config = StreamConfig(name: "LOGS", subjects: ["logs.>"])
         config.storage = "memory"
         config.max_age = 3_600_000_000_000
@@ -482,7 +482,7 @@ import Testing
         let directory = try makeTemporaryDirectory()
         try write((0..<200).map { "line \($0)\n" }.joined(), to: directory + "/in.log")
         // Watches the published messages for their ids.
-        let watcher = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
+        let watcher = try await NATSConnection.connect(NATSOptions.forTests(server.url))
         let published = try await watcher.subscribe("*.x")
         for (name, deduplicate) in [("DEDUP", true), ("PLAIN", false)] {
             try write(
@@ -512,7 +512,7 @@ import Testing
         #expect(ids["dedup.x"]?.count == 200)
         #expect(ids["plain.x"] == ["none"])
         await watcher.close()
-        let connection = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
+        let connection = try await NATSConnection.connect(NATSOptions.forTests(server.url))
         let jetstream = JetStreamContext(connection: connection)
         #expect(try await jetstream.streamInfo("DEDUP")?.state.messages == 200)
         #expect(try await jetstream.streamInfo("PLAIN")?.state.messages == 400)

@@ -73,7 +73,7 @@ import Testing
             """,
             to: directory + "/p.yaml"
         )
-        let subscriber = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
+        let subscriber = try await NATSConnection.connect(NATSOptions.forTests(server.url))
         let subscription = try await subscriber.subscribe("logs.>", capacity: 1_000_000)
         try await subscriber.flush()
         let counter = Counter()
@@ -122,7 +122,7 @@ import Testing
                       bus: { type: nats, inputs: [in], servers: ["\(server.url)"], \(option)on_oversize: \(policy) }
                     """,
                     to: directory + "/p.yaml")
-                let subscriber = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
+                let subscriber = try await NATSConnection.connect(NATSOptions.forTests(server.url))
                 let subscription = try await subscriber.subscribe(subject)
                 try await subscriber.flush()
                 let counter = Counter()
@@ -194,7 +194,7 @@ import Testing
               bus: { type: nats, inputs: [route], servers: ["\(server.url)"] }
             """,
             to: directory + "/p.yaml")
-        let subscriber = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
+        let subscriber = try await NATSConnection.connect(NATSOptions.forTests(server.url))
         let subscription = try await subscriber.subscribe(">")
         try await subscriber.flush()
         let counter = Counter()
@@ -234,7 +234,7 @@ import Testing
         try await Task.sleep(for: .milliseconds(500))
         try await server.start(port: port)
         try await eventually { running.stderr.contains("reconnected to nats://127.0.0.1:\(port)") }
-        let subscriber = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
+        let subscriber = try await NATSConnection.connect(NATSOptions.forTests(server.url))
         let subscription = try await subscriber.subscribe("demo.>")
         try await subscriber.flush()
         let counter = Counter()
@@ -269,7 +269,7 @@ import Testing
         )
         let running = try CLI.Running(["run", directory + "/p.yaml"])
         try await eventually { running.stderr.contains("connected to") }
-        let publisher = try await NATSConnection.connect(NATSOptions(servers: [server.url]))
+        let publisher = try await NATSConnection.connect(NATSOptions.forTests(server.url))
         // Wait until the subscription is known to the server: a request to
         // the same subject would need a responder, so just retry a probe.
         try await Task.sleep(for: .milliseconds(300))
@@ -306,7 +306,7 @@ import Testing
     /// clear message instead of hanging.
     @Test func wrongPasswordAndUnreachableServerFailClearly() async throws {
         let server = try await NATSServer(
-            configuration: "authorization { user: ops, password: right }", jetstream: false)
+            configuration: "authorization { user: ops, password: right, timeout: 60 }", jetstream: false)
         defer { server.stop() }
         let directory = try makeTemporaryDirectory()
         try write(

@@ -213,7 +213,7 @@ import Testing
     func connect(_ server: NATSServer, _ configure: (inout NATSOptions) -> Void = { _ in }) async throws
         -> NATSConnection
     {
-        var options = NATSOptions(servers: [server.url])
+        var options = NATSOptions.forTests(server.url)
         configure(&options)
         return try await NATSConnection.connect(options)
     }
@@ -357,6 +357,7 @@ import Testing
         let server = try await NATSServer(
             configuration: """
                 authorization {
+                  timeout: 60
                   users = [ { user: app, password: secret, permissions: { publish: { deny: ["secret.>"] } } } ]
                 }
                 """)
@@ -381,7 +382,8 @@ import Testing
     }
 
     @Test func userPasswordTokenAndWrongPassword() async throws {
-        let server = try await NATSServer(configuration: "authorization { user: ops, password: \"s3cret\" }")
+        let server = try await NATSServer(
+            configuration: "authorization { user: ops, password: \"s3cret\", timeout: 60 }")
         defer { server.stop() }
         let viaOptions = try await connect(server) {
             $0.user = "ops"
@@ -406,7 +408,7 @@ import Testing
         }
         #expect(ContinuousClock.now - started < .seconds(3))
 
-        let tokenServer = try await NATSServer(configuration: "authorization { token: \"t0ken\" }")
+        let tokenServer = try await NATSServer(configuration: "authorization { token: \"t0ken\", timeout: 60 }")
         defer { tokenServer.stop() }
         let withToken = try await connect(tokenServer) { $0.token = "t0ken" }
         try await withToken.flush()
@@ -416,7 +418,8 @@ import Testing
 
     @Test func nkeyAuthentication() async throws {
         let (seed, pair) = NKeyPair.generateUser()
-        let server = try await NATSServer(configuration: "authorization { users = [ { nkey: \(pair.publicKey) } ] }")
+        let server = try await NATSServer(
+            configuration: "authorization { timeout: 60, users = [ { nkey: \(pair.publicKey) } ] }")
         defer { server.stop() }
         let seedFile = server.directory + "/user.nk"
         try seed.write(toFile: seedFile, atomically: true, encoding: .utf8)

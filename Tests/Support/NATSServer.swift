@@ -1,4 +1,5 @@
 import Foundation
+import NATSClient
 
 #if canImport(Glibc)
     import Glibc
@@ -238,4 +239,15 @@ public final class NATSCluster: @unchecked Sendable {
     }
 
     deinit { shutdown() }
+}
+
+extension NATSOptions {
+    /// Options for a test's own client: the same as an application's, but
+    /// a connect timeout long enough for a busy machine (the suite runs
+    /// many servers and clients at once on two cores).
+    public static func forTests(_ url: String) -> NATSOptions {
+        var options = NATSOptions(servers: [url])
+        options.connectTimeout = .seconds(60)
+        return options
+    }
 }
