@@ -116,7 +116,7 @@ struct StagesCommand: ParsableCommand {
         case text, markdown
     }
 
-    @Option(help: "Output format: text or markdown (the README's reference).")
+    @Option(help: "Output format: text or markdown (docs/stages.md).")
     var format: Format = .text
 
     func run() throws {

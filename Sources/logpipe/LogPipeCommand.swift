@@ -13,7 +13,7 @@ struct LogPipeCommand: AsyncParsableCommand {
     )
 }
 
-/// Exit codes of `logpipe run`, documented in the README.
+/// Exit codes of `logpipe run`, documented in docs/cli.md.
 enum ExitStatus {
     static let configurationError: Int32 = 1
     static let stageFailed: Int32 = 2

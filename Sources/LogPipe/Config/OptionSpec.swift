@@ -43,7 +43,7 @@ public indirect enum OptionType: Sendable {
 /// One option a stage type accepts: its name, type, default and meaning.
 ///
 /// The same definitions drive validation, the typed accessors of
-/// ``StageOptions``, `logpipe stages` and the README's reference.
+/// ``StageOptions``, `logpipe stages` and docs/stages.md.
 public struct OptionSpec: Sendable {
     /// The key in the pipeline file.
     public var name: String

@@ -1,5 +1,5 @@
 /// The reference of stage types and their options, generated from the same
-/// definitions the validator uses (`logpipe stages`, the README).
+/// definitions the validator uses (`logpipe stages`, docs/stages.md).
 public enum StageReference {
     /// Renders every stage type of `registry` as plain text or Markdown.
     public static func render(_ registry: StageRegistry, markdown: Bool) -> String {
