@@ -922,6 +922,9 @@ final class DirectoryWatcher {
     private var directories: [Int32: String] = [:]
     /// Events read while waiting, not yet taken.
     private var pending: [Event] = []
+    /// Read into by every drain: the loop drains once per round, and a new
+    /// 64 KiB array each time was an allocation per wake-up.
+    private var readBuffer = [UInt8](repeating: 0, count: 64 * 1024)
 
     init() {
         #if os(Linux)
@@ -956,11 +959,10 @@ final class DirectoryWatcher {
     private func readAvailable() {
         guard fd >= 0 else { return }
         #if os(Linux)
-            var buffer = [UInt8](repeating: 0, count: 64 * 1024)
             while true {
-                let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+                let count = readBuffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
                 guard count > 0 else { return }
-                parse(buffer.prefix(count))
+                parse(readBuffer.prefix(count))
             }
         #endif
     }
