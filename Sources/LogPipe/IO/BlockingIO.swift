@@ -47,6 +47,17 @@ public struct SystemCallError: Error, CustomStringConvertible {
 }
 
 enum FileIO {
+    /// Fsyncs `directory`, so that a file created or renamed in it survives
+    /// a power loss; a failure to open it is ignored (best effort, as the
+    /// file's own fsync already succeeded).
+    static func syncDirectory(_ directory: String) {
+        let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if fd >= 0 {
+            _ = fsync(fd)
+            close(fd)
+        }
+    }
+
     /// Writes all of `bytes` to `fd`, retrying on partial writes and EINTR.
     /// - Returns: the number of bytes written before an error, and the error.
     static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> (written: Int, errno: Int32?) {

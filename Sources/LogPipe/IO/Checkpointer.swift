@@ -125,10 +125,6 @@ struct Checkpointer: Sendable {
         guard rename(temporary, path) == 0 else {
             throw Failure(description: "cannot rename \(temporary) to \(path): \(String(cString: strerror(errno)))")
         }
-        let directoryFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if directoryFD >= 0 {
-            _ = fsync(directoryFD)
-            close(directoryFD)
-        }
+        FileIO.syncDirectory(directory)
     }
 }

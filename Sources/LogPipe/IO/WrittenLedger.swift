@@ -195,11 +195,7 @@ final class WrittenLedger {
             }
             intentDescriptor = open(intentPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
             guard intentDescriptor >= 0 else { throw SystemCallError(call: "open", target: intentPath, code: errno) }
-            let directoryFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-            if directoryFD >= 0 {
-                _ = fsync(directoryFD)
-                close(directoryFD)
-            }
+            FileIO.syncDirectory(directory)
         }
         let written = bytes.withUnsafeBytes { pwrite(intentDescriptor, $0.baseAddress!, $0.count, 0) }
         guard written == bytes.count else { throw SystemCallError(call: "write", target: intentPath, code: errno) }
@@ -305,10 +301,6 @@ final class WrittenLedger {
         if let writeError { throw SystemCallError(call: "write", target: temporary, code: writeError) }
         if syncFailed { throw SystemCallError(call: "fsync", target: temporary, code: errno) }
         guard rename(temporary, path) == 0 else { throw SystemCallError(call: "rename", target: path, code: errno) }
-        let directoryFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if directoryFD >= 0 {
-            _ = fsync(directoryFD)
-            close(directoryFD)
-        }
+        FileIO.syncDirectory(directory)
     }
 }

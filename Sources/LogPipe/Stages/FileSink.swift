@@ -130,10 +130,9 @@ public struct FileSink: Sink {
         guard components.contains(where: { $0.utf8.count > maxNameBytes }) else { return path }
         return components.map { component -> String in
             guard component.utf8.count > maxNameBytes else { return String(component) }
-            var hash: UInt64 = 0xCBF2_9CE4_8422_2325
-            for byte in component.utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
-            let hex = String(hash, radix: 16)
-            let suffix = "~" + String(repeating: "0", count: 16 - hex.count) + hex
+            // The file source's content hash, 16 hex digits.
+            let hash = Array(component.utf8).withUnsafeBytes { FileFingerprint.of($0, length: $0.count)! }
+            let suffix = "~" + hash.description
             var end = component.startIndex
             var size = 0
             while end < component.endIndex {
