@@ -46,6 +46,13 @@ public struct SystemCallError: Error, CustomStringConvertible {
     }
 }
 
+/// A failure whose message says what happened and what to change (an
+/// unreadable checkpoint, a locked state directory, files a `once` run
+/// could not read).
+struct DescribedFailure: Error, CustomStringConvertible {
+    var description: String
+}
+
 enum FileIO {
     /// Fsyncs `directory`, so that a file created or renamed in it survives
     /// a power loss; a failure to open it is ignored (best effort, as the

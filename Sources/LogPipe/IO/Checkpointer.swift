@@ -71,9 +71,7 @@ struct Checkpointer: Sendable {
         var files: [Entry]
     }
 
-    struct Failure: Error, CustomStringConvertible {
-        var description: String
-    }
+    typealias Failure = DescribedFailure
 
     let path: String
 

@@ -240,13 +240,13 @@ final class FileTailer {
     /// In `once` mode a back-fill that missed files must not look complete.
     func checkOnceRead() throws {
         if !unreadable.isEmpty {
-            throw Checkpointer.Failure(
+            throw DescribedFailure(
                 description:
                     "\(unreadable.count) matched file(s) could not be read (\(unreadable.sorted().prefix(3).joined(separator: ", "))\(unreadable.count > 3 ? ", ..." : "")); fix their permissions and run again"
             )
         }
         if !matchedAtStart {
-            throw Checkpointer.Failure(
+            throw DescribedFailure(
                 description:
                     "no file matches include \(options.include.map(\.pattern)); nothing was read (check the globs)")
         }

@@ -22,9 +22,7 @@ public protocol StatefulStage {
 /// stale lock file never blocks a restart.
 final class StateLock: Sendable {
     /// Why the state directory cannot be used.
-    struct Failure: Error, CustomStringConvertible {
-        var description: String
-    }
+    typealias Failure = DescribedFailure
 
     let path: String
     private let descriptor: Int32
