@@ -116,10 +116,10 @@ public struct JetStreamSink: Sink {
         if config.subjects.isEmpty { config.subjects = [name.lowercased() + ".>"] }
         config.storage = streamOptions.string("storage") ?? "file"
         config.retention = streamOptions.string("retention") ?? "limits"
-        config.max_age = nanoseconds(streamOptions.duration("max_age"))
+        config.max_age = JetStreamContext.nanoseconds(streamOptions.duration("max_age"))
         config.max_bytes = streamOptions.isSet("max_bytes") ? Int64(streamOptions.size("max_bytes")) : -1
         config.max_msgs = Int64(streamOptions.integer("max_msgs"))
-        config.duplicate_window = nanoseconds(streamOptions.duration("duplicate_window"))
+        config.duplicate_window = JetStreamContext.nanoseconds(streamOptions.duration("duplicate_window"))
         config.num_replicas = streamOptions.integer("replicas")
         if options.isSet("msg_id"), !options.boolean("deduplicate") {
             throw options.error("msg_id", "is not sent with deduplicate: false", hint: "remove msg_id or deduplicate")
@@ -145,10 +145,6 @@ public struct JetStreamSink: Sink {
             onRejected: RejectionPolicy(rawValue: options.string("on_rejected") ?? "fail") ?? .fail,
             onOversize: JetStreamOversizePolicy(rawValue: options.string("on_oversize") ?? "split") ?? .split,
             deadLetterFile: options.string("dead_letter_file"))
-    }
-
-    static func nanoseconds(_ duration: Duration) -> Int64 {
-        duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000
     }
 
     /// One published chunk of a batch awaiting its acknowledgements.

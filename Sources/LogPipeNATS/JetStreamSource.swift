@@ -20,6 +20,7 @@ public struct JetStreamSource: Source, FieldProducer {
     let expires: Duration
     let pattern: SubjectPattern?
     let stopAfterIdle: Duration
+    let inOrder: Bool
 
     static let consumerOptions: [OptionSpec] = [
         OptionSpec("durable", .string, required: true, "Durable consumer name, e.g. `central-p${PARTITION}`."),
@@ -51,6 +52,10 @@ public struct JetStreamSource: Source, FieldProducer {
             OptionSpec(
                 "stop_after_idle", .duration, default: "0",
                 "Finish once no message came for this long (0: never), for back-fills and tests."),
+            OptionSpec(
+                "in_order", .boolean, default: "false",
+                "Keep the stream's order across crashes and lost deliveries: the consumer starts again at its first unacknowledged message (with an `exactly_once` file sink, which skips what it wrote). Only for the single puller of its consumer."
+            ),
         ]
     ) { options in
         guard let consumerOptions = options.object("consumer"), let durable = consumerOptions.string("durable") else {
@@ -63,14 +68,21 @@ public struct JetStreamSource: Source, FieldProducer {
         var consumer = ConsumerConfig(durable: durable, filterSubject: consumerOptions.string("filter_subject"))
         consumer.deliver_policy = consumerOptions.string("deliver_policy") ?? "all"
         consumer.ack_policy = consumerOptions.string("ack_policy") ?? "explicit"
-        consumer.ack_wait = JetStreamSink.nanoseconds(consumerOptions.duration("ack_wait"))
+        consumer.ack_wait = JetStreamContext.nanoseconds(consumerOptions.duration("ack_wait"))
         consumer.max_ack_pending = consumerOptions.integer("max_ack_pending")
         consumer.max_deliver = consumerOptions.integer("max_deliver")
         let pattern = try NATSStageOptions.subjectPattern(options)
+        if options.boolean("in_order"), !consumerOptions.boolean("create") {
+            throw options.error(
+                "in_order",
+                "needs consumer.create: true: it starts the consumer again at its first unacknowledged message",
+                hint: "set consumer.create: true, or in_order: false")
+        }
         return JetStreamSource(
             connection: try NATSStageOptions.make(options), stream: options.string("stream")!, consumer: consumer,
             createConsumer: consumerOptions.boolean("create"), batchSize: options.integer("batch"),
-            expires: options.duration("expires"), pattern: pattern, stopAfterIdle: options.duration("stop_after_idle"))
+            expires: options.duration("expires"), pattern: pattern, stopAfterIdle: options.duration("stop_after_idle"),
+            inOrder: options.boolean("in_order"))
     }
 
     public var producedFields: Set<String> {
@@ -99,10 +111,15 @@ public struct JetStreamSource: Source, FieldProducer {
         let (connection, events) = connected!
         defer { events.cancel() }
         let jetstream = JetStreamContext(connection: connection)
-        var ready: ConsumerInfo?
-        while ready == nil {
+        // A pull waits at most `expires` for messages; with stop_after_idle
+        // it must not wait longer than that.
+        let pullWait = stopAfterIdle > .zero ? min(expires, stopAfterIdle) : expires
+        let pullOptions = PullConsumer.Options(batch: batchSize, expires: pullWait, detectGaps: inOrder)
+        var bound: (PullConsumer, ConsumerInfo)?
+        while bound == nil {
             do {
-                ready = try await jetstream.ensureConsumer(stream: stream, consumer, create: createConsumer)
+                bound = try await PullConsumer.bind(
+                    jetstream, stream: stream, config: consumer, create: createConsumer, options: pullOptions)
             } catch NATSError.streamNotFound {
                 waiting.still(
                     "stream \(stream)", because: "it does not exist yet (the first jetstream sink creates it)")
@@ -110,7 +127,7 @@ public struct JetStreamSource: Source, FieldProducer {
                 waiting.still(
                     "stream \(stream)", because: "JetStream does not answer (not enabled, or the server restarts)")
             }
-            if ready == nil {
+            if bound == nil {
                 try await Waiting.pause { context.isStopping }
                 if context.isStopping {
                     await connection.close()
@@ -119,101 +136,90 @@ public struct JetStreamSource: Source, FieldProducer {
             }
         }
         waiting.over("stream \(stream)")
-        let info = ready!
+        let (puller, info) = bound!
+        defer { puller.close() }
         context.logger.info("consumer \(consumer.durable_name) on \(stream): \(info.num_pending) message(s) waiting")
-        let inbox = connection.options.inboxPrefix + "." + UUID().uuidString.replacingOccurrences(of: "-", with: "")
-        let replies = try await connection.subscribe(inbox, capacity: batchSize * 4)
         // Records still in the pipeline after half of ack_wait get a +WPI
         // ("working"), so the server does not deliver them again meanwhile.
         let acker = Acker(
-            connection: connection, progressAfter: .nanoseconds(consumer.ack_wait / 2),
+            consumer: puller, progressAfter: .nanoseconds(info.config.ack_wait / 2),
             cumulative: info.config.ack_policy == "all")
         let flusher = Task { await acker.run() }
         defer { flusher.cancel() }
-        // A pull waits at most `expires` for messages; with stop_after_idle
-        // it must not wait longer than that.
-        let pullWait = stopAfterIdle > .zero ? min(expires, stopAfterIdle) : expires
-        let request = try JSONSerialization.data(
-            withJSONObject: ["batch": batchSize, "expires": JetStreamSink.nanoseconds(pullWait)], options: [.sortedKeys]
-        )
-        let pullSubject = "$JS.API.CONSUMER.MSG.NEXT.\(stream).\(consumer.durable_name)"
         var lastMessage = ContinuousClock.now
         let name = context.name
         // Records are keyed by stream and consumer: two consumers of one
         // stream deliver different messages again.
         let streamID = "\(stream)/\(consumer.durable_name)"
-        // The consumer's acknowledgement floor, asked for every 250 ms and
-        // passed on with the records (see Record.offsetFloor).
-        var ackFloor = info.ack_floor.map { Int64($0.stream_seq) }
+        // Offsets at or below this floor are done for good (passed on with
+        // the records, see Record.offsetFloor). With in_order, deliveries
+        // are contiguous, so the floor is known here: the highest message
+        // of the prefix every sink finished. Otherwise it is the server's
+        // acknowledgement floor, asked for every 30 s (a consumer info costs
+        // a filtered consumer on nats-server 2.9 a scan of its stream:
+        // asked for every 250 ms, it slowed delivery to a crawl).
+        var serverFloor = info.ack_floor.map { Int64($0.stream_seq) }
         var floorAsked = ContinuousClock.now
-        // Records are emitted when the pull is complete, when 1000 are
-        // gathered, or after a 10 ms pause in the flow.
-        let linger: Duration = .milliseconds(10)
 
         pulling: while !context.isStopping {
-            if ContinuousClock.now - floorAsked >= .milliseconds(250) {
+            if !inOrder, ContinuousClock.now - floorAsked >= .seconds(30) {
                 floorAsked = .now
-                if let floor = try? await jetstream.consumerInfo(stream: stream, name: consumer.durable_name)?.ack_floor
-                {
-                    ackFloor = Int64(floor.stream_seq)
+                if let floor = try? await puller.info()?.ack_floor {
+                    serverFloor = Int64(floor.stream_seq)
                 }
             }
-            try await connection.publish(pullSubject, payload: ByteBuffer(bytes: request), replyTo: inbox)
-            var received = 0
-            // Whether the server said "nothing there" (404/408): only that
-            // counts towards stop_after_idle, not a pull lost in an outage.
-            var serverSaidEmpty = false
+            let ackFloor = inOrder ? max(serverFloor ?? 0, acker.completedFloor ?? 0) : serverFloor
+            let fetched: PullConsumer.Fetched
+            let fetchStart = ContinuousClock.now
+            // Only a pull made with nothing in the pipeline can prove the
+            // stream drained: with max_ack_pending messages unacknowledged
+            // (a slow sink) the server withholds the rest and the pull ends
+            // empty.
+            let pipelineEmpty = acker.outstanding == 0
+            do {
+                fetched = try await puller.fetch()
+            } catch is CancellationError {
+                break pulling
+            }
+            context.logger.trace(
+                "fetched \(fetched.messages.count) message(s) in \(ContinuousClock.now - fetchStart) (empty: \(fetched.empty)); \(acker.outstanding) not acknowledged yet; \(fetched.messages.last?.metadata.pending ?? 0) pending on the server"
+            )
             var records: [Record] = []
             var ackSubjects: [String] = []
-            let deadline = ContinuousClock.now + pullWait + .seconds(2)
-            collecting: while received < batchSize, !context.isStopping {
-                let now = ContinuousClock.now
-                if now >= deadline { break collecting }
-                let wait = records.isEmpty ? min(deadline - now, .milliseconds(250)) : linger
-                guard let message = await replies.next(timeout: wait) else {
-                    try await emit(&records, &ackSubjects, acker: acker, context: context)
-                    continue collecting
-                }
-                if let status = message.status {
-                    switch status {
-                    case 404, 408:  // no messages / request expired
-                        serverSaidEmpty = true
-                        break collecting
-                    case 409:
-                        let text = message.headers?.statusDescription ?? ""
-                        if text.lowercased().contains("deleted") {
-                            throw NATSError.serverError("consumer \(consumer.durable_name) was deleted: \(text)")
-                        }
-                        break collecting
-                    case 100: continue collecting  // heartbeat
-                    default: break collecting
-                    }
-                }
-                received += 1
-                guard let reply = message.replyTo, let metadata = JetStreamMetadata(ackSubject: reply) else { continue }
+            records.reserveCapacity(fetched.messages.count)
+            ackSubjects.reserveCapacity(fetched.messages.count)
+            for message in fetched.messages {
                 var record = Record(
-                    bytes: message.payload, source: name, origin: message.subject, host: "unknown", receivedAt: .now(),
-                    subject: message.subject, offset: Int64(metadata.streamSequence), streamID: streamID)
+                    bytes: message.payload, source: name, origin: message.subject, host: "unknown",
+                    receivedAt: .now(), subject: message.subject, offset: Int64(message.metadata.streamSequence),
+                    streamID: streamID)
                 record.offsetFloor = ackFloor
                 pattern?.apply(message.subject, to: &record)
-                if metadata.delivered > 1 {
-                    record.fields["deliveries"] = String(metadata.delivered)
+                if message.metadata.delivered > 1 {
+                    record.fields["deliveries"] = String(message.metadata.delivered)
                     context.metrics.count("redeliveries")
                 }
                 records.append(record)
-                ackSubjects.append(reply)
-                if records.count >= 1000 {
-                    try await emit(&records, &ackSubjects, acker: acker, context: context)
-                }
+                ackSubjects.append(message.ackSubject)
+                if records.count >= 1000 { try await emit(&records, &ackSubjects, acker: acker, context: context) }
             }
             try await emit(&records, &ackSubjects, acker: acker, context: context)
-            if received > 0 || !serverSaidEmpty {
+            if let gap = fetched.gap {
+                guard let start = try await restartInOrder(puller, gap: gap, acker: acker, context: context) else {
+                    break pulling
+                }
+                serverFloor = max(serverFloor ?? 0, Int64(start) - 1)
+                continue pulling
+            }
+            if !fetched.messages.isEmpty || !fetched.empty {
+                lastMessage = .now
+            } else if !pipelineEmpty {
                 lastMessage = .now
             } else if stopAfterIdle > .zero, ContinuousClock.now - lastMessage >= stopAfterIdle {
                 break pulling
             }
         }
-        replies.unsubscribe()
+        puller.close()
         // Acknowledge what the sinks finish (the shutdown deadline cancels).
         while acker.outstanding > 0 {
             try await Task.sleep(for: .milliseconds(10))
@@ -222,11 +228,46 @@ public struct JetStreamSource: Source, FieldProducer {
         await connection.close()
     }
 
+    /// `in_order`: deliveries were lost on their way (or a previous run left
+    /// messages unacknowledged), and the server would deliver them again
+    /// after newer ones. Everything emitted so far is finished and
+    /// acknowledged first; then the consumer starts again at its
+    /// acknowledgement floor, so every message after it comes again in
+    /// stream order (the exactly-once file sink skips those it wrote).
+    /// Returns the first stream sequence delivered again, or `nil` when the
+    /// pipeline stops meanwhile.
+    private func restartInOrder(_ puller: PullConsumer, gap: PullConsumer.Gap, acker: Acker, context: SourceContext)
+        async throws -> UInt64?
+    {
+        context.logger.notice(
+            "\(gap); restarting consumer \(consumer.durable_name) at its first unacknowledged message to keep the stream's order"
+        )
+        context.metrics.count("consumer_restarts")
+        while acker.outstanding > 0 {
+            if context.isStopping { return nil }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        await acker.flush()
+        var waiting = Waiting(context: context.stage)
+        while true {
+            do {
+                let start = try await puller.restart()
+                waiting.over("consumer \(consumer.durable_name)")
+                context.logger.info("consumer \(consumer.durable_name) delivers again from stream sequence \(start)")
+                return start
+            } catch NATSError.noResponders, NATSError.timeout, NATSError.disconnected, NATSError.streamNotFound {
+                waiting.still("consumer \(consumer.durable_name)", because: "JetStream does not answer to restart it")
+            }
+            try await Waiting.pause { context.isStopping }
+            if context.isStopping { return nil }
+        }
+    }
+
     private func emit(_ records: inout [Record], _ ackSubjects: inout [String], acker: Acker, context: SourceContext)
         async throws
     {
         guard !records.isEmpty else { return }
-        let id = acker.register(ackSubjects)
+        let id = acker.register(ackSubjects, highest: records.reduce(Int64.min) { max($0, $1.offset ?? .min) })
         let batch = records
         records = []
         ackSubjects = []
@@ -245,23 +286,44 @@ final class Acker: Sendable {
         var done: [Bool]
         var remaining: Int
         var lastProgress: ContinuousClock.Instant
+        /// The highest offset (stream sequence) in the batch.
+        var highest: Int64
     }
 
     private struct State {
         var batches: [UInt64: Pending] = [:]
         var next: UInt64 = 0
         var queue: [String] = []
+        /// Completed batches not folded into the floor yet (an older one
+        /// is still open), by id: their highest offset.
+        var completed: [UInt64: Int64] = [:]
+        /// The oldest batch not folded into the floor.
+        var firstOpen: UInt64 = 0
+        var floor: Int64?
+        /// The flusher, waiting for acks to send.
+        var flusher: CheckedContinuation<Void, Never>?
+        var cancelled = false
+
+        /// Records that a batch is complete and folds every complete batch
+        /// of the oldest ones into the floor.
+        mutating func complete(_ id: UInt64, highest: Int64) {
+            completed[id] = highest
+            while let high = completed.removeValue(forKey: firstOpen) {
+                floor = max(floor ?? .min, high)
+                firstOpen += 1
+            }
+        }
     }
 
     private let state = Mutex(State())
-    private let connection: NATSConnection
+    private let consumer: PullConsumer
     private let progressAfter: Duration
     /// `ack_policy: all`: one ack covers every earlier message, so only the
     /// last message of the completed prefix is acknowledged.
     private let cumulative: Bool
 
-    init(connection: NATSConnection, progressAfter: Duration, cumulative: Bool = false) {
-        self.connection = connection
+    init(consumer: PullConsumer, progressAfter: Duration, cumulative: Bool = false) {
+        self.consumer = consumer
         self.progressAfter = max(progressAfter, .milliseconds(100))
         self.cumulative = cumulative
     }
@@ -271,26 +333,33 @@ final class Acker: Sendable {
         state.withLock { state in state.batches.values.reduce(0) { $0 + $1.remaining } + state.queue.count }
     }
 
-    /// Registers the ack subjects of an emitted batch.
-    func register(_ subjects: [String]) -> UInt64 {
+    /// The highest offset of the emitted prefix that every sink finished:
+    /// every record emitted before it is done too.
+    var completedFloor: Int64? { state.withLock { $0.floor } }
+
+    /// Registers the ack subjects of an emitted batch whose highest offset
+    /// is `highest`.
+    func register(_ subjects: [String], highest: Int64) -> UInt64 {
         state.withLock { state in
             defer { state.next += 1 }
             state.batches[state.next] = Pending(
                 subjects: subjects, done: Array(repeating: false, count: subjects.count), remaining: subjects.count,
-                lastProgress: .now)
+                lastProgress: .now, highest: highest)
             return state.next
         }
     }
 
     /// Queues the acks of records every sink is done with.
     func acknowledged(_ batch: UInt64, _ indices: [Int]) {
-        state.withLock { state in
-            guard var pending = state.batches[batch] else { return }
+        let flusher: CheckedContinuation<Void, Never>? = state.withLock { state in
+            guard var pending = state.batches[batch] else { return nil }
+            let before = pending.remaining
             for index in indices where index < pending.done.count && !pending.done[index] {
                 pending.done[index] = true
                 pending.remaining -= 1
                 if !cumulative { state.queue.append(pending.subjects[index]) }
             }
+            if before > 0, pending.remaining == 0 { state.complete(batch, highest: pending.highest) }
             if cumulative {
                 state.batches[batch] = pending
                 // Ack only up to the first message not done yet, oldest batch first.
@@ -307,18 +376,50 @@ final class Acker: Sendable {
             } else {
                 state.batches[batch] = pending.remaining == 0 ? nil : pending
             }
+            guard !state.queue.isEmpty else { return nil }
+            defer { state.flusher = nil }
+            return state.flusher
+        }
+        flusher?.resume()
+    }
+
+    /// Sends acks as soon as there are some (no polling: an idle consumer
+    /// costs no wake-ups), and `+WPI`s every quarter of `progressAfter`.
+    func run() async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                while !Task.isCancelled {
+                    await self.workQueued()
+                    await self.flush()
+                }
+            }
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: self.progressAfter / 4)
+                    await self.sendProgress()
+                }
+            }
         }
     }
 
-    func run() async {
-        var lastProgressCheck = ContinuousClock.now
-        while !Task.isCancelled {
-            try? await Task.sleep(for: .milliseconds(5))
-            await flush()
-            if ContinuousClock.now - lastProgressCheck >= progressAfter / 4 {
-                lastProgressCheck = .now
-                await sendProgress()
+    /// Returns once acks are queued (or the task is cancelled).
+    private func workQueued() async {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let ready = state.withLock { state in
+                    if !state.queue.isEmpty || state.cancelled || Task.isCancelled { return true }
+                    state.flusher = continuation
+                    return false
+                }
+                if ready { continuation.resume() }
             }
+        } onCancel: {
+            let flusher = state.withLock { state in
+                state.cancelled = true
+                defer { state.flusher = nil }
+                return state.flusher
+            }
+            flusher?.resume()
         }
     }
 
@@ -327,7 +428,7 @@ final class Acker: Sendable {
             defer { state.queue.removeAll(keepingCapacity: true) }
             return state.queue
         }
-        await send(subjects, ByteBuffer(staticString: "+ACK"))
+        await send(subjects, .ack)
     }
 
     /// `+WPI` for messages in the pipeline for longer than `progressAfter`.
@@ -341,17 +442,12 @@ final class Acker: Sendable {
             }
             return due
         }
-        await send(due, ByteBuffer(staticString: "+WPI"))
+        await send(due, .inProgress)
     }
 
-    private func send(_ subjects: [String], _ payload: ByteBuffer) async {
-        guard !subjects.isEmpty else { return }
-        var buffer = connection.makePublishBuffer(capacity: subjects.count * 96)
-        for subject in subjects {
-            try? buffer.append(subject: subject, payload: payload, subjectIsValid: true)
-        }
+    private func send(_ subjects: [String], _ kind: JetStreamAck) async {
         do {
-            try await connection.publish(buffer)
+            try await consumer.acknowledge(subjects, kind)
         } catch {
             // Not acknowledged: the server delivers them again after ack_wait.
         }

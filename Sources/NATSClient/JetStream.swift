@@ -79,6 +79,9 @@ public struct ConsumerConfig: Codable, Sendable, Equatable {
     public var filter_subject: String?
     public var max_ack_pending: Int = 10_000
     public var replay_policy: String = "instant"
+    /// With `deliver_policy: by_start_sequence`: the first stream sequence
+    /// delivered.
+    public var opt_start_seq: UInt64?
 
     /// A durable pull consumer named `durable`.
     public init(durable: String, filterSubject: String?) {
@@ -97,6 +100,8 @@ public struct ConsumerInfo: Decodable, Sendable {
     /// Every message up to this point is acknowledged: it will not be
     /// delivered again.
     public var ack_floor: SequencePair?
+    /// The last message delivered (consumer and stream sequence).
+    public var delivered: SequencePair?
 
     /// A consumer and a stream sequence.
     public struct SequencePair: Decodable, Sendable {
@@ -241,6 +246,16 @@ public struct JetStreamContext: Sendable {
                 body: CreateConsumer(stream_name: stream, config: config), as: ConsumerInfo.self)
         } catch let error as JetStreamAPIError where error.err_code == 10059 {
             throw NATSError.streamNotFound(stream: stream)
+        }
+    }
+
+    /// Deletes a consumer (its acknowledgement state with it).
+    public func deleteConsumer(stream: String, name: String) async throws {
+        struct Deleted: Decodable { var success: Bool }
+        do {
+            _ = try await request("CONSUMER.DELETE.\(stream).\(name)", body: Empty(), as: Deleted.self)
+        } catch let error as JetStreamAPIError where error.err_code == 10014 {
+            // Already gone.
         }
     }
 

@@ -54,6 +54,9 @@ public final class NATSSubscription: AsyncSequence, Sendable {
     /// Messages waiting in the buffer.
     public var bufferedCount: Int { state.withLock { $0.buffer.count } }
 
+    /// Whether the subscription ended and its buffer is empty.
+    public var isFinished: Bool { state.withLock { $0.finished && $0.buffer.isEmpty } }
+
     /// Stops the subscription; the sequence ends after the buffered messages.
     public func unsubscribe() {
         unsubscribeAction(sid)
@@ -82,6 +85,44 @@ public final class NATSSubscription: AsyncSequence, Sendable {
         }
         waiter?.resume(returning: message)
         return accepted
+    }
+
+    /// What ``deliverInBurst(_:)`` did.
+    enum BurstDelivery {
+        case delivered
+        case dropped
+        /// Buffered; a consumer waits: call ``wake()`` at the end of the burst.
+        case wakeAtEndOfBurst
+    }
+
+    /// Like ``deliver(_:)`` but, while the connection is reading a burst of
+    /// messages, only buffers: a waiting consumer is woken once at the end
+    /// of the burst (``wake()``) and takes the whole burst, instead of
+    /// being woken, and waiting again, once per message.
+    func deliverInBurst(_ message: NATSMessage) -> BurstDelivery {
+        if let handler {
+            handler(message)
+            return .delivered
+        }
+        return state.withLock { state in
+            if state.finished { return .dropped }
+            guard state.buffer.count < capacity else {
+                state.dropped += 1
+                return .dropped
+            }
+            state.buffer.append(message)
+            return state.waiter == nil ? .delivered : .wakeAtEndOfBurst
+        }
+    }
+
+    /// Hands the first buffered message to a waiting consumer.
+    func wake() {
+        let ready: (CheckedContinuation<NATSMessage?, Never>, NATSMessage)? = state.withLock { state in
+            guard let waiter = state.waiter, let message = state.buffer.popFirst() else { return nil }
+            state.waiter = nil
+            return (waiter, message)
+        }
+        if let (waiter, message) = ready { waiter.resume(returning: message) }
     }
 
     func finish() {

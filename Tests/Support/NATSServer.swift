@@ -90,6 +90,14 @@ public final class NATSServer: @unchecked Sendable {
         process.waitUntilExit()
     }
 
+    /// Kills the server with SIGKILL, as a crash would (it tells its
+    /// clients nothing); the store stays, for a restart.
+    public func crash() {
+        guard let process, process.isRunning else { return }
+        Glibc.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
     /// Stops the server and removes its directory.
     public func stop() {
         kill()

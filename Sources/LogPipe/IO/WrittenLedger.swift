@@ -19,8 +19,9 @@ import Foundation
 /// start and says how to go on. Records whose offset is recorded are
 /// already in the file and are skipped. Together: every record exactly once,
 /// for sources whose offsets identify records (a JetStream consumer: stream
-/// sequences). Records delivered again after a crash are appended where they
-/// arrive, so the file's order can differ from the stream's around a crash.
+/// sequences). Records delivered again are appended where they arrive; a
+/// source that delivers in order across crashes (the `jetstream` source with
+/// `in_order`) keeps each file in the stream's order.
 ///
 /// Offsets at or below a stream's floor (``Record/offsetFloor``: for a
 /// JetStream consumer, its acknowledgement floor) are never delivered again;

@@ -1,0 +1,396 @@
+import Foundation
+import NIOCore
+import Synchronization
+
+/// A message delivered by a JetStream consumer.
+public struct JetStreamMessage: Sendable {
+    /// The subject it was published on.
+    public var subject: String
+    /// The payload.
+    public var payload: ByteBuffer
+    /// The headers it was published with.
+    public var headers: NATSHeaders?
+    /// Where its acknowledgement goes (`$JS.ACK.…`).
+    public var ackSubject: String
+    /// Stream and consumer sequence, delivery count, messages still pending.
+    public var metadata: JetStreamMetadata
+}
+
+/// How a message is acknowledged.
+public enum JetStreamAck: Sendable {
+    /// Done: never delivered again.
+    case ack
+    /// Still working on it: the `ack_wait` clock starts again (`+WPI`).
+    case inProgress
+    /// Deliver it again now (`-NAK`).
+    case nak
+    /// Never deliver it again, not done (`+TERM`).
+    case term
+
+    var payload: ByteBuffer {
+        switch self {
+        case .ack: ByteBuffer(staticString: "+ACK")
+        case .inProgress: ByteBuffer(staticString: "+WPI")
+        case .nak: ByteBuffer(staticString: "-NAK")
+        case .term: ByteBuffer(staticString: "+TERM")
+        }
+    }
+}
+
+/// A durable JetStream pull consumer.
+///
+/// ``fetch()`` returns what the server has, as soon as it has it: the first
+/// request of a round asks with `no_wait` (the server answers at once with
+/// what is pending, then 404), and only when nothing is pending does the
+/// consumer wait in a long poll of `expires` with idle heartbeats, so that
+/// a request lost with its server (no heartbeat for two intervals) is
+/// replaced at once instead of waiting out its expiry. When a request is
+/// filled while more is pending, the next one is sent before the messages
+/// are returned, so the server works while the caller does.
+///
+/// Statuses: 100 (heartbeat) keeps a request alive; 404 and 408 end it
+/// (no messages; expired); 409 ends it (too many waiting requests, a
+/// leadership change) and, when it says the consumer was deleted, fails.
+///
+/// With ``Options/detectGaps``, the consumer keeps track of the consumer
+/// sequence: a delivery the server made that never reached this client (a
+/// connection that broke with messages in flight, a server restart) shows up
+/// as a skipped sequence. The server delivers those again only after
+/// `ack_wait`, after newer messages; a caller that must keep the stream's
+/// order stops at the gap (``Fetched/gap``) and calls ``restart()``, which
+/// starts the consumer again at its acknowledgement floor. This is only
+/// sound for the single puller of a durable consumer.
+///
+/// One task fetches; acknowledgements may come from any task.
+public final class PullConsumer: Sendable {
+    /// How the consumer pulls.
+    public struct Options: Sendable {
+        /// Messages per pull request.
+        public var batch: Int = 1000
+        /// How long a long poll waits for messages.
+        public var expires: Duration = .seconds(5)
+        /// After a message came, how long ``fetch()`` waits for the next one
+        /// before returning what it has.
+        public var linger: Duration = .milliseconds(10)
+        /// Report deliveries lost in transit (see ``PullConsumer``).
+        public var detectGaps = false
+
+        public init(batch: Int = 1000, expires: Duration = .seconds(5), detectGaps: Bool = false) {
+            self.batch = batch
+            self.expires = expires
+            self.detectGaps = detectGaps
+        }
+
+        /// The heartbeat asked for in long polls: a quarter of `expires`,
+        /// between 100 ms and 30 s.
+        var heartbeat: Duration { min(max(expires / 4, .milliseconds(100)), .seconds(30)) }
+    }
+
+    /// Deliveries that will come again only after newer ones.
+    public struct Gap: Sendable, Equatable, CustomStringConvertible {
+        /// What happened, for the log.
+        public var description: String
+    }
+
+    /// What one ``fetch()`` brought.
+    public struct Fetched: Sendable {
+        /// The messages, in delivery order.
+        public var messages: [JetStreamMessage] = []
+        /// The server said it has nothing to deliver (a long poll expired
+        /// empty): a quiet stream, not an outage.
+        public var empty = false
+        /// Set when deliveries were lost before the messages returned here
+        /// (``Options/detectGaps``); later fetches return it too until
+        /// ``restart()``.
+        public var gap: Gap?
+    }
+
+    private struct Request {
+        var credit: Int
+        var noWait: Bool
+        var expiresAt: ContinuousClock.Instant
+        var lastHeard: ContinuousClock.Instant
+    }
+
+    private struct State {
+        var inbox: NATSSubscription
+        var inboxSubject: String
+        var request: Request?
+        /// Messages the server said were still pending after the last one.
+        var pending: UInt64?
+        /// The consumer sequence the next first-time delivery should have.
+        var expected: UInt64?
+        var gap: Gap?
+        var requestsLost = 0
+    }
+
+    /// The stream it reads.
+    public let stream: String
+    /// The durable name.
+    public let name: String
+    /// Its configuration as it was bound.
+    public let config: ConsumerConfig
+    public let options: Options
+    private let jetstream: JetStreamContext
+    private let state: Mutex<State>
+    private let nextSubject: String
+
+    private init(
+        jetstream: JetStreamContext, stream: String, config: ConsumerConfig, options: Options, inbox: NATSSubscription,
+        inboxSubject: String
+    ) {
+        self.jetstream = jetstream
+        self.stream = stream
+        self.name = config.durable_name
+        self.config = config
+        self.options = options
+        self.state = Mutex(State(inbox: inbox, inboxSubject: inboxSubject))
+        self.nextSubject = "$JS.API.CONSUMER.MSG.NEXT.\(stream).\(config.durable_name)"
+    }
+
+    /// Binds to the durable consumer `config.durable_name` on `stream`,
+    /// creating it with `config` when it is missing and `create` is true.
+    ///
+    /// - Throws: ``NATSError/streamNotFound(stream:)`` when the stream does
+    ///   not exist (yet); a server error when the consumer is missing and
+    ///   `create` is false.
+    public static func bind(
+        _ jetstream: JetStreamContext, stream: String, config: ConsumerConfig, create: Bool = true,
+        options: Options = Options()
+    ) async throws -> (PullConsumer, ConsumerInfo) {
+        let info = try await jetstream.ensureConsumer(stream: stream, config, create: create)
+        let (inbox, subject) = try await Self.subscribeInbox(jetstream.connection, capacity: options.batch * 2)
+        let consumer = PullConsumer(
+            jetstream: jetstream, stream: stream, config: info.config, options: options, inbox: inbox,
+            inboxSubject: subject)
+        if options.detectGaps {
+            consumer.state.withLock { state in
+                state.expected = (info.delivered?.consumer_seq ?? 0) + 1
+                if info.num_ack_pending > 0 {
+                    state.gap = Gap(
+                        description:
+                            "\(info.num_ack_pending) message(s) delivered before this run are not acknowledged; the server would deliver them again only after newer ones"
+                    )
+                }
+            }
+        }
+        return (consumer, info)
+    }
+
+    private static func subscribeInbox(_ connection: NATSConnection, capacity: Int) async throws -> (
+        NATSSubscription, String
+    ) {
+        let subject = connection.options.inboxPrefix + "." + UUID().uuidString.replacingOccurrences(of: "-", with: "")
+        return (try await connection.subscribe(subject, capacity: capacity), subject)
+    }
+
+    /// Pull requests given up on because the server stopped answering them
+    /// (no heartbeat, no expiry): each was replaced by a new one.
+    public var requestsLost: Int { state.withLock { $0.requestsLost } }
+
+    /// Waits for messages and returns those that came, at most
+    /// ``Options/batch``: when a request is filled or ended, or ``Options/linger``
+    /// after the last message; or nothing, with ``Fetched/empty``, when a long
+    /// poll expired without a message.
+    public func fetch() async throws -> Fetched {
+        var fetched = Fetched()
+        if let gap = state.withLock({ $0.gap }) {
+            fetched.gap = gap
+            return fetched
+        }
+        let connection = jetstream.connection
+        while true {
+            try Task.checkCancellation()
+            // The request to wait on: the open one, or a new one.
+            let now = ContinuousClock.now
+            var (request, inbox) = state.withLock { ($0.request, $0.inbox) }
+            if request == nil {
+                if !fetched.messages.isEmpty { return fetched }
+                request = try await sendRequest(noWait: state.withLock { $0.pending.map { $0 > 0 } ?? true })
+            }
+            guard let open = request else { continue }
+            let wait: Duration
+            if !fetched.messages.isEmpty {
+                wait = options.linger
+            } else {
+                // Expired requests end with a 408; a request the server lost
+                // (it restarted, the connection broke) ends with nothing:
+                // no heartbeat for two intervals, or well past its expiry.
+                var end = open.expiresAt + .milliseconds(500)
+                if !open.noWait { end = min(end, open.lastHeard + options.heartbeat * 2) }
+                wait = end - now
+                if wait <= .zero {
+                    state.withLock { state in
+                        state.request = nil
+                        state.requestsLost += 1
+                    }
+                    try? await connection.waitUntilConnected()
+                    continue
+                }
+            }
+            guard let message = await inbox.next(timeout: wait) else {
+                if !fetched.messages.isEmpty { return fetched }
+                if inbox.isFinished { throw NATSError.closed }
+                continue
+            }
+            state.withLock { $0.request?.lastHeard = .now }
+            if let status = message.status {
+                switch status {
+                case 100:
+                    continue
+                case 404, 408:
+                    let wasNoWait = state.withLock { state in
+                        defer {
+                            state.request = nil
+                            state.pending = 0
+                        }
+                        return state.request?.noWait ?? false
+                    }
+                    if !fetched.messages.isEmpty { return fetched }
+                    // A no_wait request found nothing: wait in a long poll.
+                    if wasNoWait { continue }
+                    fetched.empty = true
+                    return fetched
+                case 409:
+                    let text = message.headers?.statusDescription ?? ""
+                    if text.lowercased().contains("deleted") {
+                        throw NATSError.serverError(
+                            "consumer \(name) on stream \(stream) was deleted while pulling (\(text))")
+                    }
+                    state.withLock { $0.request = nil }
+                    if !fetched.messages.isEmpty { return fetched }
+                    // Too many waiting requests, a leadership change: ask again shortly.
+                    try await Task.sleep(for: .milliseconds(100))
+                    continue
+                default:
+                    state.withLock { $0.request = nil }
+                    if !fetched.messages.isEmpty { return fetched }
+                    try await Task.sleep(for: .milliseconds(100))
+                    continue
+                }
+            }
+            guard let ackSubject = message.replyTo, let metadata = JetStreamMetadata(ackSubject: ackSubject) else {
+                continue
+            }
+            let (gap, refill) = state.withLock { state -> (Gap?, Bool) in
+                state.pending = metadata.pending
+                if var request = state.request {
+                    request.credit -= 1
+                    state.request = request.credit > 0 ? request : nil
+                }
+                if let expected = state.expected {
+                    if metadata.consumerSequence > expected {
+                        state.gap = Gap(
+                            description:
+                                "\(metadata.consumerSequence - expected) delivery(ies) of consumer \(name) never arrived (consumer sequence \(expected) to \(metadata.consumerSequence - 1); a broken connection or a server restart); the server would deliver them again only after newer ones"
+                        )
+                        state.request = nil
+                        return (state.gap, false)
+                    }
+                    state.expected = max(expected, metadata.consumerSequence + 1)
+                }
+                return (nil, state.request == nil && metadata.pending > 0)
+            }
+            if let gap {
+                fetched.gap = gap
+                return fetched
+            }
+            fetched.messages.append(
+                JetStreamMessage(
+                    subject: message.subject, payload: message.payload, headers: message.headers,
+                    ackSubject: ackSubject, metadata: metadata))
+            if refill {
+                // Filled with more pending: the next request goes out now.
+                _ = try await sendRequest(noWait: true)
+                return fetched
+            }
+            if fetched.messages.count >= options.batch { return fetched }
+        }
+    }
+
+    @discardableResult
+    private func sendRequest(noWait: Bool) async throws -> Request {
+        let expires = options.expires
+        var body: [String: Any] = ["batch": options.batch, "expires": JetStreamContext.nanoseconds(expires)]
+        if noWait {
+            body["no_wait"] = true
+        } else {
+            body["idle_heartbeat"] = JetStreamContext.nanoseconds(options.heartbeat)
+        }
+        let payload = try JSONSerialization.data(withJSONObject: body, options: [.sortedKeys])
+        let now = ContinuousClock.now
+        let request = Request(credit: options.batch, noWait: noWait, expiresAt: now + expires, lastHeard: now)
+        let inbox = state.withLock { state in
+            state.request = request
+            return state.inboxSubject
+        }
+        try await jetstream.connection.publish(nextSubject, payload: ByteBuffer(bytes: payload), replyTo: inbox)
+        return request
+    }
+
+    /// Sends acknowledgements for messages by their ack subjects, all in
+    /// one write.
+    public func acknowledge(_ ackSubjects: [String], _ kind: JetStreamAck = .ack) async throws {
+        guard !ackSubjects.isEmpty else { return }
+        let connection = jetstream.connection
+        let payload = kind.payload
+        var buffer = connection.makePublishBuffer(capacity: ackSubjects.count * 96)
+        for subject in ackSubjects {
+            try buffer.append(subject: subject, payload: payload, subjectIsValid: true)
+        }
+        try await connection.publish(buffer)
+    }
+
+    /// The consumer's state on the server (acknowledgement floor, pending
+    /// counts), or `nil` when it no longer exists.
+    public func info() async throws -> ConsumerInfo? {
+        try await jetstream.consumerInfo(stream: stream, name: name)
+    }
+
+    /// Starts the consumer again at the first message not acknowledged (its
+    /// acknowledgement floor + 1): it is deleted and created anew with the
+    /// same settings, so everything after the floor is delivered again, in
+    /// stream order. Returns that first stream sequence.
+    ///
+    /// Acknowledge what is done before: messages after the floor come again
+    /// even if they were processed.
+    @discardableResult
+    public func restart() async throws -> UInt64 {
+        let info = try await jetstream.consumerInfo(stream: stream, name: name)
+        let floor = info?.ack_floor?.stream_seq ?? 0
+        var config = info?.config ?? self.config
+        config.deliver_policy = "by_start_sequence"
+        config.opt_start_seq = floor + 1
+        try await jetstream.deleteConsumer(stream: stream, name: name)
+        try await jetstream.ensureConsumer(stream: stream, config, create: true)
+        // A new inbox: messages of the old consumer still on their way are
+        // not taken for the new one's.
+        let (inbox, subject) = try await Self.subscribeInbox(jetstream.connection, capacity: options.batch * 2)
+        let old = state.withLock { state in
+            defer {
+                state.inbox = inbox
+                state.inboxSubject = subject
+                state.request = nil
+                state.pending = nil
+                state.expected = options.detectGaps ? 1 : nil
+                state.gap = nil
+            }
+            return state.inbox
+        }
+        old.unsubscribe()
+        return floor + 1
+    }
+
+    /// Stops receiving (an open pull request expires on the server).
+    public func close() {
+        state.withLock { $0.inbox }.unsubscribe()
+    }
+}
+
+extension JetStreamContext {
+    /// A duration in nanoseconds, as the JetStream API takes it.
+    public static func nanoseconds(_ duration: Duration) -> Int64 {
+        let (seconds, attoseconds) = duration.components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+}

@@ -1,0 +1,189 @@
+import Foundation
+import NATSTestSupport
+import NIOCore
+import Testing
+
+@testable import NATSClient
+
+/// The pull consumer on its own, against a real nats-server.
+@Suite(.serialized) struct PullConsumerTests {
+    /// A stream S on `s.>` holding `count` messages alternating between
+    /// `s.a` and `s.b` (payload: the message's number), stored before it
+    /// returns.
+    func filledStream(_ server: NATSServer, count: Int) async throws -> (NATSConnection, JetStreamContext) {
+        let connection = try await NATSConnection.connect(NATSOptions.forTests(server.url))
+        let jetstream = JetStreamContext(connection: connection, timeout: .seconds(30))
+        try await jetstream.ensureStream(StreamConfig(name: "S", subjects: ["s.>"]))
+        try await publish(connection, jetstream, from: 0, count: count)
+        return (connection, jetstream)
+    }
+
+    func publish(_ connection: NATSConnection, _ jetstream: JetStreamContext, from: Int, count: Int) async throws {
+        let before = try #require(try await jetstream.streamInfo("S")).state.messages
+        try await connection.publish(
+            (from..<from + count).map {
+                .init(subject: $0 % 2 == 0 ? "s.a" : "s.b", payload: ByteBuffer(string: String($0)))
+            })
+        try await connection.flush()
+        // Stored asynchronously: wait until the stream has them all.
+        while try #require(try await jetstream.streamInfo("S")).state.messages < before + Int64(count) {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
+    /// Fetches until a long poll comes back empty.
+    func drain(_ consumer: PullConsumer) async throws -> [JetStreamMessage] {
+        var messages: [JetStreamMessage] = []
+        while true {
+            let fetched = try await consumer.fetch()
+            #expect(fetched.gap == nil)
+            messages += fetched.messages
+            if fetched.empty { return messages }
+        }
+    }
+
+    /// Filtered: every message of its subject, in stream order, in batches
+    /// of at most `batch`, then an empty long poll (408) that ends the drain;
+    /// acknowledged in one write, the floor reaches the last message.
+    @Test func fetchesEverythingPendingInOrderThenReportsEmpty() async throws {
+        let server = try await NATSServer()
+        defer { server.stop() }
+        let (connection, jetstream) = try await filledStream(server, count: 5001)
+        let (consumer, info) = try await PullConsumer.bind(
+            jetstream, stream: "S", config: ConsumerConfig(durable: "A", filterSubject: "s.a"),
+            options: .init(batch: 400, expires: .milliseconds(500)))
+        #expect(info.num_pending == 2501)
+        var batches: [Int] = []
+        var messages: [JetStreamMessage] = []
+        while true {
+            let fetched = try await consumer.fetch()
+            if fetched.empty { break }
+            batches.append(fetched.messages.count)
+            messages += fetched.messages
+        }
+        #expect(batches.allSatisfy { $0 <= 400 })
+        #expect(messages.map { String(buffer: $0.payload) } == stride(from: 0, to: 5001, by: 2).map(String.init))
+        #expect(messages.map(\.metadata.consumerSequence) == Array(1...2501))
+        #expect(messages.allSatisfy { $0.subject == "s.a" && $0.metadata.delivered == 1 })
+        try await consumer.acknowledge(messages.map(\.ackSubject))
+        try await connection.flush()
+        var floor: UInt64 = 0
+        while floor < 5001 {
+            floor = try #require(try await consumer.info()).ack_floor?.stream_seq ?? 0
+            if floor < 5001 { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        #expect(try #require(try await consumer.info()).num_ack_pending == 0)
+        consumer.close()
+        await connection.close()
+    }
+
+    /// Nothing pending: the fetch waits in a long poll and returns the
+    /// messages published meanwhile, not an empty result.
+    @Test func longPollReturnsMessagesPublishedWhileWaiting() async throws {
+        let server = try await NATSServer()
+        defer { server.stop() }
+        let (connection, jetstream) = try await filledStream(server, count: 0)
+        let (consumer, _) = try await PullConsumer.bind(
+            jetstream, stream: "S", config: ConsumerConfig(durable: "A", filterSubject: nil),
+            options: .init(batch: 100, expires: .seconds(30)))
+        let fetching = Task { try await consumer.fetch() }
+        try await Task.sleep(for: .milliseconds(300))
+        try await publish(connection, jetstream, from: 0, count: 3)
+        var fetched = try await fetching.value
+        while fetched.messages.count < 3 {
+            let more = try await consumer.fetch()
+            fetched.messages += more.messages
+        }
+        #expect(!fetched.empty)
+        #expect(fetched.messages.map { String(buffer: $0.payload) } == ["0", "1", "2"])
+        consumer.close()
+        await connection.close()
+    }
+
+    /// The server crashes while a long poll is open: the request is gone
+    /// with it and nothing says so (no 409, no heartbeat, no expiry), so the
+    /// consumer replaces it after two missed heartbeats, and the next
+    /// message arrives without waiting out `expires`.
+    @Test func requestLostWithTheServerIsReplaced() async throws {
+        let server = try await NATSServer()
+        defer { server.stop() }
+        let (connection, jetstream) = try await filledStream(server, count: 0)
+        let (consumer, _) = try await PullConsumer.bind(
+            jetstream, stream: "S", config: ConsumerConfig(durable: "A", filterSubject: nil),
+            options: .init(batch: 100, expires: .seconds(8)))
+        let fetching = Task { try await consumer.fetch() }
+        try await Task.sleep(for: .milliseconds(300))
+        let port = server.port
+        server.crash()
+        try await server.start(port: port)
+        try await connection.waitUntilConnected()
+        // JetStream comes back a moment after the server.
+        while (try? await jetstream.streamInfo("S")) == nil { try await Task.sleep(for: .milliseconds(50)) }
+        try await publish(connection, jetstream, from: 0, count: 1)
+        let fetched = try await fetching.value
+        #expect(fetched.messages.map { String(buffer: $0.payload) } == ["0"])
+        #expect(consumer.requestsLost >= 1)
+        consumer.close()
+        await connection.close()
+    }
+
+    /// A previous run left deliveries unacknowledged: with gap detection the
+    /// first fetch says so, and restart() starts again at the floor, so the
+    /// unacknowledged messages come again first, in stream order.
+    @Test func unacknowledgedAtStartIsAGapAndRestartRedeliversInOrder() async throws {
+        let server = try await NATSServer()
+        defer { server.stop() }
+        let (connection, jetstream) = try await filledStream(server, count: 10)
+        let options = PullConsumer.Options(batch: 10, expires: .milliseconds(500), detectGaps: true)
+        let config = ConsumerConfig(durable: "A", filterSubject: nil)
+        let (first, _) = try await PullConsumer.bind(jetstream, stream: "S", config: config, options: options)
+        let taken = try await first.fetch().messages
+        #expect(taken.count == 10)
+        try await first.acknowledge(taken.prefix(3).map(\.ackSubject))
+        try await connection.flush()
+        while try #require(try await first.info()).ack_floor?.stream_seq != 3 {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        first.close()
+        let (second, info) = try await PullConsumer.bind(jetstream, stream: "S", config: config, options: options)
+        #expect(info.num_ack_pending == 7)
+        let fetched = try await second.fetch()
+        #expect(fetched.messages.isEmpty)
+        #expect(fetched.gap?.description.contains("7 message(s) delivered before this run") == true)
+        #expect(try await second.restart() == 4)
+        let again = try await drain(second)
+        #expect(again.map { String(buffer: $0.payload) } == (3..<10).map(String.init))
+        #expect(again.map(\.metadata.consumerSequence) == Array(1...7))
+        second.close()
+        await connection.close()
+    }
+
+    /// Deliveries this puller never received (here taken by another puller
+    /// of the same consumer, as a broken connection would lose them) are a
+    /// gap: the fetch returns only what came before it.
+    @Test func skippedConsumerSequenceIsAGap() async throws {
+        let server = try await NATSServer()
+        defer { server.stop() }
+        let (connection, jetstream) = try await filledStream(server, count: 30)
+        let config = ConsumerConfig(durable: "A", filterSubject: nil)
+        let (watched, _) = try await PullConsumer.bind(
+            jetstream, stream: "S", config: config,
+            options: .init(batch: 10, expires: .milliseconds(500), detectGaps: true))
+        let (other, _) = try await PullConsumer.bind(
+            jetstream, stream: "S", config: config, options: .init(batch: 10, expires: .milliseconds(500)))
+        #expect(try await watched.fetch().messages.count == 10)
+        // The first fetch sent the next request at once (more was pending):
+        // 11 to 20 went to it, 21 to 30 to the other puller.
+        #expect(try await other.fetch().messages.map(\.metadata.consumerSequence) == Array(21...30))
+        #expect(try await watched.fetch().messages.map(\.metadata.consumerSequence) == Array(11...20))
+        try await publish(connection, jetstream, from: 30, count: 5)
+        let fetched = try await watched.fetch()
+        #expect(fetched.messages.isEmpty)
+        #expect(fetched.gap?.description.contains("consumer sequence 21 to 30") == true)
+        // Until restart, the gap stays.
+        #expect(try await watched.fetch().gap != nil)
+        watched.close()
+        other.close()
+        await connection.close()
+    }
+}
