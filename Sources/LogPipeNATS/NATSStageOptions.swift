@@ -7,7 +7,8 @@ enum NATSStageOptions {
     static let specs: [OptionSpec] = [
         OptionSpec(
             "servers", .stringList, required: true,
-            "Server URLs: `nats://host:4222`, `tls://host:4222`; credentials may sit in the URL."),
+            "Server URLs: `nats://host:4222`, `tls://host:4222`; credentials may sit in the URL; an entry may list several, separated by commas (`${NATS_URL}` = `nats://a:4222,nats://b:4222`)."
+        ),
         OptionSpec(
             "auth",
             .object([
@@ -34,7 +35,12 @@ enum NATSStageOptions {
     ]
 
     static func make(_ options: StageOptions) throws -> NATSOptions {
-        let servers = options.stringList("servers")
+        // An entry may hold several URLs separated by commas, as NATS_URL
+        // does for the nats tools: `servers: ["${NATS_URL}"]` then takes a
+        // whole cluster from one variable.
+        let servers = options.stringList("servers").flatMap {
+            $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        }
         if servers.isEmpty {
             throw options.error(
                 "servers", "needs at least one server URL", hint: "servers: [\"nats://127.0.0.1:4222\"]")

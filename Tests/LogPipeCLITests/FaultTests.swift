@@ -410,6 +410,24 @@ import Testing
                 #expect(result.stderr.contains("alice:***@host"), "\(command) \(url): \(result.stderr)")
             }
         }
+        // One entry may list a cluster, separated by commas (as NATS_URL
+        // does); each URL is checked.
+        for (urls, status) in [
+            ("nats://a.example:4222, nats://b.example:4223,tls://c.example:4224", Int32(0)),
+            ("nats://a.example:4222,nats://alice:s3cret@b.example:nope", 1),
+        ] {
+            try write(
+                """
+                sources:
+                  in: { type: stdin }
+                sinks:
+                  bus: { type: nats, inputs: [in], servers: ["\(urls)"] }
+                """,
+                to: directory + "/p.yaml")
+            let result = try await CLI.run(["validate", directory + "/p.yaml"])
+            #expect(result.status == status, "\(urls): \(result.stderr)")
+            #expect(!result.stderr.contains("s3cret"), "\(urls): \(result.stderr)")
+        }
     }
 
     /// A "billion laughs" file is refused quickly and in little memory;

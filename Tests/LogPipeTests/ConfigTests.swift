@@ -17,6 +17,26 @@ import Testing
         #expect(throws: Interpolation.Failure.self) { try Interpolation.apply("${1BAD}", environment: environment) }
     }
 
+    /// As in YAML, a plain value that interpolates to nothing is null: the
+    /// option is not stated and its default applies. Quoted, it stays an
+    /// empty string.
+    @Test func emptyPlainInterpolationIsNotStated() throws {
+        let registry = StageRegistry.standard()
+        func load(_ value: String) -> PipelineLoader.Result {
+            PipelineLoader(registry: registry, environment: ["SET": "7"]).load(
+                yaml: """
+                    edge_capacity: \(value)
+                    sources:
+                      in: { type: stdin }
+                    sinks:
+                      out: { type: stdout, inputs: [in] }
+                    """)
+        }
+        #expect(try #require(load("${CAPACITY:-}").pipeline).settings.edgeCapacity == 2)
+        #expect(try #require(load("${SET:-}").pipeline).settings.edgeCapacity == 7)
+        #expect(load("\"${CAPACITY:-}\"").errors.count == 1)
+    }
+
     @Test func durations() {
         #expect(Units.duration("500ms") == .milliseconds(500))
         #expect(Units.duration("30s") == .seconds(30))

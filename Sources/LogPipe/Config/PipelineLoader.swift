@@ -167,21 +167,28 @@ private struct Builder {
                 at: entry.keyLocation
             )
         }
-        if let value = config["data_dir"] {
+        // A null value (`key:`, `key: ~`, or a plain `${VAR:-}` that is
+        // empty) states nothing: the default applies, as for stage options.
+        func stated(_ key: String) -> ConfigNode? {
+            guard let value = config[key] else { return nil }
+            if case .scalar(nil) = value.value { return nil }
+            return value
+        }
+        if let value = stated("data_dir") {
             if let text = value.scalar {
                 settings.dataDirectory = text
             } else {
                 error("'data_dir' must be a path", at: value.location)
             }
         }
-        if let value = config["shutdown_timeout"] {
+        if let value = stated("shutdown_timeout") {
             if let duration = value.scalar.flatMap(Units.duration) {
                 settings.shutdownTimeout = duration
             } else {
                 error("'shutdown_timeout' must be a duration", hint: "for example 30s or 2m", at: value.location)
             }
         }
-        if let value = config["edge_capacity"] {
+        if let value = stated("edge_capacity") {
             if let capacity = value.scalar.flatMap({ Int($0) }), capacity >= 1 {
                 settings.edgeCapacity = capacity
             } else {
@@ -427,8 +434,13 @@ private struct Builder {
                 return ConfigNode(.scalar(nil), location: location)
             }
             do {
-                return ConfigNode(
-                    .scalar(try Interpolation.apply(scalar.string, environment: environment)), location: location)
+                let value = try Interpolation.apply(scalar.string, environment: environment)
+                // As in YAML, an empty plain value is null: `replicas:
+                // ${REPLICAS:-}` states nothing unless REPLICAS is set.
+                if scalar.style == .plain, value.isEmpty, !scalar.string.isEmpty {
+                    return ConfigNode(.scalar(nil), location: location)
+                }
+                return ConfigNode(.scalar(value), location: location)
             } catch let failure as Interpolation.Failure {
                 error(failure.message, hint: failure.hint, at: location)
                 var node = ConfigNode(.scalar(scalar.string), location: location)
