@@ -66,6 +66,12 @@ build_natspub() {
   (cd ../shared/bench/natspub && GOPATH=/usr/share/gocode GO111MODULE=off GOFLAGS= GOCACHE="$1/gocache" go build -o "$1/natspub" .)
 }
 
+# build_natsconsume DIR: builds the Go reference pull consumer into DIR/natsconsume.
+build_natsconsume() {
+  command -v go >/dev/null || bash ../shared/bench/setup-tools.sh >&2
+  (cd ../shared/bench/natsconsume && GOPATH=/usr/share/gocode GO111MODULE=off GOFLAGS= GOCACHE="$1/gocache" go build -o "$1/natsconsume" .)
+}
+
 # start_nats_server DIR [ARGS...]: a private nats-server on free loopback
 # ports (client and monitoring), logging to DIR/server.log, stopped on exit
 # (every server started this way). Sets NATS_SERVER_URL, NATS_HTTP_PORT and

@@ -11,11 +11,16 @@
 #   jetstream  stdin -> partition -> jetstream (acked, window 4000)
 #                                           Go natspub -mode js, same window; logpipe with its default
 #                                           Nats-Msg-Id and with deduplicate: false (natspub sets no id)
-#   pull       jetstream pull -> file per host (exactly_once, fsync per batch); no Go consumer in ../shared/bench
+#   central    the central side of the reference scenario on what the jetstream case stored (8 partitions):
+#              one process per partition, all at once, each draining its partition into one file per host
+#              with an fsync per batch before the ack: pipelines/central.yaml (exactly_once, in_order)
+#                                           Go natsconsume (nats.go pull, fetch 1000, fsync, then ack)
+#              both stop 300 ms after their partition ran dry (included in both times); the outputs must be
+#              byte-identical
 #
 # Every output is checked: the regex output is byte-identical to pcre2grep's,
 # the copy to the input, in_msgs grows by the line count, the stream holds
-# exactly the line count, the per-host files hold every line.
+# exactly the line count, logpipe's per-host files equal Go's.
 #
 #   scripts/bench-pipelines.sh [lines] [runs]     # default 1000000 3
 source "$(dirname "$0")/bench-lib.sh"
@@ -55,24 +60,29 @@ YAML
 publish_pipeline nats "$core_url" > "$work/nats.yaml"
 publish_pipeline jetstream "$js_url" > "$work/jetstream.yaml"
 publish_pipeline jetstream-noid "$js_url" > "$work/jetstream-noid.yaml"
-# The pull case reads what the jetstream case stored, with a new durable per
-# run, and stops 0.3 s after the stream ran dry (included in its time).
-pull_yaml() {
-  cat <<YAML
-data_dir: $work/pull-data
-sources:
-  logs:
-    type: jetstream
-    servers: ["$js_url"]
-    stream: LOGS
-    consumer: { durable: "bench-$1", filter_subject: "logs.>" }
-    batch: 1000
-    subject_pattern: "logs.p{partition}.{host}"
-    stop_after_idle: 300ms
-sinks:
-  files: { type: file, inputs: [logs], path: "$work/pull/{host}.log", exactly_once: true }
-YAML
+# The central case reads what the jetstream case stored, each tool with new
+# durable consumers per run.
+partitions=8
+build_natsconsume "$work"
+central_go() { # run
+  local pids="" p
+  for p in $(seq 0 $((partitions - 1))); do
+    "$work/natsconsume" -url "$js_url" -partition "$p" -durable "go$1-p$p" -idle 300ms -out "$work/central-go" > /dev/null &
+    pids="$pids $!"
+  done
+  wait $pids
 }
+central_logpipe() { # run
+  local pids="" p
+  for p in $(seq 0 $((partitions - 1))); do
+    PARTITION=$p CONSUMER="lp$1" OUT="$work/central-lp" LOGPIPE_DATA="$work/central-data" NATS_URL="$js_url" \
+      STOP_AFTER_IDLE=300ms "$bin" run --quiet pipelines/central.yaml &
+    pids="$pids $!"
+  done
+  wait $pids
+}
+export -f central_go central_logpipe
+export work js_url bin partitions
 
 fail() { echo "bench: $*" >&2; exit 1; }
 check_stream() { expect_stream "$js_http" "$lines"; }
@@ -118,14 +128,14 @@ for run in $(seq 1 "$runs"); do
   purge
   measure jetstream/logpipe "'$bin' run --quiet '$work/jetstream.yaml' < '$input'"
   check_stream
-  pull_yaml "$run" > "$work/pull.yaml"
-  rm -rf "$work/pull" "$work/pull-data" && mkdir -p "$work/pull"
-  measure pull/logpipe "'$bin' run --quiet '$work/pull.yaml'"
-  pulled=$(cat "$work"/pull/*.log | wc -l)
-  [ "$pulled" -eq "$lines" ] || fail "the per-host files hold $pulled lines, expected $lines"
+  rm -rf "$work/central-go" "$work/central-lp" "$work/central-data" && mkdir -p "$work/central-go" "$work/central-lp"
+  measure central/go_natsconsume "bash -c 'central_go $run'"
+  measure central/logpipe "bash -c 'central_logpipe $run'"
+  [ "$(cat "$work"/central-go/*.log | wc -l)" -eq "$lines" ] || fail "natsconsume's files do not hold $lines lines"
+  diff -r -q "$work/central-go" "$work/central-lp" > /dev/null || fail "logpipe's central files differ from natsconsume's"
   purge
 done
-echo "all outputs checked: regex = pcre2grep ($selected lines), copy = input, in_msgs +$lines, stream = $lines, per-host files = $lines lines" >&2
+echo "all outputs checked: regex = pcre2grep ($selected lines), copy = input, in_msgs +$lines, stream = $lines, central files = natsconsume's" >&2
 
 python3 - "$BENCH_RESULTS" "$lines" "$(stat -c %s "$input")" <<'PY'
 import statistics, sys
