@@ -29,7 +29,7 @@ public struct JetStreamSource: Source, FieldProducer {
         OptionSpec("deliver_policy", .choice(["all", "new", "last"]), default: "all", "Where a new consumer starts."),
         OptionSpec(
             "ack_policy", .choice(["explicit", "all"]), default: "explicit",
-            "`explicit`: each message is acknowledged; `all`: one ack covers every earlier message (only for a single puller per consumer)."
+            "`explicit`: each message is acknowledged; `all`: one ack covers every earlier message (needs `in_order: true`; only for a single puller per consumer)."
         ),
         OptionSpec("ack_wait", .duration, default: "30s", "Unacknowledged messages are delivered again after this."),
         OptionSpec(
@@ -72,6 +72,15 @@ public struct JetStreamSource: Source, FieldProducer {
         consumer.max_ack_pending = consumerOptions.integer("max_ack_pending")
         consumer.max_deliver = consumerOptions.integer("max_deliver")
         let pattern = try NATSStageOptions.subjectPattern(options)
+        if consumer.ack_policy == "all", !options.boolean("in_order") {
+            // One ack covers every earlier message, also a delivery that
+            // was lost on its way: it would never come again. in_order
+            // stops at such a gap before anything after it is acknowledged.
+            throw options.error(
+                "consumer",
+                "ack_policy: all needs in_order: true (a cumulative ack would also acknowledge deliveries lost on their way, and those lines would never come again)",
+                hint: "add in_order: true, or use ack_policy: explicit")
+        }
         if options.boolean("in_order"), !consumerOptions.boolean("create") {
             throw options.error(
                 "in_order",

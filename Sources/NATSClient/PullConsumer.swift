@@ -159,7 +159,8 @@ public final class PullConsumer: Sendable {
         options: Options = Options()
     ) async throws -> (PullConsumer, ConsumerInfo) {
         let info = try await jetstream.ensureConsumer(stream: stream, config, create: create)
-        let (inbox, subject) = try await Self.subscribeInbox(jetstream.connection, capacity: options.batch * 2)
+        let (inbox, subject) = try await Self.subscribeInbox(
+            jetstream.connection, capacity: Self.inboxCapacity(options))
         let consumer = PullConsumer(
             jetstream: jetstream, stream: stream, config: info.config, options: options, inbox: inbox,
             inboxSubject: subject)
@@ -176,6 +177,13 @@ public final class PullConsumer: Sendable {
         }
         return (consumer, info)
     }
+
+    /// Room for every message of a few overlapping requests (a request
+    /// given up on while its messages were still on the way, the next one
+    /// already sent): a delivery dropped here is lost on its way, a gap.
+    /// Only what the server was asked for arrives, so the room is not a
+    /// memory risk.
+    static func inboxCapacity(_ options: Options) -> Int { max(options.batch * 8, 65536) }
 
     private static func subscribeInbox(_ connection: NATSConnection, capacity: Int) async throws -> (
         NATSSubscription, String
@@ -219,7 +227,9 @@ public final class PullConsumer: Sendable {
                 var end = open.expiresAt + .milliseconds(500)
                 if !open.noWait { end = min(end, open.lastHeard + options.heartbeat * 2) }
                 wait = end - now
-                if wait <= .zero {
+                // A task that ran late has messages waiting: those are not a
+                // lost request.
+                if wait <= .zero, inbox.bufferedCount == 0 {
                     state.withLock { state in
                         state.request = nil
                         state.requestsLost += 1
@@ -228,7 +238,7 @@ public final class PullConsumer: Sendable {
                     continue
                 }
             }
-            guard let message = await inbox.next(timeout: wait) else {
+            guard let message = await inbox.next(timeout: max(wait, .zero)) else {
                 if !fetched.messages.isEmpty { return fetched }
                 if inbox.isFinished { throw NATSError.closed }
                 continue
@@ -365,7 +375,8 @@ public final class PullConsumer: Sendable {
         try await jetstream.ensureConsumer(stream: stream, config, create: true)
         // A new inbox: messages of the old consumer still on their way are
         // not taken for the new one's.
-        let (inbox, subject) = try await Self.subscribeInbox(jetstream.connection, capacity: options.batch * 2)
+        let (inbox, subject) = try await Self.subscribeInbox(
+            jetstream.connection, capacity: Self.inboxCapacity(options))
         let old = state.withLock { state in
             defer {
                 state.inbox = inbox

@@ -107,6 +107,26 @@ func write(_ text: String, to path: String) throws {
     try text.write(toFile: path, atomically: true, encoding: .utf8)
 }
 
+/// Waits until `measure()` reaches `target`, however long that takes while
+/// it moves; records an issue only when it stood still for `stall` (a busy
+/// machine slows progress down, a hang stops it).
+func eventually(reaches target: Int, stall: Duration = .seconds(120), _ measure: () -> Int) async throws {
+    var last = measure()
+    var lastMove = ContinuousClock.now
+    while last < target {
+        if ContinuousClock.now - lastMove > stall {
+            Issue.record("stuck at \(last) of \(target) for \(stall)")
+            return
+        }
+        try await Task.sleep(for: .milliseconds(100))
+        let now = measure()
+        if now != last {
+            last = now
+            lastMove = .now
+        }
+    }
+}
+
 /// Waits until `condition` holds, polling; records an issue after `timeout`.
 func eventually(timeout: Duration = .seconds(120), _ condition: () -> Bool) async throws {
     let deadline = ContinuousClock.now + timeout

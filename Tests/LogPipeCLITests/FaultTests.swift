@@ -127,7 +127,7 @@ import Testing
         running.signal(SIGTERM)
         try await eventually { running.stderr.contains("stopping: draining") }
         running.signal(SIGTERM)
-        let result = try await running.wait(timeout: .seconds(60))
+        let result = try await running.wait(timeout: .seconds(120))
         #expect(result.status == 4, "\(result.stderr)")
         #expect(result.stderr.contains("aborted by a second signal with 1 record(s) unacknowledged"))
         #expect(!result.stderr.contains("shutdown deadline"))
@@ -497,13 +497,13 @@ import Testing
         func lineCount() -> Int {
             (FileManager.default.contents(atPath: output) ?? Data()).count(where: { $0 == 0x0A })
         }
-        try await eventually(timeout: .seconds(300)) { lineCount() >= count }
+        try await eventually(reaches: count) { lineCount() }
         // A parked file that grows is reopened and read on from its offset.
         let handle = try #require(FileHandle(forWritingAtPath: directory + "/in/f7.log"))
         handle.seekToEndOfFile()
         handle.write(Data("file 7 line 1\n".utf8))
         try handle.close()
-        try await eventually(timeout: .seconds(120)) { lineCount() >= count + 1 }
+        try await eventually(reaches: count + 1) { lineCount() }
         let pid = running.process.processIdentifier
         let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
         let descriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? 0

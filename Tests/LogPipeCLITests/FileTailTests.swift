@@ -95,10 +95,10 @@ import Testing
             try await Task.sleep(for: .milliseconds(step % 10 == 0 ? 30 : 5))
         }
         let output = directory + "/out/all.log"
-        try await eventually(timeout: .seconds(60)) { lines(output).count >= total }
+        try await eventually(reaches: total) { lines(output).count }
         try await Task.sleep(for: .milliseconds(500))  // anything extra would show up now
         running.signal(SIGTERM)
-        let result = try await running.wait(timeout: .seconds(30))
+        let result = try await running.wait(timeout: .seconds(120))
         #expect(result.status == 0, "\(result.stderr)")
 
         var seen = [Bool](repeating: false, count: total)
@@ -152,7 +152,7 @@ import Testing
         let output = directory + "/out/all.log"
         let expected = Set((0..<total).map { "line \($0) " + String(repeating: "x", count: $0 % 50) })
         func missing() -> Int { expected.subtracting(lines(output).map(String.init)).count }
-        try await eventually(timeout: .seconds(60)) { missing() == 0 }
+        try await eventually(reaches: 0) { -missing() }
         final.signal(SIGTERM)
         let result = try await final.wait()
         #expect(result.status == 0, "\(result.stderr)")
@@ -207,7 +207,7 @@ import Testing
             checkpoint.contains("\"offset\":0"), "the checkpoint moved although nothing was delivered: \(checkpoint)")
 
         try FileManager.default.removeItem(atPath: directory + "/out")
-        try await eventually(timeout: .seconds(60)) { lines(directory + "/out/all.log").count >= written }
+        try await eventually(reaches: written) { lines(directory + "/out/all.log").count }
         running.signal(SIGTERM)
         let result = try await running.wait()
         #expect(result.status == 0, "\(result.stderr)")

@@ -335,7 +335,7 @@ import Testing
             (0..<count).map {
                 .init(subject: "logs.p0.web", payload: ByteBuffer(string: "line \($0)"), messageID: nil)
             })
-        await tracker.wait(timeout: .seconds(10))
+        await tracker.wait(timeout: .seconds(120))
         #expect(tracker.results.allSatisfy { if case .stored = $0 { true } else { false } })
         return connection
     }
@@ -366,14 +366,14 @@ import Testing
         try await eventually { running.stderr.contains("cannot write") }
         try await Task.sleep(for: .seconds(3))  // three times ack_wait
         try FileManager.default.removeItem(atPath: directory + "/out")
-        let result = try await running.wait(timeout: .seconds(60))
+        let result = try await running.wait(timeout: .seconds(120))
         #expect(result.status == 0, "\(result.stderr)")
         #expect(!result.stderr.contains("redeliveries"), "\(result.stderr)")
         let lines = try String(contentsOfFile: directory + "/out/all.log", encoding: .utf8).split(separator: "\n")
         #expect(lines == (0..<100).map { "line \($0)"[...] })
     }
 
-    /// `ack_policy: all`: one ack per completed prefix; afterwards nothing is
+    /// `ack_policy: all` (with `in_order`): one ack per completed prefix; afterwards nothing is
     /// pending on the server.
     @Test func cumulativeAcknowledgements() async throws {
         let server = try await NATSServer()
@@ -390,11 +390,17 @@ import Testing
                 servers: ["\(server.url)"]
                 stream: LOGS
                 consumer: { durable: single, ack_policy: all }
+                in_order: true
                 stop_after_idle: 1s
             sinks:
               files: { type: file, inputs: [logs], path: "\(directory)/all.log" }
             """,
             to: directory + "/p.yaml")
+        // Without in_order a cumulative ack could cover a delivery lost on
+        // its way: refused.
+        let refused = try await CLI.run(["validate", directory + "/p.yaml", "--set", "logs.in_order=false"])
+        #expect(refused.status == 1)
+        #expect(refused.stderr.contains("ack_policy: all needs in_order: true"), "\(refused.stderr)")
         let result = try await CLI.run(["run", directory + "/p.yaml"])
         #expect(result.status == 0, "\(result.stderr)")
         #expect(

@@ -79,7 +79,7 @@ import Testing
         let counter = Counter()
         let expected = lines.count
         let collecting = Task {
-            await Self.collect(subscription, into: counter, until: expected, timeout: .seconds(60))
+            await Self.collect(subscription, into: counter, until: expected, timeout: .seconds(120))
         }
         let result = try await CLI.run(["run", directory + "/p.yaml"], stdinPath: directory + "/input.log")
         #expect(result.status == 0, "\(result.stderr)")
@@ -198,7 +198,7 @@ import Testing
         let subscription = try await subscriber.subscribe(">")
         try await subscriber.flush()
         let counter = Counter()
-        let collecting = Task { await Self.collect(subscription, into: counter, until: 1000, timeout: .seconds(10)) }
+        let collecting = Task { await Self.collect(subscription, into: counter, until: 1000, timeout: .seconds(120)) }
         let result = try await CLI.run(["run", directory + "/p.yaml"], stdinPath: directory + "/input.log")
         #expect(result.status == 0, "\(result.stderr)")
         await collecting.value
@@ -238,7 +238,7 @@ import Testing
         let subscription = try await subscriber.subscribe("demo.>")
         try await subscriber.flush()
         let counter = Counter()
-        await Self.collect(subscription, into: counter, until: 500, timeout: .seconds(20))
+        await Self.collect(subscription, into: counter, until: 500, timeout: .seconds(120))
         #expect(counter.total >= 500, "after the restart, publishing goes on")
         running.signal(SIGTERM)
         let result = try await running.wait()

@@ -126,7 +126,7 @@ import Testing
         try await eventually { (try? FileManager.default.contentsOfDirectory(atPath: directory + "/out").count) == 4 }
         try await Task.sleep(for: .milliseconds(500))
         running.signal(SIGTERM)
-        let result = try await running.wait(timeout: .seconds(30))
+        let result = try await running.wait(timeout: .seconds(120))
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stderr.contains("stopping: draining in-flight records"))
         // The summary's record count equals what reached the files.
@@ -151,7 +151,7 @@ import Testing
         running.stdinPipe!.fileHandleForWriting.write(Data("one\ntwo\n".utf8))
         try await eventually { running.stderr.contains("cannot write") }
         running.signal(SIGTERM)
-        let result = try await running.wait(timeout: .seconds(30))
+        let result = try await running.wait(timeout: .seconds(120))
         #expect(result.status == 3, "\(result.stderr)")
         #expect(result.stderr.contains("shutdown deadline (1s) passed with 2 record(s) unacknowledged"))
     }

@@ -26,7 +26,12 @@ import Testing
             })
         try await connection.flush()
         // Stored asynchronously: wait until the stream has them all.
+        let deadline = ContinuousClock.now + .seconds(300)
         while try #require(try await jetstream.streamInfo("S")).state.messages < before + Int64(count) {
+            guard ContinuousClock.now < deadline else {
+                Issue.record("the stream did not store \(count) messages within 300 s")
+                return
+            }
             try await Task.sleep(for: .milliseconds(10))
         }
     }
@@ -67,11 +72,14 @@ import Testing
         #expect(messages.allSatisfy { $0.subject == "s.a" && $0.metadata.delivered == 1 })
         try await consumer.acknowledge(messages.map(\.ackSubject))
         try await connection.flush()
+        // The server applies acks asynchronously.
         var floor: UInt64 = 0
-        while floor < 5001 {
+        let deadline = ContinuousClock.now + .seconds(300)
+        while floor < 5001, ContinuousClock.now < deadline {
             floor = try #require(try await consumer.info()).ack_floor?.stream_seq ?? 0
             if floor < 5001 { try await Task.sleep(for: .milliseconds(10)) }
         }
+        #expect(floor == 5001)
         #expect(try #require(try await consumer.info()).num_ack_pending == 0)
         consumer.close()
         await connection.close()
@@ -118,7 +126,10 @@ import Testing
         try await server.start(port: port)
         try await connection.waitUntilConnected()
         // JetStream comes back a moment after the server.
-        while (try? await jetstream.streamInfo("S")) == nil { try await Task.sleep(for: .milliseconds(50)) }
+        let deadline = ContinuousClock.now + .seconds(300)
+        while (try? await jetstream.streamInfo("S")) == nil, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+        }
         try await publish(connection, jetstream, from: 0, count: 1)
         let fetched = try await fetching.value
         #expect(fetched.messages.map { String(buffer: $0.payload) } == ["0"])
@@ -141,7 +152,8 @@ import Testing
         #expect(taken.count == 10)
         try await first.acknowledge(taken.prefix(3).map(\.ackSubject))
         try await connection.flush()
-        while try #require(try await first.info()).ack_floor?.stream_seq != 3 {
+        let deadline = ContinuousClock.now + .seconds(300)
+        while try #require(try await first.info()).ack_floor?.stream_seq != 3, ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(10))
         }
         first.close()
