@@ -27,9 +27,6 @@ enum ChannelEvent: Sendable {
     case pong
     case error(String)
     case writable
-    /// The end of a burst of reads: subscriptions that got messages while a
-    /// consumer waited wake it now, once per burst instead of per message.
-    case readComplete
     case closed(String)
 }
 
@@ -106,11 +103,6 @@ final class NATSChannelHandler: ChannelInboundHandler {
         }
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) {
-        events(.readComplete)
-        context.fireChannelReadComplete()
-    }
-
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable { events(.writable) }
         context.fireChannelWritabilityChanged()
@@ -178,8 +170,6 @@ public final class NATSConnection: Sendable {
     public let options: NATSOptions
     let logger: Logger
     private let state: Mutex<State>
-    /// Subscriptions to wake at the end of the current burst of reads.
-    private let toWake = Mutex<[ObjectIdentifier: NATSSubscription]>([:])
     private let eventContinuation: AsyncStream<NATSConnectionEvent>.Continuation
     /// Connection life-cycle events (newest 256 kept if nobody reads them).
     public let events: AsyncStream<NATSConnectionEvent>
@@ -449,25 +439,12 @@ public final class NATSConnection: Sendable {
             }
             if let request {
                 request.succeed(message)
-            } else if let subscription {
-                switch subscription.deliverInBurst(message) {
-                case .dropped:
-                    let dropped = subscription.droppedCount
-                    if dropped == 1 || dropped % 10_000 == 0 {
-                        eventContinuation.yield(.slowConsumer(subject: subscription.subject, dropped: dropped))
-                    }
-                case .wakeAtEndOfBurst:
-                    toWake.withLock { $0[ObjectIdentifier(subscription)] = subscription }
-                case .delivered:
-                    break
+            } else if let subscription, !subscription.deliver(message) {
+                let dropped = subscription.droppedCount
+                if dropped == 1 || dropped % 10_000 == 0 {
+                    eventContinuation.yield(.slowConsumer(subject: subscription.subject, dropped: dropped))
                 }
             }
-        case .readComplete:
-            let waking = toWake.withLock { waking in
-                defer { waking.removeAll(keepingCapacity: true) }
-                return Array(waking.values)
-            }
-            for subscription in waking { subscription.wake() }
         case .pong:
             let waiter: AsyncPromise<Void>? = state.withLock { state in
                 guard state.generation == generation else { return nil }

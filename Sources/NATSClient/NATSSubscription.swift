@@ -87,44 +87,6 @@ public final class NATSSubscription: AsyncSequence, Sendable {
         return accepted
     }
 
-    /// What ``deliverInBurst(_:)`` did.
-    enum BurstDelivery {
-        case delivered
-        case dropped
-        /// Buffered; a consumer waits: call ``wake()`` at the end of the burst.
-        case wakeAtEndOfBurst
-    }
-
-    /// Like ``deliver(_:)`` but, while the connection is reading a burst of
-    /// messages, only buffers: a waiting consumer is woken once at the end
-    /// of the burst (``wake()``) and takes the whole burst, instead of
-    /// being woken, and waiting again, once per message.
-    func deliverInBurst(_ message: NATSMessage) -> BurstDelivery {
-        if let handler {
-            handler(message)
-            return .delivered
-        }
-        return state.withLock { state in
-            if state.finished { return .dropped }
-            guard state.buffer.count < capacity else {
-                state.dropped += 1
-                return .dropped
-            }
-            state.buffer.append(message)
-            return state.waiter == nil ? .delivered : .wakeAtEndOfBurst
-        }
-    }
-
-    /// Hands the first buffered message to a waiting consumer.
-    func wake() {
-        let ready: (CheckedContinuation<NATSMessage?, Never>, NATSMessage)? = state.withLock { state in
-            guard let waiter = state.waiter, let message = state.buffer.popFirst() else { return nil }
-            state.waiter = nil
-            return (waiter, message)
-        }
-        if let (waiter, message) = ready { waiter.resume(returning: message) }
-    }
-
     func finish() {
         let waiter = state.withLock { state in
             state.finished = true
