@@ -82,6 +82,8 @@ public struct ConsumerConfig: Codable, Sendable, Equatable {
     /// With `deliver_policy: by_start_sequence`: the first stream sequence
     /// delivered.
     public var opt_start_seq: UInt64?
+    /// The most messages one pull request may ask for (unset: no limit).
+    public var max_batch: Int?
 
     /// A durable pull consumer named `durable`.
     public init(durable: String, filterSubject: String?) {

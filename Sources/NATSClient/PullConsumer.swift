@@ -49,8 +49,11 @@ public enum JetStreamAck: Sendable {
 /// are returned, so the server works while the caller does.
 ///
 /// Statuses: 100 (heartbeat) keeps a request alive; 404 and 408 end it
-/// (no messages; expired); 409 ends it (too many waiting requests, a
-/// leadership change) and, when it says the consumer was deleted, fails.
+/// (no messages; expired); 409 and 503 end it and it is asked again (too
+/// many waiting requests, a leadership change, JetStream restarting), but
+/// a deleted consumer, a request over the consumer's limits
+/// (`Exceeded MaxRequest…`) and any other status fail: asking again cannot
+/// help.
 ///
 /// With ``Options/detectGaps``, the consumer keeps track of the consumer
 /// sequence: a delivery the server made that never reached this client (a
@@ -122,6 +125,8 @@ public final class PullConsumer: Sendable {
         var expected: UInt64?
         var gap: Gap?
         var requestsLost = 0
+        /// The floor of a restart under way.
+        var restartFloor: UInt64?
     }
 
     /// The stream it reads.
@@ -243,8 +248,8 @@ public final class PullConsumer: Sendable {
                 if inbox.isFinished { throw NATSError.closed }
                 continue
             }
-            state.withLock { $0.request?.lastHeard = .now }
             if let status = message.status {
+                state.withLock { $0.request?.lastHeard = .now }
                 switch status {
                 case 100:
                     continue
@@ -261,22 +266,30 @@ public final class PullConsumer: Sendable {
                     if wasNoWait { continue }
                     fetched.empty = true
                     return fetched
-                case 409:
+                case 409, 503:
                     let text = message.headers?.statusDescription ?? ""
                     if text.lowercased().contains("deleted") {
                         throw NATSError.serverError(
                             "consumer \(name) on stream \(stream) was deleted while pulling (\(text))")
                     }
+                    // The consumer's limits refuse this request as asked:
+                    // asking again cannot help.
+                    if text.contains("Exceeded MaxRequest") {
+                        throw NATSError.serverError(
+                            "consumer \(name) on stream \(stream) refuses the pull request (\(text)); lower the batch or expires to its limits, or raise them on the consumer"
+                        )
+                    }
                     state.withLock { $0.request = nil }
                     if !fetched.messages.isEmpty { return fetched }
-                    // Too many waiting requests, a leadership change: ask again shortly.
+                    // Too many waiting requests, a leadership change, no
+                    // responders while JetStream restarts: ask again shortly.
                     try await Task.sleep(for: .milliseconds(100))
                     continue
                 default:
-                    state.withLock { $0.request = nil }
-                    if !fetched.messages.isEmpty { return fetched }
-                    try await Task.sleep(for: .milliseconds(100))
-                    continue
+                    // 400 and the like: the request itself is wrong.
+                    throw NATSError.serverError(
+                        "consumer \(name) on stream \(stream) answered a pull request with status \(status) \(message.headers?.statusDescription ?? "")"
+                    )
                 }
             }
             guard let ackSubject = message.replyTo, let metadata = JetStreamMetadata(ackSubject: ackSubject) else {
@@ -285,6 +298,7 @@ public final class PullConsumer: Sendable {
             let (gap, refill) = state.withLock { state -> (Gap?, Bool) in
                 state.pending = metadata.pending
                 if var request = state.request {
+                    request.lastHeard = .now
                     request.credit -= 1
                     state.request = request.credit > 0 ? request : nil
                 }
@@ -367,7 +381,11 @@ public final class PullConsumer: Sendable {
     @discardableResult
     public func restart() async throws -> UInt64 {
         let info = try await jetstream.consumerInfo(stream: stream, name: name)
-        let floor = info?.ack_floor?.stream_seq ?? 0
+        // A restart that failed between deleting and creating left no
+        // consumer to ask: its floor was kept (else the stream is read from
+        // its start, which the exactly-once ledger skips, slowly).
+        let floor = info?.ack_floor?.stream_seq ?? state.withLock { $0.restartFloor } ?? 0
+        state.withLock { $0.restartFloor = floor }
         var config = info?.config ?? self.config
         config.deliver_policy = "by_start_sequence"
         config.opt_start_seq = floor + 1
@@ -385,6 +403,7 @@ public final class PullConsumer: Sendable {
                 state.pending = nil
                 state.expected = options.detectGaps ? 1 : nil
                 state.gap = nil
+                state.restartFloor = nil
             }
             return state.inbox
         }

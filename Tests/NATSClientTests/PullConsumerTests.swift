@@ -207,4 +207,25 @@ import Testing
         other.close()
         await connection.close()
     }
+
+    /// A request over the consumer's limits is refused by the server with a
+    /// 409: asking again cannot help, so the fetch fails and says what to
+    /// change.
+    @Test func requestOverTheConsumersLimitsFails() async throws {
+        let server = try await NATSServer()
+        defer { server.stop() }
+        let (connection, jetstream) = try await filledStream(server, count: 5)
+        var config = ConsumerConfig(durable: "A", filterSubject: nil)
+        config.max_batch = 10
+        let (consumer, _) = try await PullConsumer.bind(
+            jetstream, stream: "S", config: config, options: .init(batch: 100, expires: .seconds(1)))
+        do {
+            _ = try await consumer.fetch()
+            Issue.record("a pull of 100 from a consumer with max_batch 10 did not fail")
+        } catch {
+            #expect("\(error)".contains("lower the batch"), "\(error)")
+        }
+        consumer.close()
+        await connection.close()
+    }
 }
