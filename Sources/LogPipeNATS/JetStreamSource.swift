@@ -180,11 +180,7 @@ public struct JetStreamSource: Source, FieldProducer {
             let ackFloor = inOrder ? max(serverFloor ?? 0, acker.completedFloor ?? 0) : serverFloor
             let fetched: PullConsumer.Fetched
             let fetchStart = ContinuousClock.now
-            // Only a pull made with nothing in the pipeline can prove the
-            // stream drained: with max_ack_pending messages unacknowledged
-            // (a slow sink) the server withholds the rest and the pull ends
-            // empty.
-            let pipelineEmpty = acker.outstanding == 0
+            acker.resetPeak()
             do {
                 fetched = try await puller.fetch()
             } catch is CancellationError {
@@ -220,9 +216,15 @@ public struct JetStreamSource: Source, FieldProducer {
                 serverFloor = max(serverFloor ?? 0, Int64(start) - 1)
                 continue pulling
             }
+            // A pull that ends empty proves the stream drained only if the
+            // server could deliver all along: with max_ack_pending messages
+            // unacknowledged (a slow sink) it withholds the rest. A batch
+            // below the limit leaves room for acks on their way to it.
+            let limit = info.config.max_ack_pending
+            let couldDeliver = limit <= 0 || acker.peakOutstanding < max(limit - batchSize, limit / 2)
             if !fetched.messages.isEmpty || !fetched.empty {
                 lastMessage = .now
-            } else if !pipelineEmpty {
+            } else if !couldDeliver {
                 lastMessage = .now
             } else if stopAfterIdle > .zero, ContinuousClock.now - lastMessage >= stopAfterIdle {
                 break pulling
@@ -312,6 +314,10 @@ final class Acker: Sendable {
         /// The flusher, waiting for acks to send.
         var flusher: CheckedContinuation<Void, Never>?
         var cancelled = false
+        /// The most messages outstanding since ``Acker/resetPeak()``.
+        var peak = 0
+
+        var outstanding: Int { batches.values.reduce(0) { $0 + $1.remaining } + queue.count }
 
         /// Records that a batch is complete and folds every complete batch
         /// of the oldest ones into the floor.
@@ -338,9 +344,13 @@ final class Acker: Sendable {
     }
 
     /// Messages emitted whose acknowledgement was not sent yet.
-    var outstanding: Int {
-        state.withLock { state in state.batches.values.reduce(0) { $0 + $1.remaining } + state.queue.count }
-    }
+    var outstanding: Int { state.withLock { $0.outstanding } }
+
+    /// The most messages outstanding at once since the last ``resetPeak()``.
+    var peakOutstanding: Int { state.withLock { $0.peak } }
+
+    /// Starts measuring ``peakOutstanding`` anew, from what is outstanding now.
+    func resetPeak() { state.withLock { $0.peak = $0.outstanding } }
 
     /// The highest offset of the emitted prefix that every sink finished:
     /// every record emitted before it is done too.
@@ -354,6 +364,7 @@ final class Acker: Sendable {
             state.batches[state.next] = Pending(
                 subjects: subjects, done: Array(repeating: false, count: subjects.count), remaining: subjects.count,
                 lastProgress: .now, highest: highest)
+            state.peak = max(state.peak, state.outstanding)
             return state.next
         }
     }

@@ -340,6 +340,39 @@ import Testing
         return connection
     }
 
+    /// `stop_after_idle` ends after one empty long poll once the stream is
+    /// drained, also when the sink was still busy with the last batches as
+    /// the poll began (the server could deliver all along: nothing near
+    /// `max_ack_pending`). It used to wait out a second poll.
+    @Test func stopAfterIdleEndsAfterOneEmptyPoll() async throws {
+        let server = try await NATSServer()
+        defer { server.stop() }
+        try await Self.fillStream(on: server, lines: 20_000).close()
+        let directory = try makeTemporaryDirectory()
+        try write(
+            """
+            data_dir: \(directory)/data
+            sources:
+              logs:
+                type: jetstream
+                servers: ["\(server.url)"]
+                stream: LOGS
+                consumer: { durable: idle, max_ack_pending: 100000 }
+                batch: 2000
+                in_order: true
+                stop_after_idle: 1s
+            sinks:
+              files: { type: file, inputs: [logs], path: "\(directory)/all.log", exactly_once: true }
+            """,
+            to: directory + "/p.yaml")
+        let result = try await CLI.run(["run", "--log-level", "trace", directory + "/p.yaml"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let lines = try String(contentsOfFile: directory + "/all.log", encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == 20_000)
+        let emptyPolls = result.stderr.split(separator: "\n").filter { $0.contains("(empty: true)") }
+        #expect(emptyPolls.count == 1, "\(emptyPolls)")
+    }
+
     /// A sink slower than the consumer's ack_wait: the source sends +WPI for
     /// the records still in the pipeline, so nothing is delivered twice.
     @Test func workInProgressKeepsSlowRecordsFromComingBack() async throws {
