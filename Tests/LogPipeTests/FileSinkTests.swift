@@ -165,6 +165,29 @@ import Testing
         // One batch alone skips only what the ledger holds.
         #expect(sink.selectUnwritten(group, ledger: ledger, grouped: false).skipped == 1)
     }
+
+    /// Paths rendered once per host are the paths rendered for each record:
+    /// escaped, shortened, right after the memo forgot (more hosts than it
+    /// keeps), and not memoized by host when the path names more.
+    @Test func pathMemoRendersWhatTheTemplateRenders() throws {
+        let long = String(repeating: "h", count: 300)
+        let hosts =
+            ["a", "b/c", "a", long, ".."] + (0..<(FileSink.PathMemo.capacity + 10)).map { "host-\($0)" } + ["a"]
+        for text in ["/out/{host}.log", "/out/{host}/{partition}.log", "/out/{%Y}/{host}.log"] {
+            let template = try Template(text)
+            var memo = FileSink.PathMemo(template: template)
+            #expect(memo.byHost == (text == "/out/{host}.log"))
+            for (index, host) in hosts.enumerated() {
+                var record = record(Int64(index), host: host)
+                record.partition = index % 3
+                let expected = FileSink.fitted(template.render(record, escape: FileSink.escapePathValue))
+                #expect(memo.path(for: record) == expected, "\(text) \(host)")
+            }
+        }
+        var memo = FileSink.PathMemo(template: try Template("/out/{host}.log"))
+        #expect(memo.path(for: record(1, host: "b/c")) == "/out/b_c.log")
+        #expect(memo.path(for: record(1, host: long)).count < 270)
+    }
 }
 
 @Suite struct WrittenLedgerTests {

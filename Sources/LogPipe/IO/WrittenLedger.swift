@@ -81,22 +81,38 @@ final class WrittenLedger {
 
     /// Whether the record is already in `file`.
     func contains(stream: String, offset: Int64, file: String) -> Bool {
-        if let floor = floors[stream], offset <= floor { return true }
-        guard let ranges = files[file]?.ranges[stream] else { return false }
-        // Binary search for the last range starting at or before `offset`.
-        var low = 0
-        var high = ranges.count - 1
-        var candidate = -1
-        while low <= high {
-            let middle = (low + high) / 2
-            if ranges[middle][0] <= offset {
-                candidate = middle
-                low = middle + 1
-            } else {
-                high = middle - 1
+        written(stream: stream, file: file).contains(offset)
+    }
+
+    /// What is written of `stream` to `file`, to ask about many offsets
+    /// without looking the file and stream up each time.
+    func written(stream: String, file: String) -> Written {
+        Written(floor: floors[stream], ranges: files[file]?.ranges[stream] ?? [])
+    }
+
+    /// The offsets of one stream written to one file.
+    struct Written {
+        var floor: Int64?
+        /// Sorted disjoint closed ranges.
+        var ranges: [[Int64]]
+
+        func contains(_ offset: Int64) -> Bool {
+            if let floor, offset <= floor { return true }
+            // Binary search for the last range starting at or before `offset`.
+            var low = 0
+            var high = ranges.count - 1
+            var candidate = -1
+            while low <= high {
+                let middle = (low + high) / 2
+                if ranges[middle][0] <= offset {
+                    candidate = middle
+                    low = middle + 1
+                } else {
+                    high = middle - 1
+                }
             }
+            return candidate >= 0 && offset <= ranges[candidate][1]
         }
-        return candidate >= 0 && offset <= ranges[candidate][1]
     }
 
     /// What ``recover(_:)`` found and did.

@@ -270,38 +270,104 @@ public struct FileSink: Sink {
     /// batches, not earlier in the same group) with the file each goes to,
     /// how many were skipped, the offsets to record per file and stream, and
     /// the highest floor per stream. Records are read in place (a copy costs
-    /// a retain and a release per field) and each path is rendered once.
+    /// a retain and a release per field); a path is rendered once per host
+    /// (``PathMemo``), and a run of records of one stream to one file looks
+    /// nothing up in a dictionary: this runs for every record a central
+    /// consumer writes.
     func selectUnwritten(_ records: [Record], ledger: WrittenLedger, grouped: Bool) -> (
         fresh: [Record], paths: [String], skipped: Int, offsets: [String: [String: [Int64]]], floors: [String: Int64]
     ) {
         var fresh: [Record] = []
         var paths: [String] = []
+        fresh.reserveCapacity(records.count)
+        paths.reserveCapacity(records.count)
         var skipped = 0
-        var offsets: [String: [String: [Int64]]] = [:]
         var floors: [String: Int64] = [:]
-        // A record delivered again while its first delivery waits in the
-        // same group is not in the ledger yet: it is caught here.
-        var inGroup: [String: Set<Int64>] = [:]
+        var memo = PathMemo(template: options.path)
+        // Per (file, stream) met in this batch: what the ledger knows, the
+        // offsets selected, and (for a group of batches) those seen, since
+        // a record delivered again while its first delivery waits in the
+        // same group is not in the ledger yet.
+        struct Slot {
+            var path: String
+            var stream: String
+            var written: WrittenLedger.Written
+            var offsets: [Int64] = []
+        }
+        var slots: [Slot] = []
+        var seen: [String: Set<Int64>] = [:]
+        var current = -1
         records.withUnsafeBufferPointer { records in
             for index in records.indices {
-                if let stream = records[index].streamID, let floor = records[index].offsetFloor {
-                    floors[stream] = max(floors[stream, default: Int64.min], floor)
+                let path = memo.path(for: records[index])
+                guard let stream = records[index].streamID, let offset = records[index].offset else {
+                    fresh.append(records[index])
+                    paths.append(path)
+                    continue
                 }
-                let path = Self.fitted(options.path.render(records[index], escape: Self.escapePathValue))
-                if let stream = records[index].streamID, let offset = records[index].offset {
-                    if ledger.contains(stream: stream, offset: offset, file: path)
-                        || (grouped && !inGroup[stream, default: []].insert(offset).inserted)
-                    {
-                        skipped += 1
-                        continue
-                    }
-                    offsets[path, default: [:]][stream, default: []].append(offset)
+                if let floor = records[index].offsetFloor, floor > floors[stream, default: Int64.min] {
+                    floors[stream] = floor
                 }
+                if current < 0 || slots[current].path != path || slots[current].stream != stream {
+                    current =
+                        slots.firstIndex { $0.path == path && $0.stream == stream }
+                        ?? {
+                            slots.append(
+                                Slot(path: path, stream: stream, written: ledger.written(stream: stream, file: path)))
+                            return slots.count - 1
+                        }()
+                }
+                if slots[current].written.contains(offset)
+                    || (grouped && !seen[stream, default: []].insert(offset).inserted)
+                {
+                    skipped += 1
+                    continue
+                }
+                slots[current].offsets.append(offset)
                 fresh.append(records[index])
                 paths.append(path)
             }
         }
+        var offsets: [String: [String: [Int64]]] = [:]
+        for slot in slots where !slot.offsets.isEmpty {
+            offsets[slot.path, default: [:]][slot.stream, default: []].append(contentsOf: slot.offsets)
+        }
         return (fresh, paths, skipped, offsets, floors)
+    }
+
+    /// Renders the sink's path for records, once per host when the host is
+    /// all the path depends on (the central consumer's `{host}.log`): a
+    /// batch holds a few hosts' records, interleaved.
+    struct PathMemo {
+        let template: Template
+        let byHost: Bool
+        var paths: [String: String] = [:]
+        var lastHost = ""
+        var lastPath: String?
+
+        /// Hosts remembered at most (a garbage host per record must not grow it without end).
+        static let capacity = 1024
+
+        init(template: Template) {
+            self.template = template
+            byHost = template.placeholders == ["host"]
+        }
+
+        mutating func path(for record: Record) -> String {
+            guard byHost else { return FileSink.fitted(template.render(record, escape: FileSink.escapePathValue)) }
+            if let lastPath, record.host == lastHost { return lastPath }
+            let path =
+                paths[record.host]
+                ?? {
+                    let rendered = FileSink.fitted(template.render(record, escape: FileSink.escapePathValue))
+                    if paths.count >= Self.capacity { paths.removeAll(keepingCapacity: true) }
+                    paths[record.host] = rendered
+                    return rendered
+                }()
+            lastHost = record.host
+            lastPath = path
+            return path
+        }
     }
 
     /// One buffer per destination file, lines in record order, each ending in `\n`.
@@ -309,8 +375,9 @@ public struct FileSink: Sink {
         let paths =
             options.path.isConstant
             ? []
-            : batch.records.withUnsafeBufferPointer { records in
-                records.indices.map { Self.fitted(options.path.render(records[$0], escape: Self.escapePathValue)) }
+            : batch.records.withUnsafeBufferPointer { records -> [String] in
+                var memo = PathMemo(template: options.path)
+                return records.indices.map { memo.path(for: records[$0]) }
             }
         return encode(batch.records, paths: paths)
     }
