@@ -44,9 +44,12 @@ public enum JetStreamAck: Sendable {
 /// what is pending, then 404), and only when nothing is pending does the
 /// consumer wait in a long poll of `expires` with idle heartbeats, so that
 /// a request lost with its server (no heartbeat for two intervals) is
-/// replaced at once instead of waiting out its expiry. When a request is
-/// filled while more is pending, the next one is sent before the messages
-/// are returned, so the server works while the caller does.
+/// replaced at once instead of waiting out its expiry. While more is
+/// pending, the next request is sent when the open one is half filled: the
+/// server always has a request to fill, and never waits for the client to
+/// read the end of one batch before it may send the next. Each request has
+/// a reply subject of its own, so the status that ends one (404, 408) is
+/// not taken for the end of another.
 ///
 /// Statuses: 100 (heartbeat) keeps a request alive; 404 and 408 end it
 /// (no messages; expired); 409 and 503 end it and it is asked again (too
@@ -109,6 +112,8 @@ public final class PullConsumer: Sendable {
     }
 
     private struct Request {
+        /// The last token of its reply subject.
+        var id: UInt64
         var credit: Int
         var noWait: Bool
         var expiresAt: ContinuousClock.Instant
@@ -117,8 +122,11 @@ public final class PullConsumer: Sendable {
 
     private struct State {
         var inbox: NATSSubscription
+        /// Requests are answered on `<inboxSubject>.<request id>`.
         var inboxSubject: String
-        var request: Request?
+        /// Open requests, oldest first: the server fills them in this order.
+        var requests: [Request] = []
+        var nextRequest: UInt64 = 0
         /// Messages the server said were still pending after the last one.
         var pending: UInt64?
         /// The consumer sequence the next first-time delivery should have.
@@ -194,7 +202,14 @@ public final class PullConsumer: Sendable {
         NATSSubscription, String
     ) {
         let subject = connection.options.inboxPrefix + "." + UUID().uuidString.replacingOccurrences(of: "-", with: "")
-        return (try await connection.subscribe(subject, capacity: capacity), subject)
+        return (try await connection.subscribe(subject + ".*", capacity: capacity), subject)
+    }
+
+    /// The request a status message answers (statuses come on the
+    /// request's reply subject; messages on their own subject).
+    private static func requestID(of message: NATSMessage) -> UInt64? {
+        guard let dot = message.subject.utf8.lastIndex(of: UInt8(ascii: ".")) else { return nil }
+        return UInt64(Substring(message.subject.utf8[message.subject.utf8.index(after: dot)...]))
     }
 
     /// Pull requests given up on because the server stopped answering them
@@ -214,9 +229,9 @@ public final class PullConsumer: Sendable {
         let connection = jetstream.connection
         while true {
             try Task.checkCancellation()
-            // The request to wait on: the open one, or a new one.
+            // The request to wait on: the oldest open one, or a new one.
             let now = ContinuousClock.now
-            var (request, inbox) = state.withLock { ($0.request, $0.inbox) }
+            var (request, inbox) = state.withLock { ($0.requests.first, $0.inbox) }
             if request == nil {
                 if !fetched.messages.isEmpty { return fetched }
                 request = try await sendRequest(noWait: state.withLock { $0.pending.map { $0 > 0 } ?? true })
@@ -235,8 +250,9 @@ public final class PullConsumer: Sendable {
                 // A task that ran late has messages waiting: those are not a
                 // lost request.
                 if wait <= .zero, inbox.bufferedCount == 0 {
+                    // The requests after it went the same way.
                     state.withLock { state in
-                        state.request = nil
+                        state.requests.removeAll()
                         state.requestsLost += 1
                     }
                     try? await connection.waitUntilConnected()
@@ -249,21 +265,27 @@ public final class PullConsumer: Sendable {
                 continue
             }
             if let status = message.status {
-                state.withLock { $0.request?.lastHeard = .now }
+                let id = Self.requestID(of: message)
                 switch status {
                 case 100:
+                    state.withLock { state in
+                        if let index = state.requests.firstIndex(where: { $0.id == id }) {
+                            state.requests[index].lastHeard = .now
+                        }
+                    }
                     continue
                 case 404, 408:
-                    let wasNoWait = state.withLock { state in
-                        defer {
-                            state.request = nil
-                            state.pending = 0
-                        }
-                        return state.request?.noWait ?? false
+                    // That request ended. An old one's status (given up on
+                    // as lost) changes nothing.
+                    let ended: Request? = state.withLock { state in
+                        guard let index = state.requests.firstIndex(where: { $0.id == id }) else { return nil }
+                        state.pending = 0
+                        return state.requests.remove(at: index)
                     }
+                    guard let ended else { continue }
                     if !fetched.messages.isEmpty { return fetched }
                     // A no_wait request found nothing: wait in a long poll.
-                    if wasNoWait { continue }
+                    if ended.noWait || state.withLock({ !$0.requests.isEmpty }) { continue }
                     fetched.empty = true
                     return fetched
                 case 409, 503:
@@ -279,7 +301,7 @@ public final class PullConsumer: Sendable {
                             "consumer \(name) on stream \(stream) refuses the pull request (\(text)); lower the batch or expires to its limits, or raise them on the consumer"
                         )
                     }
-                    state.withLock { $0.request = nil }
+                    state.withLock { state in state.requests.removeAll { $0.id == id } }
                     if !fetched.messages.isEmpty { return fetched }
                     // Too many waiting requests, a leadership change, no
                     // responders while JetStream restarts: ask again shortly.
@@ -295,12 +317,18 @@ public final class PullConsumer: Sendable {
             guard let ackSubject = message.replyTo, let metadata = JetStreamMetadata(ackSubject: ackSubject) else {
                 continue
             }
-            let (gap, refill) = state.withLock { state -> (Gap?, Bool) in
+            let batch = options.batch
+            let (gap, refill, filled) = state.withLock { state -> (Gap?, Bool, Bool) in
                 state.pending = metadata.pending
-                if var request = state.request {
-                    request.lastHeard = .now
-                    request.credit -= 1
-                    state.request = request.credit > 0 ? request : nil
+                // The server fills requests oldest first.
+                var filled = false
+                if !state.requests.isEmpty {
+                    state.requests[0].lastHeard = .now
+                    state.requests[0].credit -= 1
+                    if state.requests[0].credit <= 0 {
+                        state.requests.removeFirst()
+                        filled = true
+                    }
                 }
                 if let expected = state.expected {
                     if metadata.consumerSequence > expected {
@@ -308,12 +336,25 @@ public final class PullConsumer: Sendable {
                             description:
                                 "\(metadata.consumerSequence - expected) delivery(ies) of consumer \(name) never arrived (consumer sequence \(expected) to \(metadata.consumerSequence - 1); a broken connection or a server restart); the server would deliver them again only after newer ones"
                         )
-                        state.request = nil
-                        return (state.gap, false)
+                        state.requests.removeAll()
+                        return (state.gap, false, false)
                     }
                     state.expected = max(expected, metadata.consumerSequence + 1)
                 }
-                return (nil, state.request == nil && metadata.pending > 0)
+                if metadata.pending == 0, state.requests.count > 1 || (filled && !state.requests.isEmpty) {
+                    // Drained. A no_wait request queued behind this one is
+                    // answered by nats-server only when it expires, and
+                    // waiting on it would delay the long poll: it is given
+                    // up (what it still brings arrives all the same).
+                    let keep = filled ? 0 : 1
+                    state.requests =
+                        Array(state.requests.prefix(keep))
+                        + state.requests.dropFirst(keep).filter { !$0.noWait }
+                }
+                // Half of the open request is delivered and more is
+                // pending: the next request goes out now.
+                let credit = state.requests.reduce(0) { $0 + $1.credit }
+                return (nil, metadata.pending > 0 && credit <= batch / 2 && state.requests.count < 2, filled)
             }
             if let gap {
                 fetched.gap = gap
@@ -323,12 +364,8 @@ public final class PullConsumer: Sendable {
                 JetStreamMessage(
                     subject: message.subject, payload: message.payload, headers: message.headers,
                     ackSubject: ackSubject, metadata: metadata))
-            if refill {
-                // Filled with more pending: the next request goes out now.
-                _ = try await sendRequest(noWait: true)
-                return fetched
-            }
-            if fetched.messages.count >= options.batch { return fetched }
+            if refill { _ = try await sendRequest(noWait: true) }
+            if filled || fetched.messages.count >= batch { return fetched }
         }
     }
 
@@ -343,12 +380,14 @@ public final class PullConsumer: Sendable {
         }
         let payload = try JSONSerialization.data(withJSONObject: body, options: [.sortedKeys])
         let now = ContinuousClock.now
-        let request = Request(credit: options.batch, noWait: noWait, expiresAt: now + expires, lastHeard: now)
-        let inbox = state.withLock { state in
-            state.request = request
-            return state.inboxSubject
+        let (request, reply) = state.withLock { state in
+            defer { state.nextRequest += 1 }
+            let request = Request(
+                id: state.nextRequest, credit: options.batch, noWait: noWait, expiresAt: now + expires, lastHeard: now)
+            state.requests.append(request)
+            return (request, state.inboxSubject + "." + String(request.id))
         }
-        try await jetstream.connection.publish(nextSubject, payload: ByteBuffer(bytes: payload), replyTo: inbox)
+        try await jetstream.connection.publish(nextSubject, payload: ByteBuffer(bytes: payload), replyTo: reply)
         return request
     }
 
@@ -399,7 +438,7 @@ public final class PullConsumer: Sendable {
             defer {
                 state.inbox = inbox
                 state.inboxSubject = subject
-                state.request = nil
+                state.requests = []
                 state.pending = nil
                 state.expected = options.detectGaps ? 1 : nil
                 state.gap = nil
