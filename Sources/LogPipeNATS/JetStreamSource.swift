@@ -193,10 +193,11 @@ public struct JetStreamSource: Source, FieldProducer {
             var ackSubjects: [String] = []
             records.reserveCapacity(fetched.messages.count)
             ackSubjects.reserveCapacity(fetched.messages.count)
+            let receivedAt = Timestamp.now()
             for message in fetched.messages {
                 var record = Record(
                     bytes: message.payload, source: name, origin: message.subject, host: "unknown",
-                    receivedAt: .now(), subject: message.subject, offset: Int64(message.metadata.streamSequence),
+                    receivedAt: receivedAt, subject: message.subject, offset: Int64(message.metadata.streamSequence),
                     streamID: streamID)
                 record.offsetFloor = ackFloor
                 pattern?.apply(message.subject, to: &record)

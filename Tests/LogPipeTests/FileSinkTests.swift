@@ -242,7 +242,7 @@ import Testing
             ledger.update(name, size: Int64(index), offsets: ["S/\"c\"": [1, 2, 5], "T": [Int64(index)]])
         }
         ledger.raise(floors: ["S/\"c\"": 1])
-        let stored = try JSONDecoder().decode(WrittenLedger.Stored.self, from: Data(ledger.encoded().utf8))
+        let stored = try JSONDecoder().decode(WrittenLedger.Stored.self, from: Data(ledger.encoded()))
         #expect(stored.version == 1)
         #expect(stored.floors == ["S/\"c\"": 1])
         for (index, name) in names.enumerated() {
@@ -250,6 +250,13 @@ import Testing
             #expect(
                 stored.files[name]?.ranges == ["S/\"c\"": [[2, 2], [5, 5]], "T": [[Int64(index), Int64(index)]]])
         }
+        // Numbers of every width.
+        ledger.update("/n", size: 9_999_999_999, offsets: ["N": [0, 9, 10, 99, 100, Int64.max - 1, Int64.max]])
+        ledger.raise(floors: ["M": 1_234_567_890_123])
+        let numbers = try JSONDecoder().decode(WrittenLedger.Stored.self, from: Data(ledger.encoded()))
+        #expect(numbers.files["/n"]?.size == 9_999_999_999)
+        #expect(numbers.files["/n"]?.ranges["N"] == [[0, 0], [9, 10], [99, 100], [Int64.max - 1, Int64.max]])
+        #expect(numbers.floors?["M"] == 1_234_567_890_123)
     }
 
     /// Saves the intent for appending `text` to `file`, then appends it.

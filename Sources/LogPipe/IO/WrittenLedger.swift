@@ -242,31 +242,68 @@ final class WrittenLedger {
         files[file] = state
     }
 
-    /// The ledger as JSON (the shape of ``Stored``), written by hand: it is
-    /// saved after every batch, and JSONEncoder spent ~1 µs per range.
-    func encoded() -> String {
-        var text = #"{"version":1"#
+    /// The ledger as JSON (the shape of ``Stored``), written by hand into
+    /// bytes: it is saved after every batch with a range per record of the
+    /// batch (a partition's sequences are not contiguous), and JSONEncoder
+    /// spent ~1 µs per range, string concatenation ~0.3.
+    func encoded() -> [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(
+            64 + files.values.reduce(0) { $0 + 48 + $1.ranges.values.reduce(0) { $0 + $1.count * 24 } })
+        func append(_ text: String) { bytes.append(contentsOf: text.utf8) }
+        func append(_ number: Int64) {
+            if number < 0 {
+                // Only Int64.min has no positive counterpart; the text handles it.
+                append(String(number))
+                return
+            }
+            var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes of room, backwards
+            var count = 0
+            var value = UInt64(number)
+            withUnsafeMutableBytes(of: &digits) { room in
+                repeat {
+                    count += 1
+                    room[24 - count] = UInt8(ascii: "0") + UInt8(value % 10)
+                    value /= 10
+                } while value > 0
+                bytes.append(contentsOf: room[(24 - count)...])
+            }
+        }
+        append(#"{"version":1"#)
         if !floors.isEmpty {
-            text += #","floors":{"#
+            append(#","floors":{"#)
             for (index, (stream, floor)) in floors.sorted(by: { $0.key < $1.key }).enumerated() {
-                text += (index > 0 ? "," : "") + Self.quoted(stream) + ":" + String(floor)
+                if index > 0 { bytes.append(UInt8(ascii: ",")) }
+                append(Self.quoted(stream))
+                bytes.append(UInt8(ascii: ":"))
+                append(floor)
             }
-            text += "}"
+            bytes.append(UInt8(ascii: "}"))
         }
-        text += #","files":{"#
+        append(#","files":{"#)
         for (fileIndex, (file, state)) in files.sorted(by: { $0.key < $1.key }).enumerated() {
-            text +=
-                (fileIndex > 0 ? "," : "") + Self.quoted(file) + #":{"size":"# + String(state.size) + #","ranges":{"#
+            if fileIndex > 0 { bytes.append(UInt8(ascii: ",")) }
+            append(Self.quoted(file))
+            append(#":{"size":"#)
+            append(state.size)
+            append(#","ranges":{"#)
             for (streamIndex, (stream, ranges)) in state.ranges.sorted(by: { $0.key < $1.key }).enumerated() {
-                text += (streamIndex > 0 ? "," : "") + Self.quoted(stream) + ":["
+                if streamIndex > 0 { bytes.append(UInt8(ascii: ",")) }
+                append(Self.quoted(stream))
+                append(":[")
                 for (index, range) in ranges.enumerated() {
-                    text += (index > 0 ? ",[" : "[") + String(range[0]) + "," + String(range[1]) + "]"
+                    append(index > 0 ? ",[" : "[")
+                    append(range[0])
+                    bytes.append(UInt8(ascii: ","))
+                    append(range[1])
+                    bytes.append(UInt8(ascii: "]"))
                 }
-                text += "]"
+                bytes.append(UInt8(ascii: "]"))
             }
-            text += "}}"
+            append("}}")
         }
-        return text + "}}"
+        append("}}")
+        return bytes
     }
 
     /// A JSON string literal.
@@ -304,7 +341,7 @@ final class WrittenLedger {
 
     /// Saves atomically (temporary file, fsync, rename, fsync directory).
     func save() throws {
-        let data = Array(encoded().utf8)
+        let data = encoded()
         let directory = (path as NSString).deletingLastPathComponent
         if makeDirectories(directory) != 0 {
             throw SystemCallError(call: "mkdir", target: directory, code: errno)
