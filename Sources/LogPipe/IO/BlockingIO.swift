@@ -18,9 +18,14 @@ enum BlockingIO {
         return pool
     }()
 
-    /// Runs `body` on the blocking pool and returns its result.
+    /// Runs `body` on the blocking pool and returns its result; on a
+    /// ``DedicatedThread`` (where blocking is allowed), right where it is.
     static func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await pool.runIfActive(body)
+        if DedicatedThread.isCurrent {
+            try Task.checkCancellation()
+            return try body()
+        }
+        return try await pool.runIfActive(body)
     }
 
     /// Runs `body` on the blocking pool even when the calling task is

@@ -33,7 +33,7 @@ final class FileTailer {
         var include: [Glob]
         var exclude: [Glob] = []
         var scanInterval: Duration = .seconds(1)
-        var pollInterval: Duration = .milliseconds(250)
+        var pollInterval: Duration = .seconds(1)
         var readFrom: ReadFrom = .beginning
         var fingerprint: FingerprintStrategy = .checksum
         var checkpointInterval: Duration = .seconds(1)
@@ -48,6 +48,9 @@ final class FileTailer {
         var retention: Duration = .seconds(7 * 86400)
         /// Files kept open at once; see ``FileTailer/parkQuietFiles()``.
         var maxOpenFiles = 512
+        /// After reading every file to its end, how long lines may gather
+        /// before the next read (see ``FileTailer/readUntilDone()``).
+        var linger: Duration = .milliseconds(5)
     }
 
     /// Read state per file content (fingerprint); outlives descriptors, so a
@@ -136,6 +139,10 @@ final class FileTailer {
     let maxOpenFiles: Int
     var firstScan = true
     var roundRobin = 0
+    /// Set by ``readRound()``.
+    var readToTheEnd = false
+    /// How long the last wait for a change took.
+    var lastWait: Duration = .seconds(1)
     let watcher = DirectoryWatcher()
 
     init(options: Options, context: SourceContext) {
@@ -231,10 +238,31 @@ final class FileTailer {
                 try checkOnceRead()
                 return
             }
-            if !progressed {
-                await watcher.wait(timeout: options.pollInterval) { [context] in context.isStopping }
+            if progressed, readToTheEnd, !options.once {
+                // Every file was read to its end: the next line comes with
+                // a wake-up of its own. An application logging 10,000 lines
+                // a second in as many writes would cost a round (poll,
+                // fstat, pread, a batch through the pipeline) per line. When
+                // lines come faster than `linger` apart (the last wait was
+                // shorter), the next round waits that long and finds them
+                // together; slower, each is read at once. Lines written
+                // meanwhile are not missed: their inotify event ends the
+                // wait at once.
+                if options.linger > .zero, lastWait < options.linger {
+                    try await BlockingIO.run { [linger = options.linger] in Self.pause(linger) }
+                }
+                await waitForChange(clock)
+            } else if !progressed {
+                await waitForChange(clock)
             }
         }
+    }
+
+    /// Waits for an inotify event or the poll interval, and notes how long.
+    private func waitForChange(_ clock: ContinuousClock) async {
+        let start = clock.now
+        await watcher.wait(timeout: options.pollInterval) { [context] in context.isStopping }
+        lastWait = clock.now - start
     }
 
     /// In `once` mode a back-fill that missed files must not look complete.
@@ -526,12 +554,27 @@ final class FileTailer {
         var modified: Int64 = 0
         var head: [UInt8]?
         var error: Int32?
+        /// Read up to the size seen (nothing more was there).
+        var toTheEnd = false
+    }
+
+    /// Sleeps the calling thread (a ``DedicatedThread``: a task sleep would
+    /// cost a timer on the shared executor per round).
+    static func pause(_ duration: Duration) {
+        var request = timespec(
+            tv_sec: Int(duration.components.seconds),
+            tv_nsec: Int(duration.components.attoseconds / 1_000_000_000))
+        var remaining = timespec()
+        while nanosleep(&request, &remaining) != 0, errno == EINTR { request = remaining }
     }
 
     /// One pass over every open file: at most `read_bytes` per file and a
     /// bounded total per pass, starting at a rotating file so that a busy
-    /// file cannot starve the others. Returns whether anything was read.
+    /// file cannot starve the others. Returns whether anything was read;
+    /// ``readToTheEnd`` says whether every file was read as far as it was
+    /// long when looked at (nothing left for an immediate next round).
     func readRound() async throws -> Bool {
+        readToTheEnd = true
         guard !files.isEmpty else { return false }
         let budget = max(options.readBytes * 4, options.readBytes)
         var requests: [ReadRequest] = []
@@ -570,7 +613,10 @@ final class FileTailer {
                     if request.wantsHead { return result }
                 }
                 let available = Int64(info.st_size) - request.offset
-                guard available > 0, remaining > 0 else { return result }
+                guard available > 0, remaining > 0 else {
+                    result.toTheEnd = available <= 0
+                    return result
+                }
                 let wanted = Int(min(available, Int64(min(request.maxBytes, remaining))))
                 var buffer = request.buffer
                 var readError: Int32?
@@ -582,12 +628,14 @@ final class FileTailer {
                 remaining -= count
                 result.buffer = buffer
                 result.bytesRead = count
+                result.toTheEnd = count == available
                 result.error = readError
                 return result
             }
         }
         var progressed = false
         for (file, result) in zip(order, results) {
+            if !result.toTheEnd { readToTheEnd = false }
             if let error = result.error {
                 context.logger.warning("cannot read \(file.path): \(String(cString: strerror(error))); will retry")
                 continue
@@ -607,11 +655,13 @@ final class FileTailer {
                 // truncated and rewritten past our offset.
                 truncated(file)
                 progressed = true
+                readToTheEnd = false
                 continue
             }
             if result.size < file.readOffset {
                 truncated(file)
                 progressed = true
+                readToTheEnd = false
                 continue
             }
             if result.bytesRead > 0 {
@@ -848,6 +898,19 @@ final class CheckpointBook: Sendable {
 
     private let items = LockedBox<[FileFingerprint: Item]>([:])
 
+    /// What the last save wrote (without the `seen` times) and when: an
+    /// idle tailer does not rewrite and fsync an unchanged checkpoint every
+    /// `checkpoint_interval`.
+    private struct LastSave {
+        var entries: [String: Checkpointer.Entry] = [:]
+        var at: Int64 = 0
+    }
+    private let lastSave = LockedBox(LastSave())
+
+    /// An unchanged checkpoint is saved again this often anyway, to renew
+    /// the `seen` times that retention goes by (days).
+    static let refreshSeconds: Int64 = 3600
+
     func load(_ entries: [FileFingerprint: Checkpointer.Entry]) {
         items.withLock { items in
             for (fingerprint, entry) in entries { items[fingerprint] = .saved(entry) }
@@ -883,8 +946,19 @@ final class CheckpointBook: Sendable {
     @discardableResult
     func save(to checkpointer: Checkpointer, context: SourceContext) async -> Bool {
         let snapshot = entries()
+        let now = Int64(Timestamp.now().nanosecondsSinceEpoch / 1_000_000_000)
+        var compared: [String: Checkpointer.Entry] = [:]
+        for var entry in snapshot {
+            entry.seen = 0
+            compared[entry.fingerprint] = entry
+        }
+        let unchanged = lastSave.withLock { last in
+            last.entries == compared && now - last.at < Self.refreshSeconds
+        }
+        if unchanged { return true }
         do {
             try await BlockingIO.runEvenIfCancelled { try checkpointer.save(snapshot) }
+            lastSave.withLock { $0 = LastSave(entries: compared, at: now) }
             return true
         } catch {
             context.metrics.count("checkpoint_errors")
@@ -998,7 +1072,7 @@ final class DirectoryWatcher {
         #endif
     }
 
-    /// Waits for a change, `timeout`, or `stop()` (checked every 100 ms).
+    /// Waits for a change, `timeout`, or `stop()` (checked every 250 ms).
     /// The events that woke it are kept for ``takeEvents()``.
     func wait(timeout: Duration, stop: @escaping @Sendable () -> Bool) async {
         let fd = self.fd
@@ -1012,7 +1086,7 @@ final class DirectoryWatcher {
             var remaining = milliseconds
             while remaining > 0, !stop() {
                 var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-                let slice = min(remaining, 100)
+                let slice = min(remaining, 250)
                 if poll(&descriptor, 1, slice) > 0 { return }
                 remaining -= slice
             }

@@ -35,8 +35,9 @@ public struct FileTailSource: Source, FieldProducer, StatefulStage {
                 "scan_interval", .duration, default: "1s",
                 "How often the globs are expanded again to find new and rotated files."),
             OptionSpec(
-                "poll_interval", .duration, default: "250ms",
-                "Longest sleep between `stat` checks when inotify reports nothing."),
+                "poll_interval", .duration, default: "1s",
+                "Longest sleep between `stat` checks when inotify reports nothing (inotify misses changes on network file systems)."
+            ),
             OptionSpec("checkpoint_interval", .duration, default: "1s", "How often acknowledged offsets are saved."),
             OptionSpec(
                 "partial_line_timeout", .duration, default: "1s",
@@ -51,6 +52,10 @@ public struct FileTailSource: Source, FieldProducer, StatefulStage {
             OptionSpec(
                 "read_bytes", .size, default: "256KiB",
                 "Most bytes read from one file at a time (fairness between files)."),
+            OptionSpec(
+                "linger", .duration, default: "5ms",
+                "After reading every file to its end, how long new lines may gather before the next read: one wake-up for many lines of a busy writer, at most this much more latency (0: read each write at once)."
+            ),
         ]
     ) { options in
         let include = options.stringList("include").map(Glob.init)
@@ -71,6 +76,7 @@ public struct FileTailSource: Source, FieldProducer, StatefulStage {
             options)
         settings.readBytes = options.size("read_bytes")
         settings.maxOpenFiles = options.integer("max_open_files")
+        settings.linger = options.duration("linger")
         for name in ["scan_interval", "poll_interval", "checkpoint_interval"] where options.duration(name) <= .zero {
             throw options.error(name, "must be longer than 0")
         }
@@ -85,6 +91,8 @@ public struct FileTailSource: Source, FieldProducer, StatefulStage {
     public var producedFields: Set<String> { [] }
 
     public func run(_ context: SourceContext) async throws {
-        try await FileTailer(options: options, context: context).run()
+        // Its loop waits for inotify and reads in system calls: on a thread
+        // of its own they need no hand-off to the blocking pool and back.
+        try await DedicatedThread.run { try await FileTailer(options: options, context: context).run() }
     }
 }
