@@ -56,17 +56,39 @@ public final class AsyncPromise<Value: Sendable>: Sendable {
     }
 
     /// Waits for the value at most `timeout`; then throws `onTimeout`.
+    /// The time-out is an entry in ``Deadlines`` (no task, no timer of its
+    /// own): a JetStream sink waits so for every batch it publishes.
     public func value(timeout: Duration, onTimeout: @autoclosure @escaping @Sendable () -> any Error) async throws
         -> Value
     {
-        try await withThrowingTaskGroup(of: Value.self) { group in
-            group.addTask { try await self.value() }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                throw onTimeout()
+        if let result = state.withLock({ $0.result }) { return try result.get() }
+        let id = state.withLock { state in
+            state.nextID += 1
+            return state.nextID
+        }
+        let timer = Mutex<UInt64?>(nil)
+        defer { if let entry = timer.withLock({ $0 }) { Deadlines.shared.cancel(entry) } }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Value, any Error>) in
+                let ready: Result<Value, any Error>? = state.withLock { state in
+                    if let result = state.result { return result }
+                    if Task.isCancelled { return .failure(CancellationError()) }
+                    state.waiters[id] = continuation
+                    return nil
+                }
+                if let ready {
+                    continuation.resume(with: ready)
+                    return
+                }
+                let entry = Deadlines.shared.schedule(after: timeout) { [self] in
+                    let waiter = state.withLock { $0.waiters.removeValue(forKey: id) }
+                    waiter?.resume(throwing: onTimeout())
+                }
+                timer.withLock { $0 = entry }
             }
-            defer { group.cancelAll() }
-            return try await group.next()!
+        } onCancel: {
+            let waiter = state.withLock { $0.waiters.removeValue(forKey: id) }
+            waiter?.resume(throwing: CancellationError())
         }
     }
 }

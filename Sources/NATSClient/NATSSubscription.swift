@@ -27,6 +27,18 @@ public final class NATSSubscription: AsyncSequence, Sendable {
         var dropped = 0
         /// Identifies the current waiter, so a time-out only ends its own wait.
         var waiterID: UInt64 = 0
+        /// The current waiter's time-out entry in ``Deadlines``.
+        var timer: UInt64?
+
+        /// Takes the waiter (and cancels its time-out).
+        mutating func takeWaiter() -> CheckedContinuation<NATSMessage?, Never>? {
+            defer {
+                waiter = nil
+                if let timer { Deadlines.shared.cancel(timer) }
+                timer = nil
+            }
+            return waiter
+        }
     }
 
     private let state = Mutex(State())
@@ -72,10 +84,7 @@ public final class NATSSubscription: AsyncSequence, Sendable {
         }
         let (waiter, accepted): (CheckedContinuation<NATSMessage?, Never>?, Bool) = state.withLock { state in
             if state.finished { return (nil, false) }
-            if let waiter = state.waiter {
-                state.waiter = nil
-                return (waiter, true)
-            }
+            if let waiter = state.takeWaiter() { return (waiter, true) }
             guard state.buffer.count < capacity else {
                 state.dropped += 1
                 return (nil, false)
@@ -90,8 +99,7 @@ public final class NATSSubscription: AsyncSequence, Sendable {
     func finish() {
         let waiter = state.withLock { state in
             state.finished = true
-            defer { state.waiter = nil }
-            return state.waiter
+            return state.takeWaiter()
         }
         waiter?.resume(returning: nil)
     }
@@ -138,17 +146,27 @@ public final class NATSSubscription: AsyncSequence, Sendable {
                 return
             }
             let id = ready.2
-            Task { [self] in
-                try? await Task.sleep(for: timeout)
+            // A time-out entry, not a task with a timer per wait (see
+            // Deadlines): a pull consumer waits here per burst of messages.
+            let entry = Deadlines.shared.schedule(after: timeout) { [self] in
                 // Only this wait, and only if still waiting: a delivery that
                 // won the race keeps its message.
                 let waiter: CheckedContinuation<NATSMessage?, Never>? = state.withLock { state in
                     guard state.waiterID == id, let waiter = state.waiter else { return nil }
                     state.waiter = nil
+                    state.timer = nil
                     return waiter
                 }
                 waiter?.resume(returning: nil)
             }
+            // Cancelled by whoever ends the wait first; if that happened
+            // already, cancelled here.
+            let ended = state.withLock { state in
+                guard state.waiterID == id, state.waiter != nil else { return true }
+                state.timer = entry
+                return false
+            }
+            if ended { Deadlines.shared.cancel(entry) }
         }
     }
 

@@ -554,6 +554,33 @@ import Testing
         }
         #expect(try await later.value(timeout: .seconds(600), onTimeout: NATSError.timeout("x")) == 7)
     }
+
+    /// One timer for many time-outs: an earlier entry scheduled after a
+    /// later one still fires first, cancelled entries never fire, and every
+    /// other one fires once.
+    @Test func deadlinesFireInOrderAndCancelledOnesNever() async throws {
+        let deadlines = Deadlines()
+        let fired = Mutex<[Int]>([])
+        let (events, continuation) = AsyncStream.makeStream(of: Int.self)
+        func entry(_ name: Int, after delay: Duration) -> UInt64 {
+            deadlines.schedule(after: delay) {
+                fired.withLock { $0.append(name) }
+                continuation.yield(name)
+            }
+        }
+        _ = entry(3, after: .milliseconds(900))
+        let cancelled = entry(99, after: .milliseconds(300))
+        _ = entry(1, after: .milliseconds(100))
+        _ = entry(2, after: .milliseconds(500))
+        deadlines.cancel(cancelled)
+        var seen: [Int] = []
+        for await name in events {
+            seen.append(name)
+            if seen.count == 3 { break }
+        }
+        #expect(seen == [1, 2, 3])
+        #expect(fired.withLock { $0 } == [1, 2, 3])
+    }
 }
 
 @Suite struct PubAckParsingTests {
