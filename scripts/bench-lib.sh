@@ -20,8 +20,10 @@ corpus() {
 }
 
 # logpipe_bin: builds the release binary (scripts/build-release.sh: the Swift
-# runtime linked in statically) and prints its path.
+# runtime linked in statically) and prints its path; LOGPIPE_BIN=path uses
+# that binary instead (to compare two builds).
 logpipe_bin() {
+  if [ -n "${LOGPIPE_BIN:-}" ]; then echo "$LOGPIPE_BIN"; return; fi
   scripts/build-release.sh
 }
 
