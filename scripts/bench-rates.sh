@@ -15,6 +15,7 @@
 # from write() to the message on the stream's subject.
 #
 #   scripts/bench-rates.sh                      # RATES=100,1000,10000 RATE_SECONDS=20 IDLE_SECONDS=60
+#   CASES=logpipe_shipper scripts/bench-rates.sh  # only some cases (comma-separated names)
 source "$(dirname "$0")/bench-lib.sh"
 rates="${RATES:-100,1000,10000}"
 seconds="${RATE_SECONDS:-20}"
@@ -27,6 +28,7 @@ rm -rf "$work" && mkdir -p "$work"
 results="$work/results.jsonl"
 rates_run() { # NAME [rates.py options...] -- COMMAND...
   local name="$1"; shift
+  if [ -n "${CASES:-}" ] && [[ ",$CASES," != *",$name,"* ]]; then return; fi
   echo "$name" >&2
   python3 scripts/rates.py --name "$name" --corpus "$input" --results "$results" --rates "$rates" \
     --seconds "$seconds" --idle "$idle" "$@"

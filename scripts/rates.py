@@ -144,7 +144,10 @@ counter = FileCounter(args.output) if args.output else None
 
 
 def delivered():
-    return subscriber.take()[0] if subscriber else counter.lines()
+    if subscriber:
+        with subscriber.lock:
+            return subscriber.count
+    return counter.lines()
 
 
 time.sleep(3)  # started, connected, watching its file
