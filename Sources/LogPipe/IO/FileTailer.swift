@@ -171,6 +171,41 @@ final class FileTailer {
     // MARK: - The loop
 
     func run() async throws {
+        // The wait for a change ends at once when the pipeline stops (a
+        // pipe the watcher polls beside inotify), so it needs no wake-ups
+        // to look: an idle source wakes once per poll_interval.
+        #if os(Linux)
+            var ends: [Int32] = [-1, -1]
+            if pipe(&ends) == 0 {
+                for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
+            } else {
+                ends = [-1, -1]
+            }
+            let (wake, signal) = (ends[0], ends[1])
+            watcher.wakeDescriptor = wake
+            let context = self.context
+            let stopWaker = Task {
+                await context.waitForStop()
+                guard !Task.isCancelled, signal >= 0 else { return }
+                var one: UInt8 = 1
+                _ = write(signal, &one, 1)
+            }
+            defer { for end in ends where end >= 0 { Glibc.close(end) } }
+            do {
+                try await runWatching()
+            } catch {
+                stopWaker.cancel()
+                await stopWaker.value
+                throw error
+            }
+            stopWaker.cancel()
+            await stopWaker.value
+        #else
+            try await runWatching()
+        #endif
+    }
+
+    private func runWatching() async throws {
         let checkpointer = self.checkpointer
         saved = try await BlockingIO.run { try checkpointer.load() }
         savedLengths = Set(saved.values.compactMap(\.length))
@@ -992,6 +1027,10 @@ final class DirectoryWatcher {
     }
 
     private let fd: Int32
+    /// Readable once the pipeline stops (the read end of a pipe): ends a
+    /// ``wait(timeout:stop:)``.
+    /// Owned (and closed) by the tailer; -1 when there is none.
+    var wakeDescriptor: Int32 = -1
     private var watched: Set<String> = []
     private var directories: [Int32: String] = [:]
     /// Events read while waiting, not yet taken.
@@ -1037,6 +1076,10 @@ final class DirectoryWatcher {
                 let count = readBuffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
                 guard count > 0 else { return }
                 parse(readBuffer.prefix(count))
+                // A read that did not fill the buffer took everything there
+                // was (events coming later end the next poll): no second
+                // read that only says EAGAIN.
+                if count < readBuffer.count - 4096 { return }
             }
         #endif
     }
@@ -1072,7 +1115,8 @@ final class DirectoryWatcher {
         #endif
     }
 
-    /// Waits for a change, `timeout`, or `stop()` (checked every 250 ms).
+    /// Waits for a change, `timeout`, or the stop (the wake descriptor, or
+    /// `stop()` checked every 250 ms).
     /// The events that woke it are kept for ``takeEvents()``.
     func wait(timeout: Duration, stop: @escaping @Sendable () -> Bool) async {
         let fd = self.fd
@@ -1082,12 +1126,18 @@ final class DirectoryWatcher {
             try? await Task.sleep(for: timeout)
             return
         }
+        let wake = wakeDescriptor
         _ = try? await BlockingIO.run {
             var remaining = milliseconds
             while remaining > 0, !stop() {
-                var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-                let slice = min(remaining, 250)
-                if poll(&descriptor, 1, slice) > 0 { return }
+                // With a wake descriptor the stop ends the poll; without,
+                // the stop is looked at every 250 ms.
+                var descriptors = [
+                    pollfd(fd: fd, events: Int16(POLLIN), revents: 0),
+                    pollfd(fd: wake, events: Int16(POLLIN), revents: 0),
+                ]
+                let slice = wake >= 0 ? remaining : min(remaining, 250)
+                if poll(&descriptors, wake >= 0 ? 2 : 1, slice) > 0 { return }
                 remaining -= slice
             }
         }
