@@ -518,7 +518,7 @@ import Testing
         #expect(Set(lines).count == count + 1)
         #expect(descriptors < 1024)
         // The debug build: a loose bound that still catches a read buffer
-        // per file (2.6 GB before); the release build's figure is in the README.
+        // per file (2.6 GB before); the release build's figure is in docs/guarantees.md.
         #expect(peak < 400 * 1024, "peak RSS \(peak) KiB")
         #expect(result.stderr.contains("max_open_files lowered to 512") == false)
     }

@@ -234,7 +234,7 @@ import Testing
     /// A three-node cluster with an R3 stream: the shipper and the consumers
     /// keep going while one node is stopped and started again; every line is
     /// stored once and written once, in the stream's order. Run with the
-    /// reference pipelines as the README's cluster section says.
+    /// reference pipelines as docs/guarantees.md's cluster recipe says.
     @Test func threeNodeClusterSurvivesANodeRestart() async throws {
         let cluster = try await NATSCluster()
         defer { cluster.shutdown() }
