@@ -35,24 +35,7 @@ public final class AsyncPromise<Value: Sendable>: Sendable {
 
     /// Waits for the value.
     public func value() async throws -> Value {
-        let id = state.withLock { state in
-            state.nextID += 1
-            return state.nextID
-        }
-        return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Value, any Error>) in
-                let ready: Result<Value, any Error>? = state.withLock { state in
-                    if let result = state.result { return result }
-                    if Task.isCancelled { return .failure(CancellationError()) }
-                    state.waiters[id] = continuation
-                    return nil
-                }
-                if let ready { continuation.resume(with: ready) }
-            }
-        } onCancel: {
-            let waiter = state.withLock { $0.waiters.removeValue(forKey: id) }
-            waiter?.resume(throwing: CancellationError())
-        }
+        try await wait(timeout: nil, onTimeout: { CancellationError() })
     }
 
     /// Waits for the value at most `timeout`; then throws `onTimeout`.
@@ -61,6 +44,10 @@ public final class AsyncPromise<Value: Sendable>: Sendable {
     public func value(timeout: Duration, onTimeout: @autoclosure @escaping @Sendable () -> any Error) async throws
         -> Value
     {
+        try await wait(timeout: timeout, onTimeout: onTimeout)
+    }
+
+    private func wait(timeout: Duration?, onTimeout: @escaping @Sendable () -> any Error) async throws -> Value {
         if let result = state.withLock({ $0.result }) { return try result.get() }
         let id = state.withLock { state in
             state.nextID += 1
@@ -80,6 +67,7 @@ public final class AsyncPromise<Value: Sendable>: Sendable {
                     continuation.resume(with: ready)
                     return
                 }
+                guard let timeout else { return }
                 let entry = Deadlines.shared.schedule(after: timeout) { [self] in
                     let waiter = state.withLock { $0.waiters.removeValue(forKey: id) }
                     waiter?.resume(throwing: onTimeout())

@@ -340,6 +340,26 @@ import Testing
         return connection
     }
 
+    /// Writes `directory/p.yaml`: the `jetstream` source `logs` on stream
+    /// LOGS of `server`, with the further options in `source` (YAML lines),
+    /// into the sink `files` given as a flow mapping.
+    func writeConsumerPipeline(_ directory: String, server: NATSServer, source: String, sink: String) throws {
+        let options = source.split(separator: "\n").map { "    " + $0 }.joined(separator: "\n")
+        try write(
+            """
+            data_dir: \(directory)/data
+            sources:
+              logs:
+                type: jetstream
+                servers: ["\(server.url)"]
+                stream: LOGS
+            \(options)
+            sinks:
+              files: \(sink)
+            """,
+            to: directory + "/p.yaml")
+    }
+
     /// `stop_after_idle` ends after one empty long poll once the stream is
     /// drained, also when the sink was still busy with the last batches as
     /// the poll began (the server could deliver all along: nothing near
@@ -349,22 +369,15 @@ import Testing
         defer { server.stop() }
         try await Self.fillStream(on: server, lines: 20_000).close()
         let directory = try makeTemporaryDirectory()
-        try write(
-            """
-            data_dir: \(directory)/data
-            sources:
-              logs:
-                type: jetstream
-                servers: ["\(server.url)"]
-                stream: LOGS
+        try writeConsumerPipeline(
+            directory, server: server,
+            source: """
                 consumer: { durable: idle, max_ack_pending: 100000 }
                 batch: 2000
                 in_order: true
                 stop_after_idle: 1s
-            sinks:
-              files: { type: file, inputs: [logs], path: "\(directory)/all.log", exactly_once: true }
-            """,
-            to: directory + "/p.yaml")
+                """,
+            sink: #"{ type: file, inputs: [logs], path: "\#(directory)/all.log", exactly_once: true }"#)
         let result = try await CLI.run(["run", "--log-level", "trace", directory + "/p.yaml"])
         #expect(result.status == 0, "\(result.stderr)")
         let lines = try String(contentsOfFile: directory + "/all.log", encoding: .utf8).split(separator: "\n")
@@ -381,20 +394,13 @@ import Testing
         try await Self.fillStream(on: server, lines: 100).close()
         let directory = try makeTemporaryDirectory()
         _ = FileManager.default.createFile(atPath: directory + "/out", contents: Data())  // the sink is stuck
-        try write(
-            """
-            data_dir: \(directory)/data
-            sources:
-              logs:
-                type: jetstream
-                servers: ["\(server.url)"]
-                stream: LOGS
+        try writeConsumerPipeline(
+            directory, server: server,
+            source: """
                 consumer: { durable: slow, ack_wait: 1s }
                 stop_after_idle: 2s
-            sinks:
-              files: { type: file, inputs: [logs], path: "\(directory)/out/all.log", max_retry_backoff: 200ms }
-            """,
-            to: directory + "/p.yaml")
+                """,
+            sink: #"{ type: file, inputs: [logs], path: "\#(directory)/out/all.log", max_retry_backoff: 200ms }"#)
         let running = try CLI.Running(["run", directory + "/p.yaml"])
         try await eventually { running.stderr.contains("cannot write") }
         try await Task.sleep(for: .seconds(3))  // three times ack_wait
@@ -414,21 +420,14 @@ import Testing
         let connection = try await Self.fillStream(on: server, lines: 5000)
         let jetstream = JetStreamContext(connection: connection)
         let directory = try makeTemporaryDirectory()
-        try write(
-            """
-            data_dir: \(directory)/data
-            sources:
-              logs:
-                type: jetstream
-                servers: ["\(server.url)"]
-                stream: LOGS
+        try writeConsumerPipeline(
+            directory, server: server,
+            source: """
                 consumer: { durable: single, ack_policy: all }
                 in_order: true
                 stop_after_idle: 1s
-            sinks:
-              files: { type: file, inputs: [logs], path: "\(directory)/all.log" }
-            """,
-            to: directory + "/p.yaml")
+                """,
+            sink: #"{ type: file, inputs: [logs], path: "\#(directory)/all.log" }"#)
         // Without in_order a cumulative ack could cover a delivery lost on
         // its way: refused.
         let refused = try await CLI.run(["validate", directory + "/p.yaml", "--set", "logs.in_order=false"])
