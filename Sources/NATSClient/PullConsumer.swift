@@ -341,11 +341,12 @@ public final class PullConsumer: Sendable {
                     }
                     state.expected = max(expected, metadata.consumerSequence + 1)
                 }
-                if metadata.pending == 0, state.requests.count > 1 || (filled && !state.requests.isEmpty) {
-                    // Drained. A no_wait request queued behind this one is
-                    // answered by nats-server only when it expires, and
-                    // waiting on it would delay the long poll: it is given
-                    // up (what it still brings arrives all the same).
+                if metadata.pending == 0 {
+                    // Drained. A no_wait request queued behind the one being
+                    // filled is answered by nats-server only when it
+                    // expires, and waiting on it would delay the long poll:
+                    // it is given up (what it still brings arrives all the
+                    // same).
                     let keep = filled ? 0 : 1
                     state.requests =
                         Array(state.requests.prefix(keep))

@@ -139,10 +139,6 @@ final class FileTailer {
     let maxOpenFiles: Int
     var firstScan = true
     var roundRobin = 0
-    /// Set by ``readRound()``.
-    var readToTheEnd = false
-    /// How long the last wait for a change took.
-    var lastWait: Duration = .seconds(1)
     let watcher = DirectoryWatcher()
 
     init(options: Options, context: SourceContext) {
@@ -255,6 +251,8 @@ final class FileTailer {
     func readUntilDone() async throws {
         let clock = ContinuousClock()
         var lastScan = clock.now - options.scanInterval
+        // How long the last wait for a change took (see `linger` below).
+        var lastWait: Duration = .seconds(1)
         if maxOpenFiles < options.maxOpenFiles {
             context.logger.notice(
                 "max_open_files lowered to \(maxOpenFiles), half of this process's descriptor limit (ulimit -n)")
@@ -267,7 +265,7 @@ final class FileTailer {
                 pruneForgottenFiles()
                 lastScan = clock.now
             }
-            let progressed = try await readRound()
+            let (progressed, readToTheEnd) = try await readRound()
             try await finishQuietFiles()
             if options.once, !progressed, waiting == 0, files.allSatisfy({ $0.atEnd && $0.progress != nil }) {
                 try checkOnceRead()
@@ -286,18 +284,18 @@ final class FileTailer {
                 if options.linger > .zero, lastWait < options.linger {
                     try await BlockingIO.run { [linger = options.linger] in Self.pause(linger) }
                 }
-                await waitForChange(clock)
+                lastWait = await waitForChange(clock)
             } else if !progressed {
-                await waitForChange(clock)
+                lastWait = await waitForChange(clock)
             }
         }
     }
 
-    /// Waits for an inotify event or the poll interval, and notes how long.
-    private func waitForChange(_ clock: ContinuousClock) async {
+    /// Waits for an inotify event or the poll interval; returns how long.
+    private func waitForChange(_ clock: ContinuousClock) async -> Duration {
         let start = clock.now
         await watcher.wait(timeout: options.pollInterval) { [context] in context.isStopping }
-        lastWait = clock.now - start
+        return clock.now - start
     }
 
     /// In `once` mode a back-fill that missed files must not look complete.
@@ -605,12 +603,12 @@ final class FileTailer {
 
     /// One pass over every open file: at most `read_bytes` per file and a
     /// bounded total per pass, starting at a rotating file so that a busy
-    /// file cannot starve the others. Returns whether anything was read;
-    /// ``readToTheEnd`` says whether every file was read as far as it was
-    /// long when looked at (nothing left for an immediate next round).
-    func readRound() async throws -> Bool {
-        readToTheEnd = true
-        guard !files.isEmpty else { return false }
+    /// file cannot starve the others. Returns whether anything was read,
+    /// and whether every file was read as far as it was long when looked at
+    /// (nothing left for an immediate next round).
+    func readRound() async throws -> (progressed: Bool, toTheEnd: Bool) {
+        var readToTheEnd = true
+        guard !files.isEmpty else { return (false, true) }
         let budget = max(options.readBytes * 4, options.readBytes)
         var requests: [ReadRequest] = []
         let start = roundRobin % files.count
@@ -711,7 +709,7 @@ final class FileTailer {
                 try await flushPartialLine(file)
             }
         }
-        return progressed
+        return (progressed, readToTheEnd)
     }
 
     /// Gives a file its identity once its first line is complete: the
