@@ -62,12 +62,12 @@ final class Deadlines: Sendable {
 
     private func fire(armedFor deadline: ContinuousClock.Instant) {
         let now = ContinuousClock.now
-        let (due, next): ([@Sendable () -> Void], ContinuousClock.Instant?) = state.withLock { state in
-            var due: [@Sendable () -> Void] = []
+        let (due, next): ([Entry], ContinuousClock.Instant?) = state.withLock { state in
+            var due: [Entry] = []
             var earliest: ContinuousClock.Instant?
             for (id, entry) in state.entries {
                 if entry.deadline <= now + Self.slack {
-                    due.append(entry.action)
+                    due.append(entry)
                     state.entries[id] = nil
                 } else if earliest.map({ entry.deadline < $0 }) ?? true {
                     earliest = entry.deadline
@@ -80,6 +80,8 @@ final class Deadlines: Sendable {
             return (due, earliest)
         }
         if let next { arm(at: next) }
-        for action in due { action() }
+        // Entries that came due together (a timer that ran late on a busy
+        // machine) fire in the order of their deadlines.
+        for entry in due.sorted(by: { $0.deadline < $1.deadline }) { entry.action() }
     }
 }
