@@ -237,6 +237,7 @@ public struct JetStreamSink: Sink {
         defer { events.cancel() }
         let jetstream = JetStreamContext(connection: connection)
         var streamSubjects: [String]? = nil
+        var duplicateWindow: Duration? = nil
         if let stream {
             // With create: false the stream is someone else's to create:
             // wait for it (records wait upstream meanwhile).
@@ -254,6 +255,7 @@ public struct JetStreamSink: Sink {
             }
             waiting.over("stream \(streamName)")
             streamSubjects = ready!.config.subjects
+            duplicateWindow = .nanoseconds(ready!.config.duplicate_window)
             context.logger.info("stream \(streamName) ready (\(ready!.state.messages) messages)")
         }
         let publisher = try await JetStreamPublisher(connection: connection)
@@ -263,9 +265,13 @@ public struct JetStreamSink: Sink {
         // input (a source may wait for exactly these acknowledgements).
         let inFlight = BoundedChannel<InFlight>(capacity: 1024)
         let settler = Task {
+            // The duplicate_window error is logged once; the metric counts.
+            var reportedPastWindow = false
             do {
                 while let item = await inFlight.receive() {
-                    try await settle(item, publisher: publisher, streamSubjects: streamSubjects, context: context)
+                    try await settle(
+                        item, publisher: publisher, streamSubjects: streamSubjects, duplicateWindow: duplicateWindow,
+                        reportedPastWindow: &reportedPastWindow, context: context)
                 }
             } catch {
                 inFlight.close()
@@ -333,17 +339,26 @@ public struct JetStreamSink: Sink {
     /// Waits for every acknowledgement of a batch, publishing again (same
     /// ids, in order) what timed out or found no stream, then acknowledges the
     /// batch to the pipeline.
+    ///
+    /// `ack_timeout` counts from each publish, so the batches in flight when
+    /// the stream went away are all published again one `ack_timeout` later
+    /// (they used to wait their turn, `ack_timeout` each). A retry after the
+    /// stream's `duplicate_window` (`duplicateWindow`, when known) is
+    /// reported: a first attempt that was stored but not acknowledged is
+    /// then stored twice.
     func settle(
-        _ item: InFlight, publisher: JetStreamPublisher, streamSubjects: [String]?, context: StageContext
+        _ item: InFlight, publisher: JetStreamPublisher, streamSubjects: [String]?, duplicateWindow: Duration?,
+        reportedPastWindow: inout Bool, context: StageContext
     ) async throws {
         var backoff: Duration = .milliseconds(100)
         var attempts = 0
         var tracker = item.tracker
+        let firstPublished = tracker.publishedAt
         // Positions in `tracker` → indices in the batch.
         var mapping = Array(item.messages.indices)
         var rejected: [Int] = []
         while true {
-            await tracker.wait(timeout: ackTimeout)
+            await tracker.wait(until: tracker.publishedAt + ackTimeout)
             let results = tracker.results
             publisher.forget(tracker)
             var retry: [Int] = []
@@ -391,6 +406,15 @@ public struct JetStreamSink: Sink {
             try await Task.sleep(for: backoff)
             backoff = min(backoff * 2, .seconds(2))
             try await publisher.connection.waitUntilConnected()
+            if let duplicateWindow, ContinuousClock.now - firstPublished > duplicateWindow {
+                context.metrics.count("retries_past_duplicate_window", by: retry.count)
+                if !reportedPastWindow {
+                    reportedPastWindow = true
+                    context.logger.error(
+                        "publishing again messages first published more than the stream's duplicate_window (\(duplicateWindow)) ago: those the stream stored without acknowledging are now stored twice (counted as retries_past_duplicate_window); raise the stream's duplicate_window above the longest outage to ride out"
+                    )
+                }
+            }
             tracker = try await publishRetrying(retry.map { item.messages[$0] }, with: publisher, context: context)
             mapping = retry
         }

@@ -23,9 +23,13 @@ public final class PublishTracker: Sendable {
     private let done = AsyncPromise<Void>()
     /// The batch number in reply subjects.
     let batch: UInt64
+    /// When the batch was handed to the connection: acknowledgement
+    /// deadlines count from here (see ``wait(until:)``).
+    public let publishedAt: ContinuousClock.Instant
 
     init(count: Int, batch: UInt64) {
         self.batch = batch
+        publishedAt = .now
         state = Mutex(State(results: Array(repeating: nil, count: count), remaining: count))
         if count == 0 { done.succeed(()) }
     }
@@ -49,6 +53,17 @@ public final class PublishTracker: Sendable {
     /// Waits until every reply arrived or `timeout` passed.
     public func wait(timeout: Duration) async {
         _ = try? await done.value(timeout: timeout, onTimeout: NATSError.timeout("publish acknowledgements"))
+    }
+
+    /// Waits until every reply arrived or `deadline` passed; returns at once
+    /// when it has. With many batches in flight, each waited for in turn,
+    /// a deadline counted from ``publishedAt`` makes them all time out
+    /// together: a timeout counted from the wait would add up, batch after
+    /// batch, while the stream was gone.
+    public func wait(until deadline: ContinuousClock.Instant) async {
+        let left = deadline - .now
+        guard left > .zero else { return }
+        await wait(timeout: left)
     }
 
     /// The replies so far, in publish order (`nil`: none yet).

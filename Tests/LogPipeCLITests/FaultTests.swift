@@ -387,6 +387,55 @@ import Testing
         #expect(result.stderr.contains("shutdown deadline (2s) passed with 2 record(s) unacknowledged"))
     }
 
+    /// Messages a crashed server never stored are published again once it
+    /// is back; when that is later than the stream's duplicate_window, the
+    /// sink says so (a first attempt stored without its acknowledgement
+    /// would now be stored twice) and counts it, and still delivers.
+    @Test func aRetryPastTheDuplicateWindowIsReported() async throws {
+        let server = try await NATSServer()
+        defer {
+            server.resume()
+            server.stop()
+        }
+        let directory = try makeTemporaryDirectory()
+        try write(
+            """
+            sources:
+              in: { type: stdin }
+            sinks:
+              out:
+                type: jetstream
+                inputs: [in]
+                servers: ["\(server.url)"]
+                subject: logs.web
+                ack_timeout: 500ms
+                stream: { name: LOGS, subjects: ["logs.>"], storage: file, duplicate_window: 2s }
+            """,
+            to: directory + "/p.yaml")
+        let running = try CLI.Running(["run", directory + "/p.yaml"], pipeStdin: true)
+        running.stdinPipe!.fileHandleForWriting.write(Data("zero\n".utf8))
+        let connection = try await NATSConnection.connect(NATSOptions.forTests(server.url))
+        while try await JetStreamContext(connection: connection).streamInfo("LOGS")?.state.messages != 1 {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        await connection.close()
+        // Published to a frozen server, then lost with it.
+        try await server.freeze()
+        running.stdinPipe!.fileHandleForWriting.write(Data("one\ntwo\n".utf8))
+        try await eventually { running.stderr.contains("not stored by stream LOGS") }
+        server.crash()
+        try await Task.sleep(for: .seconds(3))  // longer than duplicate_window
+        try await server.start()
+        try await eventually { running.stderr.contains("more than the stream's duplicate_window") }
+        try running.stdinPipe!.fileHandleForWriting.close()
+        let result = try await running.wait(timeout: .seconds(120))
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.contains("out.retries_past_duplicate_window=2"), "\(result.stderr)")
+        let check = try await NATSConnection.connect(NATSOptions.forTests(server.url))
+        #expect(try await JetStreamContext(connection: check).streamInfo("LOGS")?.state.messages == 3)
+        await check.close()
+    }
+
     /// Server URLs are checked when the file is validated, and a password
     /// in one never reaches the output.
     @Test func malformedServerURLsAreRejectedWithoutTheirPassword() async throws {

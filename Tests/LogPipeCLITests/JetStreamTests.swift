@@ -299,17 +299,37 @@ import Testing
             JetStreamContext(connection: connection, timeout: .seconds(30)), stream: "LOGS",
             config: ConsumerConfig(durable: "check", filterSubject: nil),
             options: .init(batch: 5000, expires: .seconds(2)))
-        var stored: [String: [Substring]] = [:]
+        // Keyed by stream sequence: a message this reader is given twice (a
+        // redelivery, when an ack is lost while the cluster settles) is
+        // one message of the stream, not two.
+        var bySequence: [UInt64: (host: String, line: Substring)] = [:]
+        var redelivered = 0
         while true {
             let fetched = try await reader.fetch()
             if fetched.empty { break }
             for message in fetched.messages {
                 let host = message.subject.split(separator: ".").dropFirst(2).joined(separator: ".")
-                stored[host + ".log", default: []].append(Substring(String(buffer: message.payload)))
+                let line = Substring(String(buffer: message.payload))
+                if bySequence.updateValue((host + ".log", line), forKey: message.metadata.streamSequence) != nil {
+                    redelivered += 1
+                }
             }
             // Acknowledged, or the server stops at max_ack_pending.
             try await reader.acknowledge(fetched.messages.map(\.ackSubject))
         }
+        var stored: [String: [Substring]] = [:]
+        for sequence in bySequence.keys.sorted() {
+            let (host, line) = bySequence[sequence]!
+            stored[host, default: []].append(line)
+        }
+        // What a failure message needs to tell a shipper's duplicate from a
+        // consumer's: how the stream and the three runs saw it.
+        let evidence = """
+            stream: \(bySequence.count) messages, sequences \(bySequence.keys.min() ?? 0)...\(bySequence.keys.max() ?? 0), \
+            \(redelivered) redelivered to the check reader
+            shipper: \(shipped.stderr.split(separator: "\n").suffix(6).joined(separator: "\n"))
+            again: \(again.stderr.split(separator: "\n").suffix(4).joined(separator: "\n"))
+            """
         await connection.close()
         for file in try FileManager.default.contentsOfDirectory(atPath: directory + "/hosts") {
             let input = try String(contentsOfFile: directory + "/hosts/" + file, encoding: .utf8).split(
@@ -318,7 +338,9 @@ import Testing
                 (try? String(contentsOfFile: directory + "/central/" + file, encoding: .utf8))?.split(separator: "\n")
                 ?? []
             let streamed = stored[file] ?? []
-            #expect(streamed.sorted() == input.sorted(), "\(file): \(streamed.count) of \(input.count) lines stored")
+            #expect(
+                streamed.sorted() == input.sorted(),
+                "\(file): \(streamed.count) of \(input.count) lines stored; \(evidence)")
             #expect(output == streamed, "\(file): the central file is not the stream's lines in the stream's order")
             if streamed == input { #expect(output == input, "\(file)") }
         }

@@ -583,6 +583,30 @@ import Testing
     }
 }
 
+@Suite struct PublishTrackerTests {
+    /// Batches published together and waited for one after the other time
+    /// out together: each deadline counts from its publish. Counted from
+    /// each wait, five unanswered batches took five timeouts (a sink's
+    /// retries after an outage came minutes late, past the stream's
+    /// duplicate_window).
+    @Test func deadlinesCountFromThePublish() async {
+        let trackers = (0..<5).map { PublishTracker(count: 2, batch: UInt64($0)) }
+        let timeout: Duration = .seconds(2)
+        let start = ContinuousClock.now
+        for tracker in trackers { await tracker.wait(until: tracker.publishedAt + timeout) }
+        let waited = ContinuousClock.now - start
+        #expect(waited >= timeout)
+        #expect(waited < timeout * 2.5, "\(waited)")
+        #expect(trackers.allSatisfy { $0.remaining == 2 })
+        // Answered before its deadline, a tracker ends the wait at once.
+        let answered = PublishTracker(count: 1, batch: 9)
+        answered.resolve(0, .stored(sequence: 1, duplicate: false))
+        let before = ContinuousClock.now
+        await answered.wait(until: .now + .seconds(600))
+        #expect(ContinuousClock.now - before < .seconds(60))
+    }
+}
+
 @Suite struct PubAckParsingTests {
     func parse(_ text: String, status: Int? = nil) -> String {
         var headers: NATSHeaders?
