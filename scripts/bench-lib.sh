@@ -27,13 +27,13 @@ logpipe_bin() {
   scripts/build-release.sh
 }
 
-# measure NAME COMMAND...: runs COMMAND (through sh -c) once under GNU time
+# measure NAME COMMAND...: runs COMMAND (through bash -c, which keeps the functions a script exports) once under GNU time
 # (CPU seconds, peak RSS); the wall time is taken to the millisecond around
 # it (GNU time's %e has 10 ms steps, 4 % of a 0.25 s run).
 measure() {
   local name="$1" start end; shift
   start=$(date +%s%N)
-  /usr/bin/time -f "%U %S %M" -o "$BENCH_WORK/time-$$.txt" sh -c "$*"
+  /usr/bin/time -f "%U %S %M" -o "$BENCH_WORK/time-$$.txt" bash -c "$*"
   end=$(date +%s%N)
   local ms=$(( (end - start) / 1000000 ))
   printf '%s %d.%03d %s\n' "$name" $((ms / 1000)) $((ms % 1000)) "$(tail -1 "$BENCH_WORK/time-$$.txt")" >> "$BENCH_RESULTS"

@@ -9,13 +9,14 @@
 #   copy       file (once) -> file          cat; syslog-ng and rsyslog (file -> file, bench/*-copy.conf)
 #   nats       stdin -> partition -> nats   Go natspub -mode core (nats.go)
 #   jetstream  stdin -> partition -> jetstream (acked, window 4000)
-#                                           Go natspub -mode js, same window; logpipe with its default
-#                                           Nats-Msg-Id and with deduplicate: false (natspub sets no id)
+#                                           Go natspub -mode js, same window, without ids and with -msgid
+#                                           (host:offset); logpipe with its default Nats-Msg-Id and with
+#                                           deduplicate: false
 #   central    the central side of the reference scenario on what the jetstream case stored (8 partitions):
 #              one process per partition, all at once, each draining its partition into one file per host
 #              with an fsync per batch before the ack: pipelines/central.yaml (exactly_once, in_order)
 #                                           Go natsconsume (nats.go pull, fetch 1000, fsync, then ack)
-#              both stop 300 ms after their partition ran dry (included in both times); the outputs must be
+#              both stop 1 s after their partition ran dry (included in both times); the outputs must be
 #              byte-identical
 #
 # Every output is checked: the regex output is byte-identical to pcre2grep's,
@@ -67,7 +68,7 @@ build_natsconsume "$work"
 central_go() { # run
   local pids="" p
   for p in $(seq 0 $((partitions - 1))); do
-    "$work/natsconsume" -url "$js_url" -partition "$p" -durable "go$1-p$p" -idle 300ms -out "$work/central-go" > /dev/null &
+    "$work/natsconsume" -url "$js_url" -partition "$p" -durable "go$1-p$p" -idle 1s -out "$work/central-go" > /dev/null &
     pids="$pids $!"
   done
   wait $pids
@@ -76,7 +77,7 @@ central_logpipe() { # run
   local pids="" p
   for p in $(seq 0 $((partitions - 1))); do
     PARTITION=$p CONSUMER="lp$1" OUT="$work/central-lp" LOGPIPE_DATA="$work/central-data" NATS_URL="$js_url" \
-      STOP_AFTER_IDLE=300ms "$bin" run --quiet pipelines/central.yaml &
+      STOP_AFTER_IDLE=1s "$bin" run --quiet pipelines/central.yaml &
     pids="$pids $!"
   done
   wait $pids
@@ -123,6 +124,9 @@ for run in $(seq 1 "$runs"); do
   measure jetstream/go_natspub "'$work/natspub' -url '$js_url' -mode js -maxpending 4000 '$input' > /dev/null"
   check_stream
   purge
+  measure jetstream/go_natspub_msgid "'$work/natspub' -url '$js_url' -mode js -maxpending 4000 -msgid '$input' > /dev/null"
+  check_stream
+  purge
   measure jetstream/logpipe_noid "'$bin' run --quiet '$work/jetstream-noid.yaml' < '$input'"
   check_stream
   purge
@@ -147,12 +151,12 @@ for line in open(sys.argv[1]):
     rows.setdefault(name, []).append((float(wall), float(user) + float(sys_), int(rss)))
 lines, size = int(sys.argv[2]), int(sys.argv[3])
 med = {n: (max(0.001, statistics.median(r[0] for r in rs)), statistics.median(r[1] for r in rs), max(r[2] for r in rs)) for n, rs in rows.items()}
-print(f"{'case':<10} {'tool':<14} {'wall s':>7} {'lines/s':>11} {'MB/s':>6} {'cpu s':>6} {'peak RSS':>9}  logpipe lines/s / this")
+print(f"{'case':<10} {'tool':<17} {'wall s':>7} {'lines/s':>11} {'MB/s':>6} {'cpu s':>6} {'peak RSS':>9}  logpipe lines/s / this")
 for name in order:
     case, tool = name.split("/")
     wall, cpu, rss = med[name]
     subjects = [n for n in order if n.startswith(case + "/logpipe")]
     ratio = "" if tool.startswith("logpipe") else ", ".join(
         f"{n.split('/')[1]} {wall / med[n][0]:.2f}x" for n in subjects)
-    print(f"{case:<10} {tool:<14} {wall:>7.3f} {lines / wall:>11,.0f} {size / wall / 1e6:>6.1f} {cpu:>6.2f} {rss / 1024:>7.1f}Mi  {ratio}")
+    print(f"{case:<10} {tool:<17} {wall:>7.3f} {lines / wall:>11,.0f} {size / wall / 1e6:>6.1f} {cpu:>6.2f} {rss / 1024:>7.1f}Mi  {ratio}")
 PY
