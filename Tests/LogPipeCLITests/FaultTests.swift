@@ -366,11 +366,7 @@ import Testing
         await subscriber.close()
         if type == "jetstream" {
             // Its acknowledgement too (the stream stored it).
-            let connection = try await NATSConnection.connect(NATSOptions.forTests(server.url))
-            while try await JetStreamContext(connection: connection).streamInfo("LOGS")?.state.messages != 1 {
-                try await Task.sleep(for: .milliseconds(20))
-            }
-            await connection.close()
+            try await server.waitForStream("LOGS", messages: 1)
         }
         try await server.freeze()
         running.stdinPipe!.fileHandleForWriting.write(Data("one\ntwo\n".utf8))
@@ -414,11 +410,7 @@ import Testing
             to: directory + "/p.yaml")
         let running = try CLI.Running(["run", directory + "/p.yaml"], pipeStdin: true)
         running.stdinPipe!.fileHandleForWriting.write(Data("zero\n".utf8))
-        let connection = try await NATSConnection.connect(NATSOptions.forTests(server.url))
-        while try await JetStreamContext(connection: connection).streamInfo("LOGS")?.state.messages != 1 {
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        await connection.close()
+        try await server.waitForStream("LOGS", messages: 1)
         // Published to a frozen server, then lost with it.
         try await server.freeze()
         running.stdinPipe!.fileHandleForWriting.write(Data("one\ntwo\n".utf8))
@@ -431,9 +423,7 @@ import Testing
         let result = try await running.wait(timeout: .seconds(120))
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stderr.contains("out.retries_past_duplicate_window=2"), "\(result.stderr)")
-        let check = try await NATSConnection.connect(NATSOptions.forTests(server.url))
-        #expect(try await JetStreamContext(connection: check).streamInfo("LOGS")?.state.messages == 3)
-        await check.close()
+        #expect(try await server.streamMessages("LOGS") == 3)
     }
 
     /// Server URLs are checked when the file is validated, and a password
@@ -593,13 +583,7 @@ import Testing
             """,
             to: directory + "/p.yaml")
         let running = try CLI.Running(["run", directory + "/p.yaml"])
-        let connection = try await NATSConnection.connect(NATSOptions.forTests(server.url))
-        var stored: Int64 = 0
-        while stored < 100 {
-            try await Task.sleep(for: .milliseconds(50))
-            stored = try await JetStreamContext(connection: connection).streamInfo("LOGS")?.state.messages ?? 0
-        }
-        await connection.close()
+        try await server.waitForStream("LOGS", messages: 100)
         let handle = try #require(FileHandle(forWritingAtPath: directory + "/in/a.log"))
         handle.seekToEndOfFile()
         handle.write(Data((String(repeating: "z", count: 5000) + "\n").utf8))

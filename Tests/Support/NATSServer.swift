@@ -134,6 +134,26 @@ public final class NATSServer: @unchecked Sendable {
     deinit { stop() }
 }
 
+extension NATSServer {
+    /// How many messages stream `name` holds (`nil`: no such stream).
+    public func streamMessages(_ name: String) async throws -> Int64? {
+        let connection = try await NATSConnection.connect(NATSOptions.forTests(url))
+        let info = try await JetStreamContext(connection: connection).streamInfo(name)
+        await connection.close()
+        return info?.state.messages
+    }
+
+    /// Waits until stream `name` holds at least `count` messages, on one
+    /// connection (the caller's time limit catches a stall).
+    public func waitForStream(_ name: String, messages count: Int64) async throws {
+        let connection = try await NATSConnection.connect(NATSOptions.forTests(url))
+        while try await JetStreamContext(connection: connection).streamInfo(name)?.state.messages ?? 0 < count {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        await connection.close()
+    }
+}
+
 public struct TestSupportError: Error, CustomStringConvertible {
     public var description: String
     public init(_ description: String) { self.description = description }
