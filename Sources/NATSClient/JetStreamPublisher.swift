@@ -17,21 +17,27 @@ public final class PublishTracker: Sendable {
     private struct State {
         var results: [JetStreamPublishResult?]
         var remaining: Int
+        var publishedAt: ContinuousClock.Instant
     }
 
     private let state: Mutex<State>
     private let done = AsyncPromise<Void>()
     /// The batch number in reply subjects.
     let batch: UInt64
-    /// When the batch was handed to the connection: acknowledgement
-    /// deadlines count from here (see ``wait(until:)``).
-    public let publishedAt: ContinuousClock.Instant
+    /// When the connection took the batch (a wait for room in its write
+    /// buffer does not count): acknowledgement deadlines count from here
+    /// (see ``wait(until:)``).
+    public var publishedAt: ContinuousClock.Instant { state.withLock { $0.publishedAt } }
 
     init(count: Int, batch: UInt64) {
         self.batch = batch
-        publishedAt = .now
-        state = Mutex(State(results: Array(repeating: nil, count: count), remaining: count))
+        state = Mutex(State(results: Array(repeating: nil, count: count), remaining: count, publishedAt: .now))
         if count == 0 { done.succeed(()) }
+    }
+
+    /// Sets ``publishedAt`` to now.
+    func published() {
+        state.withLock { $0.publishedAt = .now }
     }
 
     /// Records a reply; returns whether it was the first for `index`.
@@ -242,6 +248,7 @@ public final class JetStreamPublisher: Sendable {
                 return buffer
             }
             try await connection.publish(buffer)
+            tracker.published()
         } catch {
             forget(tracker)
             throw error
