@@ -41,3 +41,50 @@ import Testing
         _ = try await run.value
     }
 }
+
+/// The checkpoint saver of an idle tailer sleeps until a batch is read,
+/// instead of waking every `checkpoint_interval` to find nothing changed.
+@Suite struct CheckpointQuietTests {
+    @Test func quietOnlyWhenTheSaveCoversEverythingRead() async {
+        let book = CheckpointBook()
+        let tracker = OffsetTracker(committed: 0)
+        book.track(FileFingerprint(value: 1), path: "/a.log", length: 10, tracker: tracker)
+        // Nothing read: the save covers everything.
+        #expect(book.endQuietCheck(book.startQuietCheck(), saved: true))
+        // A failed save is never quiet: the saver tries again.
+        #expect(!book.endQuietCheck(book.startQuietCheck(), saved: false))
+
+        // A batch read and not yet acknowledged: not quiet.
+        let sequence = tracker.register(ends: [10, 20])
+        book.touched()
+        #expect(!book.endQuietCheck(book.startQuietCheck(), saved: true))
+        // Acknowledged after the check began: that save may have missed
+        // the new offset, so not quiet yet; the next one is.
+        let quiet = book.startQuietCheck()
+        tracker.complete(sequence, indices: [0, 1])
+        #expect(!book.endQuietCheck(quiet, saved: true))
+        #expect(book.endQuietCheck(book.startQuietCheck(), saved: true))
+        #expect(tracker.committed == 20)
+
+        // A batch read while saving: not quiet.
+        let before = book.startQuietCheck()
+        _ = tracker.register(ends: [30])
+        book.touched()
+        #expect(!book.endQuietCheck(before, saved: true))
+    }
+
+    @Test(.timeLimit(.minutes(1))) func theSaverWakesAtTheNextBatch() async {
+        let book = CheckpointBook()
+        _ = book.startQuietCheck()
+        let woke = Task { await book.untilTouched(orAfter: .seconds(3600)) }
+        try? await Task.sleep(for: .milliseconds(50))
+        book.touched()
+        await woke.value  // would take an hour without the touch
+        // A touch before the wait ends it at once; cancelling ends it too.
+        await book.untilTouched(orAfter: .seconds(3600))
+        _ = book.startQuietCheck()
+        let cancelled = Task { await book.untilTouched(orAfter: .seconds(3600)) }
+        cancelled.cancel()
+        await cancelled.value
+    }
+}

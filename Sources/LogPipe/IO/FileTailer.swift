@@ -219,7 +219,13 @@ final class FileTailer {
         let saver = Task {
             while !Task.isCancelled {
                 do { try await Task.sleep(for: interval) } catch { return }
-                await book.save(to: checkpointer, context: context)
+                // Idle (nothing read, nothing unacknowledged), the saver
+                // sleeps until the next batch is read: no wake-up a second.
+                let quiet = book.startQuietCheck()
+                let saved = await book.save(to: checkpointer, context: context)
+                if book.endQuietCheck(quiet, saved: saved) {
+                    await book.untilTouched(orAfter: .seconds(CheckpointBook.refreshSeconds + 1))
+                }
             }
         }
         do {
@@ -859,6 +865,7 @@ final class FileTailer {
         ends.append(end)
         let tracker = state.tracker
         let sequence = tracker.register(ends: ends)
+        book.touched()
         try await context.emit(records) { _, completed in
             tracker.complete(sequence, indices: completed.map(\.index))
         }
@@ -944,6 +951,74 @@ final class CheckpointBook: Sendable {
     /// the `seen` times that retention goes by (days).
     static let refreshSeconds: Int64 = 3600
 
+    /// Whether a batch was read or a file added or dropped since the last
+    /// ``startQuietCheck()``, and the saver waiting for that.
+    private struct Activity: Sendable {
+        var touched = false
+        var waiter: CheckedContinuation<Void, Never>?
+    }
+    private let activity = LockedBox(Activity())
+
+    /// Notes that the checkpoint may change (a batch was registered with a
+    /// file's tracker, a file was added or dropped); wakes a waiting saver.
+    func touched() {
+        let waiter = activity.withLock { activity -> CheckedContinuation<Void, Never>? in
+            activity.touched = true
+            defer { activity.waiter = nil }
+            return activity.waiter
+        }
+        waiter?.resume()
+    }
+
+    /// Call right before a save: forgets earlier activity and returns
+    /// whether every record read so far is acknowledged.
+    func startQuietCheck() -> Bool {
+        activity.withLock { $0.touched = false }
+        return items.withLock { items in
+            !items.values.contains { item in
+                if case .live(_, _, let tracker) = item { tracker.hasPending } else { false }
+            }
+        }
+    }
+
+    /// Call right after the save with what ``startQuietCheck()`` returned:
+    /// whether the save covers everything until the next ``touched()``.
+    /// It does when nothing was unacknowledged before it and nothing was
+    /// read since: offsets only move when records read are acknowledged.
+    func endQuietCheck(_ quiet: Bool, saved: Bool) -> Bool {
+        quiet && saved && !activity.withLock { $0.touched }
+    }
+
+    /// Returns at the next ``touched()`` (at once if one came since the
+    /// last ``startQuietCheck()``), after `limit`, or when cancelled.
+    func untilTouched(orAfter limit: Duration) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.untilTouched() }
+            group.addTask { try? await Task.sleep(for: limit) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func untilTouched() async {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let now = activity.withLock { activity -> Bool in
+                    if activity.touched || Task.isCancelled { return true }
+                    activity.waiter = continuation
+                    return false
+                }
+                if now { continuation.resume() }
+            }
+        } onCancel: {
+            let waiter = activity.withLock { activity -> CheckedContinuation<Void, Never>? in
+                defer { activity.waiter = nil }
+                return activity.waiter
+            }
+            waiter?.resume()
+        }
+    }
+
     func load(_ entries: [FileFingerprint: Checkpointer.Entry]) {
         items.withLock { items in
             for (fingerprint, entry) in entries { items[fingerprint] = .saved(entry) }
@@ -952,10 +1027,12 @@ final class CheckpointBook: Sendable {
 
     func track(_ fingerprint: FileFingerprint, path: String, length: Int, tracker: OffsetTracker) {
         items.withLock { $0[fingerprint] = .live(path: path, length: length, tracker: tracker) }
+        touched()
     }
 
     func remove(_ fingerprint: FileFingerprint) {
         items.withLock { $0[fingerprint] = nil }
+        touched()
     }
 
     func entries() -> [Checkpointer.Entry] {
