@@ -88,3 +88,36 @@ import Testing
         await cancelled.value
     }
 }
+
+/// Through a real tailer: once idle, the saver sleeps, and the next line
+/// read wakes it, so its offset is saved within a checkpoint interval (not
+/// at the hourly refresh).
+@Suite struct IdleCheckpointTests {
+    @Test func aLineAfterAnIdleSpellIsCheckpointed() async throws {
+        let directory = try temporaryDirectory()
+        let path = directory + "/app.log"
+        _ = FileManager.default.createFile(atPath: path, contents: nil)
+        var options = FileTailer.Options(include: [Glob(path)])
+        options.checkpointInterval = .milliseconds(100)
+        var pipeline = Pipeline(settings: PipelineSettings(dataDirectory: directory + "/data"))
+        let collected = LockedBox<[String]>([])
+        try pipeline.add("app", source: FileTailSource(options: options))
+        try pipeline.add("out", sink: CollectingSink(collected: collected, onBatch: { _ in }), inputs: ["app"])
+        let runner = PipelineRunner(pipeline: pipeline)
+        let run = Task { try await runner.run() }
+        let checkpoint = directory + "/data/app/checkpoints.json"
+        func saved() -> String { (try? String(contentsOfFile: checkpoint, encoding: .utf8)) ?? "" }
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try handle.write(contentsOf: Data("one\n".utf8))
+        try await eventually { saved().contains("\"offset\":4") }
+        // Idle for many intervals: the saver has gone to sleep.
+        try await Task.sleep(for: .milliseconds(1000))
+        try handle.write(contentsOf: Data("two\n".utf8))
+        try handle.close()
+        try await eventually { saved().contains("\"offset\":8") }
+        #expect(saved().contains("\"offset\":8"), "\(saved())")
+        #expect(collected.withLock { $0 } == ["one", "two"])
+        runner.stop()
+        _ = try await run.value
+    }
+}

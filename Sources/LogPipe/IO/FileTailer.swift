@@ -187,15 +187,11 @@ final class FileTailer {
                 _ = write(signal, &one, 1)
             }
             defer { for end in ends where end >= 0 { Glibc.close(end) } }
-            do {
-                try await runWatching()
-            } catch {
-                stopWaker.cancel()
-                await stopWaker.value
-                throw error
-            }
+            var failure: (any Error)?
+            do { try await runWatching() } catch { failure = error }
             stopWaker.cancel()
             await stopWaker.value
+            if let failure { throw failure }
         #else
             try await runWatching()
         #endif
