@@ -99,6 +99,8 @@ public struct ConsumerInfo: Decodable, Sendable {
     public var config: ConsumerConfig
     public var num_pending: UInt64
     public var num_ack_pending: Int
+    /// Pull requests the server holds open for this consumer.
+    public var num_waiting: Int?
     /// Every message up to this point is acknowledged: it will not be
     /// delivered again.
     public var ack_floor: SequencePair?

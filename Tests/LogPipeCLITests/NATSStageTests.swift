@@ -270,9 +270,18 @@ import Testing
         let running = try CLI.Running(["run", directory + "/p.yaml"])
         try await eventually { running.stderr.contains("connected to") }
         let publisher = try await NATSConnection.connect(NATSOptions.forTests(server.url))
-        // Wait until the subscription is known to the server: a request to
-        // the same subject would need a responder, so just retry a probe.
-        try await Task.sleep(for: .milliseconds(300))
+        // Core NATS drops what nobody subscribes to yet: probe until a probe
+        // line comes out, so the subscription is known to the server.
+        let probing = ContinuousClock.now + .seconds(120)
+        while !FileManager.default.fileExists(atPath: directory + "/out/p3/probe.log") {
+            if ContinuousClock.now > probing {
+                Issue.record("no probe line came out within 120 s")
+                break
+            }
+            try await publisher.publish([.init(subject: "logs.p3.probe", payload: ByteBuffer(string: "probe"))])
+            try await publisher.flush()
+            try await Task.sleep(for: .milliseconds(50))
+        }
         var messages: [NATSConnection.OutgoingMessage] = []
         for index in 0..<3000 {
             let host = ["web1.example.net", "db-2"][index % 2]

@@ -120,7 +120,15 @@ import Testing
             jetstream, stream: "S", config: ConsumerConfig(durable: "A", filterSubject: nil),
             options: .init(batch: 100, expires: .seconds(8)))
         let fetching = Task { try await consumer.fetch() }
-        try await Task.sleep(for: .milliseconds(300))
+        // Crash only once the server holds the long poll: a request sent
+        // while the server is down goes out after the reconnect and is not
+        // lost (a busy machine can take longer than any fixed pause).
+        let held = ContinuousClock.now + .seconds(300)
+        while (try await jetstream.consumerInfo(stream: "S", name: "A")?.num_waiting ?? 0) < 1,
+            ContinuousClock.now < held
+        {
+            try await Task.sleep(for: .milliseconds(20))
+        }
         let port = server.port
         server.crash()
         try await server.start(port: port)
