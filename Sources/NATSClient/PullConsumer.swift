@@ -133,6 +133,8 @@ public final class PullConsumer: Sendable {
         var expected: UInt64?
         var gap: Gap?
         var requestsLost = 0
+        /// Requests that ended with a 408: they waited until they expired.
+        var requestsExpired = 0
         /// The floor of a restart under way.
         var restartFloor: UInt64?
     }
@@ -216,6 +218,9 @@ public final class PullConsumer: Sendable {
     /// (no heartbeat, no expiry): each was replaced by a new one.
     public var requestsLost: Int { state.withLock { $0.requestsLost } }
 
+    /// Pull requests that waited until they expired (408).
+    var requestsExpired: Int { state.withLock { $0.requestsExpired } }
+
     /// Waits for messages and returns those that came, at most
     /// ``Options/batch``: when a request is filled or ended, or ``Options/linger``
     /// after the last message; or nothing, with ``Fetched/empty``, when a long
@@ -280,12 +285,16 @@ public final class PullConsumer: Sendable {
                     let ended: Request? = state.withLock { state in
                         guard let index = state.requests.firstIndex(where: { $0.id == id }) else { return nil }
                         state.pending = 0
+                        if status == 408 { state.requestsExpired += 1 }
                         return state.requests.remove(at: index)
                     }
                     guard let ended else { continue }
                     if !fetched.messages.isEmpty { return fetched }
-                    // A no_wait request found nothing: wait in a long poll.
-                    if ended.noWait || state.withLock({ !$0.requests.isEmpty }) { continue }
+                    // A no_wait request found nothing (404): wait in a long
+                    // poll. A 408 means the server held it until it expired
+                    // (nats-server 2.9 does that with no_wait): it waited a
+                    // whole `expires` for nothing, as a long poll would have.
+                    if (ended.noWait && status == 404) || state.withLock({ !$0.requests.isEmpty }) { continue }
                     fetched.empty = true
                     return fetched
                 case 409, 503:

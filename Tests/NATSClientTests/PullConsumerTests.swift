@@ -108,6 +108,24 @@ import Testing
         await connection.close()
     }
 
+    /// On an empty stream a fetch waits out one `expires`, not two: a
+    /// no_wait request that nats-server 2.9 holds until it expires (instead
+    /// of answering 404 at once) already waited as long as a long poll.
+    @Test func anEmptyFetchWaitsForOneExpiry() async throws {
+        let server = try await NATSServer()
+        defer { server.stop() }
+        let (connection, jetstream) = try await filledStream(server, count: 0)
+        let (consumer, _) = try await PullConsumer.bind(
+            jetstream, stream: "S", config: ConsumerConfig(durable: "A", filterSubject: nil),
+            options: .init(batch: 100, expires: .milliseconds(500)))
+        let fetched = try await consumer.fetch()
+        #expect(fetched.empty)
+        #expect(fetched.messages.isEmpty)
+        #expect(consumer.requestsExpired == 1)
+        consumer.close()
+        await connection.close()
+    }
+
     /// The server crashes while a long poll is open: the request is gone
     /// with it and nothing says so (no 409, no heartbeat, no expiry), so the
     /// consumer replaces it after two missed heartbeats, and the next
