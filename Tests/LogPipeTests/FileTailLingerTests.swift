@@ -42,6 +42,101 @@ import Testing
     }
 }
 
+/// The pause between read rounds follows the rate lines come at.
+@Suite struct ReadPacerTests {
+    /// A pacer that saw one second of lines at `rate`, read in rounds 10 ms
+    /// apart.
+    func pacer(rate: Int, linger: Duration = .milliseconds(5), slowLinger: Duration = .milliseconds(25)) -> ReadPacer {
+        var pacer = ReadPacer(linger: linger, slowLinger: slowLinger)
+        let start = ContinuousClock.now
+        var carried = 0.0
+        for round in 0...100 {
+            carried += Double(rate) / 100
+            let lines = Int(carried)
+            carried -= Double(lines)
+            pacer.read(lines: round == 0 ? 0 : lines, at: start + .milliseconds(10 * round))
+        }
+        return pacer
+    }
+
+    @Test func thePauseGathersAFewLinesBetweenLingerAndSlowLinger() {
+        let short = Duration.microseconds(100)
+        #expect(pacer(rate: 10_000).pause(afterWaiting: short) == .milliseconds(5))
+        #expect(pacer(rate: 1_000).pause(afterWaiting: short) == .milliseconds(5))
+        #expect(pacer(rate: 500).pause(afterWaiting: short) == .milliseconds(10))
+        #expect(pacer(rate: 200).pause(afterWaiting: short) == .milliseconds(25))
+        #expect(pacer(rate: 100).pause(afterWaiting: short) == .milliseconds(25))
+        // 25 ms would gather 1.25 lines: not worth the latency.
+        #expect(pacer(rate: 50).pause(afterWaiting: short) == .zero)
+        #expect(pacer(rate: 0).pause(afterWaiting: short) == .zero)
+    }
+
+    @Test func aWriterThatFellQuietIsReadAtOnce() {
+        // The last wait took longer than the pause would: no pause.
+        #expect(pacer(rate: 100).pause(afterWaiting: .milliseconds(30)) == .zero)
+        #expect(pacer(rate: 10_000).pause(afterWaiting: .milliseconds(6)) == .zero)
+        // A line after a quiet spell updates the rate: read at once.
+        var quiet = pacer(rate: 1_000)
+        quiet.read(lines: 1, at: ContinuousClock.now + .seconds(5))
+        #expect(quiet.pause(afterWaiting: .microseconds(100)) == .zero)
+    }
+
+    @Test func zeroSwitchesThePausesOff() {
+        let short = Duration.microseconds(100)
+        // linger 0: every write is read at once.
+        #expect(pacer(rate: 10_000, linger: .zero).pause(afterWaiting: short) == .zero)
+        #expect(pacer(rate: 100, linger: .zero).pause(afterWaiting: short) == .zero)
+        // slow_linger 0: only `linger`, when it gathers enough.
+        #expect(pacer(rate: 1_000, slowLinger: .zero).pause(afterWaiting: short) == .milliseconds(5))
+        #expect(pacer(rate: 100, slowLinger: .zero).pause(afterWaiting: short) == .zero)
+    }
+
+    /// A busy writer is recognised within its first 50 lines, not after a
+    /// whole window.
+    @Test func aBurstIsRecognisedWithinFiftyLines() {
+        var pacer = ReadPacer(linger: .milliseconds(5), slowLinger: .milliseconds(25))
+        let start = ContinuousClock.now
+        pacer.read(lines: 0, at: start)
+        pacer.read(lines: 60, at: start + .milliseconds(12))
+        #expect(pacer.pause(afterWaiting: .microseconds(100)) == .milliseconds(5))
+    }
+}
+
+/// Through a real tailer: a writer of 100 lines a second, one write()
+/// each, is read a few lines per round (it was a round per line).
+@Suite struct SlowWriterTests {
+    @Test func aHundredLinesASecondShareBatches() async throws {
+        let directory = try temporaryDirectory()
+        let path = directory + "/app.log"
+        _ = FileManager.default.createFile(atPath: path, contents: nil)
+        let options = FileTailer.Options(include: [Glob(path)])
+        var pipeline = Pipeline(settings: PipelineSettings(dataDirectory: directory + "/data"))
+        let collected = LockedBox<[String]>([])
+        let batches = Counter()
+        try pipeline.add("app", source: FileTailSource(options: options))
+        try pipeline.add(
+            "out", sink: CollectingSink(collected: collected, onBatch: { _ in batches.add(1) }), inputs: ["app"])
+        let runner = PipelineRunner(pipeline: pipeline)
+        let run = Task { try await runner.run() }
+        let count = 200
+        try await Task.detached {
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+            defer { try? handle.close() }
+            for index in 0..<count {
+                try handle.write(contentsOf: Data("line \(index)\n".utf8))
+                usleep(10_000)
+            }
+        }.value
+        try await eventually { collected.withLock { $0.count } == count }
+        #expect(collected.withLock { $0 } == (0..<count).map { "line \($0)" })
+        // About 2.5 lines per batch once the rate is known (after a quarter
+        // of a second); a batch per line without the pacer.
+        #expect(batches.current < count * 2 / 3, "\(batches.current) batches for \(count) lines")
+        runner.stop()
+        _ = try await run.value
+    }
+}
+
 /// The checkpoint saver of an idle tailer sleeps until a batch is read,
 /// instead of waking every `checkpoint_interval` to find nothing changed.
 @Suite struct CheckpointQuietTests {

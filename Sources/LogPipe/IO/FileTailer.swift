@@ -51,6 +51,9 @@ final class FileTailer {
         /// After reading every file to its end, how long lines may gather
         /// before the next read (see ``FileTailer/readUntilDone()``).
         var linger: Duration = .milliseconds(5)
+        /// The same for lines that come slower than `linger` apart but
+        /// closer than this: see ``FileTailer/readUntilDone()``.
+        var slowLinger: Duration = .milliseconds(25)
     }
 
     /// Read state per file content (fingerprint); outlives descriptors, so a
@@ -134,6 +137,8 @@ final class FileTailer {
     var parked: [Identity: Parked] = [:]
     /// Matching files the last scan found no descriptor slot for.
     var waiting = 0
+    /// Lines emitted by the current read round (for ``ReadPacer``).
+    var linesRead = 0
     /// The open-file cap in force (`max_open_files`, lowered to half the
     /// process's descriptor limit so that sinks and checkpoints keep theirs).
     let maxOpenFiles: Int
@@ -255,6 +260,7 @@ final class FileTailer {
         var lastScan = clock.now - options.scanInterval
         // How long the last wait for a change took (see `linger` below).
         var lastWait: Duration = .seconds(1)
+        var pacer = ReadPacer(linger: options.linger, slowLinger: options.slowLinger)
         if maxOpenFiles < options.maxOpenFiles {
             context.logger.notice(
                 "max_open_files lowered to \(maxOpenFiles), half of this process's descriptor limit (ulimit -n)")
@@ -267,7 +273,9 @@ final class FileTailer {
                 pruneForgottenFiles()
                 lastScan = clock.now
             }
+            linesRead = 0
             let (progressed, readToTheEnd) = try await readRound()
+            pacer.read(lines: linesRead, at: clock.now)
             try await finishQuietFiles()
             if options.once, !progressed, waiting == 0, files.allSatisfy({ $0.atEnd && $0.progress != nil }) {
                 try checkOnceRead()
@@ -280,11 +288,16 @@ final class FileTailer {
                 // fstat, pread, a batch through the pipeline) per line. When
                 // lines come faster than `linger` apart (the last wait was
                 // shorter), the next round waits that long and finds them
-                // together; slower, each is read at once. Lines written
-                // meanwhile are not missed: their inotify event ends the
-                // wait at once.
-                if options.linger > .zero, lastWait < options.linger {
-                    try await BlockingIO.run { [linger = options.linger] in Self.pause(linger) }
+                // together. A slower writer (tens to hundreds of lines a
+                // second, what most hosts log) would still cost a round per
+                // line: at 40 to 200 lines a second the next round waits
+                // `slow_linger` and reads a few at once (``ReadPacer``).
+                // Slower still, each line is read at once. Lines written
+                // meanwhile are not missed: the wait for a change that
+                // follows ends at once on their inotify event.
+                let pause = pacer.pause(afterWaiting: lastWait)
+                if pause > .zero {
+                    try await BlockingIO.run { Self.pause(pause) }
                 }
                 lastWait = await waitForChange(clock)
             } else if !progressed {
@@ -845,6 +858,7 @@ final class FileTailer {
     /// Emits records of one file; record `i` ends where record `i + 1`
     /// starts, the last one at `end`.
     func send(_ records: [Record], from file: Tracked, end: Int64) async throws {
+        linesRead += records.count
         if file.splitter.oversizeLines > file.reportedOversize {
             context.metrics.count("oversize_lines", by: file.splitter.oversizeLines - file.reportedOversize)
             if file.reportedOversize == 0 {
