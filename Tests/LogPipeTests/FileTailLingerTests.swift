@@ -62,8 +62,9 @@ import Testing
     @Test func thePauseGathersAFewLinesBetweenLingerAndSlowLinger() {
         let short = Duration.microseconds(100)
         #expect(pacer(rate: 10_000).pause(afterWaiting: short) == .milliseconds(5))
-        #expect(pacer(rate: 1_000).pause(afterWaiting: short) == .milliseconds(5))
-        #expect(pacer(rate: 500).pause(afterWaiting: short) == .milliseconds(10))
+        #expect(pacer(rate: 2_000).pause(afterWaiting: short) == .milliseconds(5))
+        #expect(pacer(rate: 1_000).pause(afterWaiting: short) == .milliseconds(10))
+        #expect(pacer(rate: 500).pause(afterWaiting: short) == .milliseconds(20))
         #expect(pacer(rate: 200).pause(afterWaiting: short) == .milliseconds(25))
         #expect(pacer(rate: 100).pause(afterWaiting: short) == .milliseconds(25))
         // 25 ms would gather 1.25 lines: not worth the latency.
@@ -75,6 +76,7 @@ import Testing
         // The last wait took longer than the pause would: no pause.
         #expect(pacer(rate: 100).pause(afterWaiting: .milliseconds(30)) == .zero)
         #expect(pacer(rate: 10_000).pause(afterWaiting: .milliseconds(6)) == .zero)
+        #expect(pacer(rate: 1_000).pause(afterWaiting: .milliseconds(11)) == .zero)
         // A line after a quiet spell updates the rate: read at once.
         var quiet = pacer(rate: 1_000)
         quiet.read(lines: 1, at: ContinuousClock.now + .seconds(5))
