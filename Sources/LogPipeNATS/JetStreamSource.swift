@@ -170,6 +170,10 @@ public struct JetStreamSource: Source, FieldProducer {
         var serverFloor = info.ack_floor.map { Int64($0.stream_seq) }
         var floorAsked = ContinuousClock.now
 
+        // Pull requests the server keeps refusing (a consumer without a
+        // leader after a node restart) are reported once they last.
+        var refusedSince: ContinuousClock.Instant?
+        var refusals = Waiting(context: context.stage)
         pulling: while !context.isStopping {
             if !inOrder, ContinuousClock.now - floorAsked >= .seconds(30) {
                 floorAsked = .now
@@ -189,6 +193,22 @@ public struct JetStreamSource: Source, FieldProducer {
             context.logger.trace(
                 "fetched \(fetched.messages.count) message(s) in \(ContinuousClock.now - fetchStart) (empty: \(fetched.empty)); \(acker.outstanding) not acknowledged yet; \(fetched.messages.last?.metadata.pending ?? 0) pending on the server"
             )
+            if let refused = fetched.refused {
+                context.metrics.count("pull_refusals")
+                lastMessage = .now  // refused is not drained: not idle
+                let since = refusedSince ?? .now
+                refusedSince = since
+                if ContinuousClock.now - since >= .seconds(2) {
+                    refusals.still(
+                        "consumer \(consumer.durable_name) on \(stream)",
+                        because: "the server refuses pull requests (\(refused))")
+                }
+                continue pulling
+            }
+            if refusedSince != nil {
+                refusedSince = nil
+                refusals.over("consumer \(consumer.durable_name) on \(stream)")
+            }
             var records: [Record] = []
             var ackSubjects: [String] = []
             records.reserveCapacity(fetched.messages.count)

@@ -84,6 +84,9 @@ public struct ConsumerConfig: Codable, Sendable, Equatable {
     public var opt_start_seq: UInt64?
     /// The most messages one pull request may ask for (unset: no limit).
     public var max_batch: Int?
+    /// The most pull requests the server holds at once; more are refused
+    /// with a 409 (unset: the server's default, 512).
+    public var max_waiting: Int?
 
     /// A durable pull consumer named `durable`.
     public init(durable: String, filterSubject: String?) {

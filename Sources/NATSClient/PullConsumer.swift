@@ -109,6 +109,12 @@ public final class PullConsumer: Sendable {
         /// (``Options/detectGaps``); later fetches return it too until
         /// ``restart()``.
         public var gap: Gap?
+        /// The server refused the pull request for now (409 or 503 with its
+        /// text: too many waiting requests, a leadership change, JetStream
+        /// restarting). Nothing came; ask again (the fetch already waited
+        /// a moment). Returned to the caller, so that a refusal that lasts
+        /// can be reported and a stopping caller can stop.
+        public var refused: String?
     }
 
     private struct Request {
@@ -313,9 +319,11 @@ public final class PullConsumer: Sendable {
                     state.withLock { state in state.requests.removeAll { $0.id == id } }
                     if !fetched.messages.isEmpty { return fetched }
                     // Too many waiting requests, a leadership change, no
-                    // responders while JetStream restarts: ask again shortly.
+                    // responders while JetStream restarts: the caller asks
+                    // again, a moment later.
                     try await Task.sleep(for: .milliseconds(100))
-                    continue
+                    fetched.refused = "\(status) \(text)"
+                    return fetched
                 default:
                     // 400 and the like: the request itself is wrong.
                     throw NATSError.serverError(

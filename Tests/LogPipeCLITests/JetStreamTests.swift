@@ -408,6 +408,53 @@ import Testing
         #expect(emptyPolls.count == 1, "\(emptyPolls)")
     }
 
+    /// Pull requests the server refuses for a while (a consumer without a
+    /// leader after a node restart; here: its max_waiting taken by another
+    /// client's long poll) are reported after 2 s, then the source goes on
+    /// by itself. They used to be retried silently, and a SIGTERM waited.
+    @Test func refusedPullRequestsAreReportedThenResolved() async throws {
+        let server = try await NATSServer()
+        defer { server.stop() }
+        let connection = try await Self.fillStream(on: server, lines: 0)
+        let jetstream = JetStreamContext(connection: connection)
+        var config = ConsumerConfig(durable: "busy", filterSubject: nil)
+        config.max_waiting = 1
+        try await jetstream.ensureConsumer(stream: "LOGS", config)
+        // Another client holds the only waiting slot with a long poll of
+        // 4 s on an empty stream.
+        let (holder, _) = try await PullConsumer.bind(
+            jetstream, stream: "LOGS", config: config, options: .init(batch: 10, expires: .seconds(4)))
+        let holding = Task { try await holder.fetch() }
+        let held = ContinuousClock.now + .seconds(300)
+        while (try await jetstream.consumerInfo(stream: "LOGS", name: "busy")?.num_waiting ?? 0) < 1,
+            ContinuousClock.now < held
+        {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let directory = try makeTemporaryDirectory()
+        try writeConsumerPipeline(
+            directory, server: server,
+            source: """
+                consumer: { durable: busy }
+                stop_after_idle: 5s
+                """,
+            sink: #"{ type: file, inputs: [logs], path: "\#(directory)/all.log" }"#)
+        let running = try CLI.Running(["run", directory + "/p.yaml"])
+        try await eventually { running.stderr.contains("the server refuses pull requests (409") }
+        _ = try await holding.value  // expired: the slot is free
+        holder.close()
+        let publisher = try await JetStreamPublisher(connection: connection)
+        let tracker = try await publisher.publish(
+            (0..<100).map { .init(subject: "logs.p0.web", payload: ByteBuffer(string: "line \($0)"), messageID: nil) })
+        await tracker.wait(timeout: .seconds(120))
+        let result = try await running.wait()
+        await connection.close()
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.contains("consumer busy on LOGS is there after"), "\(result.stderr)")
+        let lines = try String(contentsOfFile: directory + "/all.log", encoding: .utf8).split(separator: "\n")
+        #expect(lines == (0..<100).map { "line \($0)" })
+    }
+
     /// A sink slower than the consumer's ack_wait: the source sends +WPI for
     /// the records still in the pipeline, so nothing is delivered twice.
     @Test func workInProgressKeepsSlowRecordsFromComingBack() async throws {

@@ -126,6 +126,48 @@ import Testing
         await connection.close()
     }
 
+    /// A request the server refuses for now (409: more waiting requests
+    /// than the consumer's max_waiting) comes back to the caller as
+    /// `refused`, not as an error, and not as an endless wait inside the
+    /// fetch; once the other request is gone, the messages come.
+    @Test func aRefusedRequestReturnsToTheCaller() async throws {
+        let server = try await NATSServer()
+        defer { server.stop() }
+        let (connection, jetstream) = try await filledStream(server, count: 0)
+        var config = ConsumerConfig(durable: "A", filterSubject: nil)
+        config.max_waiting = 1
+        try await jetstream.ensureConsumer(stream: "S", config)
+        let (holder, _) = try await PullConsumer.bind(
+            jetstream, stream: "S", config: config, options: .init(batch: 10, expires: .seconds(3)))
+        let holding = Task { try await holder.fetch() }
+        let held = ContinuousClock.now + .seconds(300)
+        while (try await jetstream.consumerInfo(stream: "S", name: "A")?.num_waiting ?? 0) < 1,
+            ContinuousClock.now < held
+        {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let (consumer, _) = try await PullConsumer.bind(
+            jetstream, stream: "S", config: config, options: .init(batch: 10, expires: .seconds(30)))
+        // The first request is no_wait (nothing known pending): send it
+        // after the long poll so that both are refused or answered alike.
+        var fetched = try await consumer.fetch()
+        while fetched.refused == nil, fetched.messages.isEmpty {
+            fetched = try await consumer.fetch()
+        }
+        #expect(fetched.refused?.hasPrefix("409") == true, "\(fetched.refused ?? "not refused")")
+        #expect(fetched.messages.isEmpty)
+        _ = try await holding.value  // expires empty
+        holder.close()
+        try await publish(connection, jetstream, from: 0, count: 2)
+        var messages: [String] = []
+        while messages.count < 2 {
+            messages += try await consumer.fetch().messages.map { String(buffer: $0.payload) }
+        }
+        #expect(messages == ["0", "1"])
+        consumer.close()
+        await connection.close()
+    }
+
     /// The server crashes while a long poll is open: the request is gone
     /// with it and nothing says so (no 409, no heartbeat, no expiry), so the
     /// consumer replaces it after two missed heartbeats, and the next
