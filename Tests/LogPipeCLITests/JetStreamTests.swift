@@ -425,12 +425,7 @@ import Testing
         let (holder, _) = try await PullConsumer.bind(
             jetstream, stream: "LOGS", config: config, options: .init(batch: 10, expires: .seconds(4)))
         let holding = Task { try await holder.fetch() }
-        let held = ContinuousClock.now + .seconds(300)
-        while (try await jetstream.consumerInfo(stream: "LOGS", name: "busy")?.num_waiting ?? 0) < 1,
-            ContinuousClock.now < held
-        {
-            try await Task.sleep(for: .milliseconds(20))
-        }
+        try await jetstream.waitForWaitingRequest(stream: "LOGS", consumer: "busy")
         let directory = try makeTemporaryDirectory()
         try writeConsumerPipeline(
             directory, server: server,

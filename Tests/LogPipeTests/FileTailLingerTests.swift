@@ -12,11 +12,22 @@ import Testing
     /// was a batch of its own (and a round of poll, fstat and pread). A busy
     /// machine only makes batches larger.
     @Test func linesWrittenFasterThanLingerApartShareBatches() async throws {
+        let count = 400
+        let batches = try await Self.batches(lines: count, microsecondsApart: 1000) { $0.linger = .milliseconds(20) }
+        #expect(batches < count / 4, "\(batches) batches for \(count) lines")
+    }
+
+    /// Tails one file while a writer appends `count` lines, one write()
+    /// each, `microsecondsApart`; checks that every line came, in order, and
+    /// returns in how many batches.
+    static func batches(
+        lines count: Int, microsecondsApart gap: UInt32, configure: (inout FileTailer.Options) -> Void = { _ in }
+    ) async throws -> Int {
         let directory = try temporaryDirectory()
         let path = directory + "/app.log"
         _ = FileManager.default.createFile(atPath: path, contents: nil)
         var options = FileTailer.Options(include: [Glob(path)])
-        options.linger = .milliseconds(20)
+        configure(&options)
         var pipeline = Pipeline(settings: PipelineSettings(dataDirectory: directory + "/data"))
         let collected = LockedBox<[String]>([])
         let batches = Counter()
@@ -25,20 +36,19 @@ import Testing
             "out", sink: CollectingSink(collected: collected, onBatch: { _ in batches.add(1) }), inputs: ["app"])
         let runner = PipelineRunner(pipeline: pipeline)
         let run = Task { try await runner.run() }
-        let count = 400
         try await Task.detached {
             let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
             defer { try? handle.close() }
             for index in 0..<count {
                 try handle.write(contentsOf: Data("line \(index)\n".utf8))
-                usleep(1000)
+                usleep(gap)
             }
         }.value
         try await eventually { collected.withLock { $0.count } == count }
         #expect(collected.withLock { $0 } == (0..<count).map { "line \($0)" })
-        #expect(batches.current < count / 4, "\(batches.current) batches for \(count) lines")
         runner.stop()
         _ = try await run.value
+        return batches.current
     }
 }
 
@@ -108,34 +118,11 @@ import Testing
 /// each, is read a few lines per round (it was a round per line).
 @Suite struct SlowWriterTests {
     @Test func aHundredLinesASecondShareBatches() async throws {
-        let directory = try temporaryDirectory()
-        let path = directory + "/app.log"
-        _ = FileManager.default.createFile(atPath: path, contents: nil)
-        let options = FileTailer.Options(include: [Glob(path)])
-        var pipeline = Pipeline(settings: PipelineSettings(dataDirectory: directory + "/data"))
-        let collected = LockedBox<[String]>([])
-        let batches = Counter()
-        try pipeline.add("app", source: FileTailSource(options: options))
-        try pipeline.add(
-            "out", sink: CollectingSink(collected: collected, onBatch: { _ in batches.add(1) }), inputs: ["app"])
-        let runner = PipelineRunner(pipeline: pipeline)
-        let run = Task { try await runner.run() }
         let count = 200
-        try await Task.detached {
-            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
-            defer { try? handle.close() }
-            for index in 0..<count {
-                try handle.write(contentsOf: Data("line \(index)\n".utf8))
-                usleep(10_000)
-            }
-        }.value
-        try await eventually { collected.withLock { $0.count } == count }
-        #expect(collected.withLock { $0 } == (0..<count).map { "line \($0)" })
+        let batches = try await FileTailLingerTests.batches(lines: count, microsecondsApart: 10_000)
         // About 2.5 lines per batch once the rate is known (after a quarter
         // of a second); a batch per line without the pacer.
-        #expect(batches.current < count * 2 / 3, "\(batches.current) batches for \(count) lines")
-        runner.stop()
-        _ = try await run.value
+        #expect(batches < count * 2 / 3, "\(batches) batches for \(count) lines")
     }
 }
 

@@ -140,12 +140,7 @@ import Testing
         let (holder, _) = try await PullConsumer.bind(
             jetstream, stream: "S", config: config, options: .init(batch: 10, expires: .seconds(3)))
         let holding = Task { try await holder.fetch() }
-        let held = ContinuousClock.now + .seconds(300)
-        while (try await jetstream.consumerInfo(stream: "S", name: "A")?.num_waiting ?? 0) < 1,
-            ContinuousClock.now < held
-        {
-            try await Task.sleep(for: .milliseconds(20))
-        }
+        try await jetstream.waitForWaitingRequest(stream: "S", consumer: "A")
         let (consumer, _) = try await PullConsumer.bind(
             jetstream, stream: "S", config: config, options: .init(batch: 10, expires: .seconds(30)))
         // The first request is no_wait (nothing known pending): send it
@@ -183,12 +178,7 @@ import Testing
         // Crash only once the server holds the long poll: a request sent
         // while the server is down goes out after the reconnect and is not
         // lost (a busy machine can take longer than any fixed pause).
-        let held = ContinuousClock.now + .seconds(300)
-        while (try await jetstream.consumerInfo(stream: "S", name: "A")?.num_waiting ?? 0) < 1,
-            ContinuousClock.now < held
-        {
-            try await Task.sleep(for: .milliseconds(20))
-        }
+        try await jetstream.waitForWaitingRequest(stream: "S", consumer: "A")
         let port = server.port
         server.crash()
         try await server.start(port: port)

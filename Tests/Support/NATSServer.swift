@@ -279,3 +279,14 @@ extension NATSOptions {
         return options
     }
 }
+
+extension JetStreamContext {
+    /// Waits until the server holds a pull request of `consumer` on
+    /// `stream` (num_waiting): a request sent just now may still be on its
+    /// way, and a busy machine can take longer than any fixed pause.
+    public func waitForWaitingRequest(stream: String, consumer: String) async throws {
+        while try await consumerInfo(stream: stream, name: consumer)?.num_waiting ?? 0 < 1 {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+}
