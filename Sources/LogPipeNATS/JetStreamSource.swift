@@ -170,8 +170,9 @@ public struct JetStreamSource: Source, FieldProducer {
         var serverFloor = info.ack_floor.map { Int64($0.stream_seq) }
         var floorAsked = ContinuousClock.now
 
-        // Pull requests the server keeps refusing (a consumer without a
-        // leader after a node restart) are reported once they last.
+        // Pull requests the server keeps refusing or leaving unanswered (a
+        // consumer without a leader after a node restart) are reported once
+        // they last.
         var refusedSince: ContinuousClock.Instant?
         var refusals = Waiting(context: context.stage)
         pulling: while !context.isStopping {
@@ -201,7 +202,7 @@ public struct JetStreamSource: Source, FieldProducer {
                 if ContinuousClock.now - since >= .seconds(2) {
                     refusals.still(
                         "consumer \(consumer.durable_name) on \(stream)",
-                        because: "the server refuses pull requests (\(refused))")
+                        because: "pull requests are refused or go unanswered (\(refused))")
                 }
                 continue pulling
             }

@@ -111,9 +111,11 @@ public final class PullConsumer: Sendable {
         public var gap: Gap?
         /// The server refused the pull request for now (409 or 503 with its
         /// text: too many waiting requests, a leadership change, JetStream
-        /// restarting). Nothing came; ask again (the fetch already waited
-        /// a moment). Returned to the caller, so that a refusal that lasts
-        /// can be reported and a stopping caller can stop.
+        /// restarting), or left it unanswered (lost with a server or a
+        /// consumer leader: no heartbeat, no expiry). Nothing came; ask
+        /// again (the fetch already waited a moment). Returned to the
+        /// caller, so that a refusal that lasts can be reported and a
+        /// stopping caller can stop.
         public var refused: String?
     }
 
@@ -139,8 +141,6 @@ public final class PullConsumer: Sendable {
         var expected: UInt64?
         var gap: Gap?
         var requestsLost = 0
-        /// Requests that ended with a 408: they waited until they expired.
-        var requestsExpired = 0
         /// The floor of a restart under way.
         var restartFloor: UInt64?
     }
@@ -224,9 +224,6 @@ public final class PullConsumer: Sendable {
     /// (no heartbeat, no expiry): each was replaced by a new one.
     public var requestsLost: Int { state.withLock { $0.requestsLost } }
 
-    /// Pull requests that waited until they expired (408).
-    var requestsExpired: Int { state.withLock { $0.requestsExpired } }
-
     /// Waits for messages and returns those that came, at most
     /// ``Options/batch``: when a request is filled or ended, or ``Options/linger``
     /// after the last message; or nothing, with ``Fetched/empty``, when a long
@@ -267,7 +264,11 @@ public final class PullConsumer: Sendable {
                         state.requestsLost += 1
                     }
                     try? await connection.waitUntilConnected()
-                    continue
+                    // Back to the caller, which asks again: requests that
+                    // keep going unanswered can then be reported, and a
+                    // stopping caller can stop.
+                    fetched.refused = "no answer to a pull request (no heartbeat, no expiry)"
+                    return fetched
                 }
             }
             guard let message = await inbox.next(timeout: max(wait, .zero)) else {
@@ -291,16 +292,18 @@ public final class PullConsumer: Sendable {
                     let ended: Request? = state.withLock { state in
                         guard let index = state.requests.firstIndex(where: { $0.id == id }) else { return nil }
                         state.pending = 0
-                        if status == 408 { state.requestsExpired += 1 }
                         return state.requests.remove(at: index)
                     }
                     guard let ended else { continue }
                     if !fetched.messages.isEmpty { return fetched }
-                    // A no_wait request found nothing (404): wait in a long
-                    // poll. A 408 means the server held it until it expired
-                    // (nats-server 2.9 does that with no_wait): it waited a
-                    // whole `expires` for nothing, as a long poll would have.
-                    if (ended.noWait && status == 404) || state.withLock({ !$0.requests.isEmpty }) { continue }
+                    // A no_wait request found nothing: wait in a long poll.
+                    // (nats-server 2.9 holds a no_wait request until it
+                    // expires and answers 408, so an empty partition waits
+                    // two `expires` there. Ending the fetch as empty on that
+                    // 408 made a central consumer of the three-node cluster
+                    // test stall after a node restart in the loaded full
+                    // suite, twice; not understood yet, so not done.)
+                    if ended.noWait || state.withLock({ !$0.requests.isEmpty }) { continue }
                     fetched.empty = true
                     return fetched
                 case 409, 503:

@@ -435,7 +435,7 @@ import Testing
                 """,
             sink: #"{ type: file, inputs: [logs], path: "\#(directory)/all.log" }"#)
         let running = try CLI.Running(["run", directory + "/p.yaml"])
-        try await eventually { running.stderr.contains("the server refuses pull requests (409") }
+        try await eventually { running.stderr.contains("pull requests are refused or go unanswered (409") }
         _ = try await holding.value  // expired: the slot is free
         holder.close()
         let publisher = try await JetStreamPublisher(connection: connection)
