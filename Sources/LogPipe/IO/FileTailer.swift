@@ -48,11 +48,9 @@ final class FileTailer {
         var retention: Duration = .seconds(7 * 86400)
         /// Files kept open at once; see ``FileTailer/parkQuietFiles()``.
         var maxOpenFiles = 512
-        /// After reading every file to its end, how long lines may gather
-        /// before the next read (see ``FileTailer/readUntilDone()``).
+        /// After reading every file to its end, the shortest and the
+        /// longest wait for more lines before the next read (``ReadPacer``).
         var linger: Duration = .milliseconds(5)
-        /// The same for lines that come slower than `linger` apart but
-        /// closer than this: see ``FileTailer/readUntilDone()``.
         var slowLinger: Duration = .milliseconds(25)
     }
 
@@ -285,16 +283,13 @@ final class FileTailer {
                 // Every file was read to its end: the next line comes with
                 // a wake-up of its own. An application logging 10,000 lines
                 // a second in as many writes would cost a round (poll,
-                // fstat, pread, a batch through the pipeline) per line. When
-                // lines come faster than `linger` apart (the last wait was
-                // shorter), the next round waits that long and finds them
-                // together. A slower writer (tens to hundreds of lines a
-                // second, what most hosts log) would still cost a round per
-                // line: at 40 to 200 lines a second the next round waits
-                // `slow_linger` and reads a few at once (``ReadPacer``).
-                // Slower still, each line is read at once. Lines written
-                // meanwhile are not missed: the wait for a change that
-                // follows ends at once on their inotify event.
+                // fstat, pread, a batch through the pipeline) per line, and
+                // so would a writer of a hundred. The next round waits about
+                // as long as 10 lines take to come, between `linger` and
+                // `slow_linger` (``ReadPacer``), and reads them together;
+                // under 60 lines a second each line is read at once. Lines
+                // written meanwhile are not missed: the wait for a change
+                // that follows ends at once on their inotify event.
                 let pause = pacer.pause(afterWaiting: lastWait)
                 if pause > .zero {
                     try await BlockingIO.run { Self.pause(pause) }

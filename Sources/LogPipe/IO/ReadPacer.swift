@@ -10,10 +10,10 @@
 /// lines/s and above, 10 ms at 1,000, 25 ms at 400 and below (with the
 /// defaults). At 10,000 lines/s that is 50 lines per round and at most 5 ms
 /// more latency; at 1,000 lines/s 10 ms costs a third less CPU than 5 ms
-/// (the reference shipper). A pause that would gather fewer than 1.5 lines (under 60
-/// lines/s) is not taken: each line is read when it comes. `linger` 0 reads
-/// every write at once; `slowLinger` 0 (or below `linger`) keeps the pause
-/// at `linger`.
+/// (the reference shipper). A pause that would gather fewer than 1.5 lines
+/// (under 60 lines/s) is not taken: each line is read when it comes.
+/// `linger` 0 reads every write at once; `slowLinger` 0 (or below `linger`)
+/// keeps the pause at `linger`.
 ///
 /// A writer that falls quiet is caught at once: no pause follows a wait for
 /// a change that took longer than the pause would have.
