@@ -167,6 +167,18 @@ import Testing
         #expect(selected.floors == ["LOGS/c": 0])
         // One batch alone skips only what the ledger holds.
         #expect(sink.selectUnwritten(group, ledger: ledger, grouped: false).skipped == 1)
+        // A record skipped after others: those before it are kept (the
+        // fresh records are copied only from the first skip on).
+        let later = sink.selectUnwritten(
+            [record(5, host: "a"), record(6, host: "b"), record(1, host: "a"), record(7, host: "b")], ledger: ledger,
+            grouped: false)
+        #expect(later.fresh.map(\.offset) == [5, 6, 7])
+        #expect(later.paths == [directory + "/a.log", directory + "/b.log", directory + "/b.log"])
+        #expect(later.skipped == 1)
+        // Nothing skipped: every record, in order.
+        let none = sink.selectUnwritten([record(8, host: "a"), record(9, host: "b")], ledger: ledger, grouped: true)
+        #expect(none.fresh.map(\.offset) == [8, 9])
+        #expect(none.skipped == 0)
     }
 
     /// Paths rendered once per host are the paths rendered for each record:

@@ -284,9 +284,10 @@ public struct FileSink: Sink {
     func selectUnwritten(_ records: [Record], ledger: WrittenLedger, grouped: Bool) -> (
         fresh: [Record], paths: [String], skipped: Int, offsets: [String: [String: [Int64]]], floors: [String: Int64]
     ) {
-        var fresh: [Record] = []
+        // Records are copied only once one is skipped (after a crash or a
+        // redelivery): until then the fresh records are `records` itself.
+        var fresh: [Record]?
         var paths: [String] = []
-        fresh.reserveCapacity(records.count)
         paths.reserveCapacity(records.count)
         var skipped = 0
         var floors: [String: Int64] = [:]
@@ -308,7 +309,7 @@ public struct FileSink: Sink {
             for index in records.indices {
                 let path = memo.path(for: records[index])
                 guard let stream = records[index].streamID, let offset = records[index].offset else {
-                    fresh.append(records[index])
+                    fresh?.append(records[index])
                     paths.append(path)
                     continue
                 }
@@ -327,11 +328,15 @@ public struct FileSink: Sink {
                 if slots[current].written.contains(offset)
                     || (grouped && !seen[stream, default: []].insert(offset).inserted)
                 {
+                    if fresh == nil {
+                        fresh = Array(records[..<index])
+                        fresh!.reserveCapacity(records.count)
+                    }
                     skipped += 1
                     continue
                 }
                 slots[current].offsets.append(offset)
-                fresh.append(records[index])
+                fresh?.append(records[index])
                 paths.append(path)
             }
         }
@@ -339,7 +344,7 @@ public struct FileSink: Sink {
         for slot in slots where !slot.offsets.isEmpty {
             offsets[slot.path, default: [:]][slot.stream, default: []].append(contentsOf: slot.offsets)
         }
-        return (fresh, paths, skipped, offsets, floors)
+        return (fresh ?? records, paths, skipped, offsets, floors)
     }
 
     /// Renders the sink's path for records, once per host when the host is
