@@ -172,9 +172,9 @@ public struct JetStreamSource: Source, FieldProducer {
 
         // Pull requests the server keeps refusing or leaving unanswered (a
         // consumer without a leader after a node restart) are reported once
-        // they last.
-        var refusedSince: ContinuousClock.Instant?
-        var refusals = Waiting(context: context.stage)
+        // they last 2 s.
+        var refusals = Waiting(context: context.stage, grace: .seconds(2))
+        var refused = false
         pulling: while !context.isStopping {
             if !inOrder, ContinuousClock.now - floorAsked >= .seconds(30) {
                 floorAsked = .now
@@ -194,20 +194,17 @@ public struct JetStreamSource: Source, FieldProducer {
             context.logger.trace(
                 "fetched \(fetched.messages.count) message(s) in \(ContinuousClock.now - fetchStart) (empty: \(fetched.empty)); \(acker.outstanding) not acknowledged yet; \(fetched.messages.last?.metadata.pending ?? 0) pending on the server"
             )
-            if let refused = fetched.refused {
+            if let reason = fetched.refused {
                 context.metrics.count("pull_refusals")
                 lastMessage = .now  // refused is not drained: not idle
-                let since = refusedSince ?? .now
-                refusedSince = since
-                if ContinuousClock.now - since >= .seconds(2) {
-                    refusals.still(
-                        "consumer \(consumer.durable_name) on \(stream)",
-                        because: "pull requests are refused or go unanswered (\(refused))")
-                }
+                refused = true
+                refusals.still(
+                    "consumer \(consumer.durable_name) on \(stream)",
+                    because: "pull requests are refused or go unanswered (\(reason))")
                 continue pulling
             }
-            if refusedSince != nil {
-                refusedSince = nil
+            if refused {
+                refused = false
                 refusals.over("consumer \(consumer.durable_name) on \(stream)")
             }
             var records: [Record] = []

@@ -150,25 +150,31 @@ extension Task where Failure == any Error {
 }
 
 /// Waiting for something a stage needs before it can work (a server, a
-/// stream): warns when the wait starts and once a minute after, shows it as
-/// the stage's `waitingFor` (the status line), and says when it ends.
+/// stream): warns when the wait has lasted `grace` (at once by default) and
+/// once a minute after, shows it as the stage's `waitingFor` (the status
+/// line), and says when it ends. A wait shorter than `grace` passes
+/// without a word.
 struct Waiting {
     let context: StageContext
+    let grace: Duration
     private var since: ContinuousClock.Instant?
     private var warned: ContinuousClock.Instant?
 
-    init(context: StageContext) {
+    init(context: StageContext, grace: Duration = .zero) {
         self.context = context
+        self.grace = grace
     }
 
     /// Notes that the stage still waits, for `reason`.
     mutating func still(_ what: String, because reason: String) {
         let now = ContinuousClock.now
-        if since == nil { since = now }
+        let start = since ?? now
+        since = start
+        let waited = now - start
+        guard waited >= grace else { return }
         context.metrics.waitingFor = what
         if warned.map({ now - $0 >= .seconds(60) }) ?? true {
             warned = now
-            let waited = since.map { now - $0 } ?? .zero
             context.logger.warning(
                 "waiting for \(what)\(waited >= .seconds(1) ? " (\(Units.format(waited)) so far)" : ""): \(reason); starting by itself once it is there"
             )
@@ -177,7 +183,7 @@ struct Waiting {
 
     /// Notes that the wait is over.
     mutating func over(_ what: String) {
-        if let since {
+        if let since, warned != nil {
             context.logger.notice("\(what) is there after \(Units.format(ContinuousClock.now - since)); starting")
         }
         context.metrics.waitingFor = nil

@@ -417,15 +417,10 @@ import Testing
         defer { server.stop() }
         let connection = try await Self.fillStream(on: server, lines: 0)
         let jetstream = JetStreamContext(connection: connection)
-        var config = ConsumerConfig(durable: "busy", filterSubject: nil)
-        config.max_waiting = 1
-        try await jetstream.ensureConsumer(stream: "LOGS", config)
         // Another client holds the only waiting slot with a long poll of
         // 4 s on an empty stream.
-        let (holder, _) = try await PullConsumer.bind(
-            jetstream, stream: "LOGS", config: config, options: .init(batch: 10, expires: .seconds(4)))
-        let holding = Task { try await holder.fetch() }
-        try await jetstream.waitForWaitingRequest(stream: "LOGS", consumer: "busy")
+        let (_, holder, holding) = try await jetstream.holdTheOnlyPullSlot(
+            stream: "LOGS", consumer: "busy", expires: .seconds(4))
         let directory = try makeTemporaryDirectory()
         try writeConsumerPipeline(
             directory, server: server,

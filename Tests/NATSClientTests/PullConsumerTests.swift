@@ -116,13 +116,8 @@ import Testing
         let server = try await NATSServer()
         defer { server.stop() }
         let (connection, jetstream) = try await filledStream(server, count: 0)
-        var config = ConsumerConfig(durable: "A", filterSubject: nil)
-        config.max_waiting = 1
-        try await jetstream.ensureConsumer(stream: "S", config)
-        let (holder, _) = try await PullConsumer.bind(
-            jetstream, stream: "S", config: config, options: .init(batch: 10, expires: .seconds(3)))
-        let holding = Task { try await holder.fetch() }
-        try await jetstream.waitForWaitingRequest(stream: "S", consumer: "A")
+        let (config, holder, holding) = try await jetstream.holdTheOnlyPullSlot(
+            stream: "S", consumer: "A", expires: .seconds(3))
         let (consumer, _) = try await PullConsumer.bind(
             jetstream, stream: "S", config: config, options: .init(batch: 10, expires: .seconds(30)))
         // The first request is no_wait (nothing known pending): send it

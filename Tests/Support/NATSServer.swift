@@ -289,4 +289,22 @@ extension JetStreamContext {
             try await Task.sleep(for: .milliseconds(20))
         }
     }
+
+    /// Creates durable `consumer` on `stream` with `max_waiting: 1` and
+    /// fills that one slot with a long poll of `expires` from a consumer of
+    /// its own, once the server holds it: other pull requests are refused
+    /// (409) until it ends. Returns its configuration, the holder and the
+    /// poll (it ends empty when `expires` passes on an empty stream).
+    public func holdTheOnlyPullSlot(stream: String, consumer: String, expires: Duration) async throws -> (
+        config: ConsumerConfig, holder: PullConsumer, poll: Task<PullConsumer.Fetched, any Error>
+    ) {
+        var config = ConsumerConfig(durable: consumer, filterSubject: nil)
+        config.max_waiting = 1
+        try await ensureConsumer(stream: stream, config)
+        let (holder, _) = try await PullConsumer.bind(
+            self, stream: stream, config: config, options: .init(batch: 10, expires: expires))
+        let poll = Task { try await holder.fetch() }
+        try await waitForWaitingRequest(stream: stream, consumer: consumer)
+        return (config, holder, poll)
+    }
 }
