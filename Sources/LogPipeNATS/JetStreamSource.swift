@@ -175,6 +175,7 @@ public struct JetStreamSource: Source, FieldProducer {
         // they last 2 s.
         var refusals = Waiting(context: context.stage, grace: .seconds(2))
         var refused = false
+        var ignoredWarned: ContinuousClock.Instant?
         pulling: while !context.isStopping {
             if !inOrder, ContinuousClock.now - floorAsked >= .seconds(30) {
                 floorAsked = .now
@@ -192,7 +193,7 @@ public struct JetStreamSource: Source, FieldProducer {
                 break pulling
             }
             context.logger.trace(
-                "fetched \(fetched.messages.count) message(s) in \(ContinuousClock.now - fetchStart) (empty: \(fetched.empty)); \(acker.outstanding) not acknowledged yet; \(fetched.messages.last?.metadata.pending ?? 0) pending on the server"
+                "fetched \(fetched.messages.count) message(s) in \(ContinuousClock.now - fetchStart) (empty: \(fetched.empty); stream sequences \(fetched.messages.first?.metadata.streamSequence ?? 0)...\(fetched.messages.last?.metadata.streamSequence ?? 0), deliveries up to \(fetched.messages.reduce(0) { max($0, $1.metadata.delivered) })); \(acker.outstanding) not acknowledged yet; \(fetched.messages.last?.metadata.pending ?? 0) pending on the server"
             )
             if let reason = fetched.refused {
                 context.metrics.count("pull_refusals")
@@ -206,6 +207,16 @@ public struct JetStreamSource: Source, FieldProducer {
             if refused {
                 refused = false
                 refusals.over("consumer \(consumer.durable_name) on \(stream)")
+            }
+            // Acknowledged, and yet delivered again, more than once: the
+            // server does not take this consumer's acknowledgements (seen
+            // with nats-server 2.9's replicated consumers after a node
+            // restart: an ack floor ahead of the messages it still
+            // redelivers, every ack below it ignored, the same messages
+            // every ack_wait, forever).
+            let acknowledgedFloor = acker.completedFloor ?? .min
+            let ignored = fetched.messages.first {
+                $0.metadata.delivered >= 3 && Int64($0.metadata.streamSequence) <= acknowledgedFloor
             }
             var records: [Record] = []
             var ackSubjects: [String] = []
@@ -228,8 +239,24 @@ public struct JetStreamSource: Source, FieldProducer {
                 if records.count >= 1000 { try await emit(&records, &ackSubjects, acker: acker, context: context) }
             }
             try await emit(&records, &ackSubjects, acker: acker, context: context)
-            if let gap = fetched.gap {
-                guard let start = try await restartInOrder(puller, gap: gap, acker: acker, context: context) else {
+            var restartReason = fetched.gap?.description
+            if let ignored {
+                context.metrics.count("acks_ignored")
+                let what =
+                    "consumer \(consumer.durable_name) on \(stream) delivers acknowledged messages again (stream sequence \(ignored.metadata.streamSequence), delivery \(ignored.metadata.delivered)): the server does not take its acknowledgements"
+                if inOrder {
+                    restartReason = what
+                } else if ignoredWarned.map({ ContinuousClock.now - $0 >= .seconds(60) }) ?? true {
+                    ignoredWarned = .now
+                    context.logger.warning(
+                        "\(what); they come again every ack_wait until logpipe restarts (with in_order: true the consumer is started again by itself)"
+                    )
+                }
+            }
+            if let restartReason {
+                guard
+                    let start = try await restartInOrder(puller, reason: restartReason, acker: acker, context: context)
+                else {
                     break pulling
                 }
                 serverFloor = max(serverFloor ?? 0, Int64(start) - 1)
@@ -260,17 +287,17 @@ public struct JetStreamSource: Source, FieldProducer {
 
     /// `in_order`: deliveries were lost on their way (or a previous run left
     /// messages unacknowledged), and the server would deliver them again
-    /// after newer ones. Everything emitted so far is finished and
-    /// acknowledged first; then the consumer starts again at its
-    /// acknowledgement floor, so every message after it comes again in
-    /// stream order (the exactly-once file sink skips those it wrote).
-    /// Returns the first stream sequence delivered again, or `nil` when the
-    /// pipeline stops meanwhile.
-    private func restartInOrder(_ puller: PullConsumer, gap: PullConsumer.Gap, acker: Acker, context: SourceContext)
+    /// after newer ones; or the server ignores acknowledgements. Everything
+    /// emitted so far is finished and acknowledged first; then the consumer
+    /// starts again at its acknowledgement floor, so every message after it
+    /// comes again in stream order (the exactly-once file sink skips those
+    /// it wrote). Returns the first stream sequence delivered again, or
+    /// `nil` when the pipeline stops meanwhile.
+    private func restartInOrder(_ puller: PullConsumer, reason: String, acker: Acker, context: SourceContext)
         async throws -> UInt64?
     {
         context.logger.notice(
-            "\(gap); restarting consumer \(consumer.durable_name) at its first unacknowledged message to keep the stream's order"
+            "\(reason); restarting consumer \(consumer.durable_name) at its first unacknowledged message to keep the stream's order"
         )
         context.metrics.count("consumer_restarts")
         while acker.outstanding > 0 {

@@ -273,8 +273,9 @@ import Testing
         #expect(again.status == 0, "\(again.stderr)")
 
         let consumers = try (0..<2).map { partition in
+            // Traced: a consumer that stalls says what it was doing.
             try CLI.Running(
-                ["run", "pipelines/central.yaml"],
+                ["run", "--log-level", "trace", "pipelines/central.yaml"],
                 environment: [
                     "NATS_URL": urls, "PARTITION": String(partition), "OUT": directory + "/central",
                     "LOGPIPE_DATA": directory + "/central", "STOP_AFTER_IDLE": "10s", "ACK_WAIT": "3s",
@@ -286,7 +287,7 @@ import Testing
         try cluster.start(2)
         for consumer in consumers {
             let result = try await consumer.wait(timeout: .seconds(180))
-            #expect(result.status == 0, "\(result.stderr)")
+            #expect(result.status == 0, "\(result.stderr.split(separator: "\n").suffix(150).joined(separator: "\n"))")
         }
         // The stream, read back per host: every line once. The central
         // files must hold exactly the stream's order (what in_order keeps
@@ -443,6 +444,66 @@ import Testing
         #expect(result.stderr.contains("consumer busy on LOGS is there after"), "\(result.stderr)")
         let lines = try String(contentsOfFile: directory + "/all.log", encoding: .utf8).split(separator: "\n")
         #expect(lines == (0..<100).map { "line \($0)" })
+    }
+
+    /// A server that does not take the consumer's acknowledgements (here:
+    /// the user may not publish acks; nats-server 2.9's replicated
+    /// consumers did it after a node restart, and a central consumer of the
+    /// cluster test got the same 875 messages every ack_wait until it was
+    /// killed). With in_order the source restarts the consumer at its ack
+    /// floor; without, it warns.
+    @Test(arguments: [true, false]) func ignoredAcknowledgementsAreNoticed(inOrder: Bool) async throws {
+        let server = try await NATSServer(
+            configuration: """
+                authorization {
+                  users: [
+                    { user: admin, password: admin }
+                    { user: reader, password: reader, permissions: { publish: { deny: ["$JS.ACK.>"] } } }
+                  ]
+                }
+                """)
+        defer { server.stop() }
+        let port = server.url.split(separator: ":").last!
+        let connection = try await NATSConnection.connect(NATSOptions.forTests("nats://admin:admin@127.0.0.1:\(port)"))
+        try await JetStreamContext(connection: connection).ensureStream(
+            StreamConfig(name: "LOGS", subjects: ["logs.>"]))
+        // Kept while its acks come (it unsubscribes from them when freed).
+        let publisher = try await JetStreamPublisher(connection: connection)
+        let tracker = try await publisher.publish(
+            (0..<20).map { .init(subject: "logs.p0.web", payload: ByteBuffer(string: "line \($0)"), messageID: nil) })
+        await tracker.wait(timeout: .seconds(120))
+        #expect(tracker.results.allSatisfy { $0 != nil }, "the stream did not take the lines")
+        await connection.close()
+        let directory = try makeTemporaryDirectory()
+        try write(
+            """
+            data_dir: \(directory)/data
+            sources:
+              logs:
+                type: jetstream
+                servers: ["nats://reader:reader@127.0.0.1:\(port)"]
+                stream: LOGS
+                consumer: { durable: c, ack_wait: 1s, ack_policy: \(inOrder ? "all" : "explicit") }
+                in_order: \(inOrder)
+            sinks:
+              files: { type: file, inputs: [logs], path: "\(directory)/all.log", exactly_once: true }
+            """, to: directory + "/p.yaml")
+        let running = try CLI.Running(["run", directory + "/p.yaml"])
+        let noticed = "consumer c on LOGS delivers acknowledged messages again"
+        try await eventually { running.stderr.contains(noticed) }
+        if inOrder {
+            // Restarted, and then noticed again (the acks stay denied).
+            try await eventually { running.stderr.components(separatedBy: "restarting consumer c").count > 2 }
+        }
+        running.signal(SIGTERM)
+        let result = try await running.wait()
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(
+            result.stderr.contains(
+                inOrder ? "restarting consumer c at its first unacknowledged message" : "until logpipe restarts"),
+            "\(result.stderr)")
+        let lines = try String(contentsOfFile: directory + "/all.log", encoding: .utf8).split(separator: "\n")
+        #expect(lines == (0..<20).map { "line \($0)"[...] })
     }
 
     /// A sink slower than the consumer's ack_wait: the source sends +WPI for
