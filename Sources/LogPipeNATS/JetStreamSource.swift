@@ -193,7 +193,7 @@ public struct JetStreamSource: Source, FieldProducer {
                 break pulling
             }
             context.logger.trace(
-                "fetched \(fetched.messages.count) message(s) in \(ContinuousClock.now - fetchStart) (empty: \(fetched.empty); stream sequences \(fetched.messages.first?.metadata.streamSequence ?? 0)...\(fetched.messages.last?.metadata.streamSequence ?? 0), deliveries up to \(fetched.messages.reduce(0) { max($0, $1.metadata.delivered) })); \(acker.outstanding) not acknowledged yet; \(fetched.messages.last?.metadata.pending ?? 0) pending on the server"
+                "fetched \(fetched.messages.count) message(s) in \(ContinuousClock.now - fetchStart) (empty: \(fetched.empty)); stream sequences \(fetched.messages.first?.metadata.streamSequence ?? 0)...\(fetched.messages.last?.metadata.streamSequence ?? 0), deliveries up to \(fetched.messages.reduce(0) { max($0, $1.metadata.delivered) }); \(acker.outstanding) not acknowledged yet; \(fetched.messages.last?.metadata.pending ?? 0) pending on the server"
             )
             if let reason = fetched.refused {
                 context.metrics.count("pull_refusals")
