@@ -76,6 +76,10 @@ let package = Package(
             dependencies: ["NATSClient", "NATSTestSupport"]
         ),
         .testTarget(
+            name: "LogPipeNATSTests",
+            dependencies: ["LogPipeNATS", "LogPipe"]
+        ),
+        .testTarget(
             name: "LogPipeCLITests",
             dependencies: ["logpipe", "EmbeddingExample", "LogPipe", "NATSTestSupport"]
         ),

@@ -8,6 +8,8 @@ import NIOCore
 
 /// A custom transform: masks the value of `password=` in every line.
 struct RedactPasswords: BatchTransform {
+    /// Sets no fields of its own.
+    var producedFields: Set<String> { [] }
     func transform(_ batch: inout Batch) throws {
         for index in batch.records.indices {
             let text = batch.records[index].text
@@ -22,6 +24,8 @@ struct RedactPasswords: BatchTransform {
 /// A custom filter: keeps lines that mention `keyword`, acknowledging the
 /// others as dropped (that is what `removeAll(where:)` does).
 struct KeepMatching: BatchTransform {
+    /// Sets no fields of its own.
+    var producedFields: Set<String> { [] }
     let keyword: String
     func transform(_ batch: inout Batch) throws {
         batch.removeAll { !$0.text.contains(keyword) }
@@ -47,12 +51,19 @@ fflush(nil)  // print buffers; StdoutSink writes to the descriptor directly
 let registry = StageRegistry.standard()
 registry.register(
     .transform("redact_passwords", summary: "Masks password= values.", options: []) { _ in RedactPasswords() })
+// Options are declared once, bound to the settings they are read into;
+// `logpipe stages`-style docs and validation come from the same list.
+struct KeepMatchingSettings: StageSettings {
+    var keyword = ""
+}
 registry.register(
     .transform(
         "keep_matching",
         summary: "Keeps lines containing a keyword.",
-        options: [OptionSpec("keyword", .string, required: true, "Text a line must contain.")]
-    ) { options in KeepMatching(keyword: options.string("keyword")!) }
+        options: [
+            StageOption<KeepMatchingSettings>.string("keyword", \.keyword, required: true, "Text a line must contain.")
+        ]
+    ) { settings, _ in KeepMatching(keyword: settings.keyword) }
 )
 let yaml = """
     sources:

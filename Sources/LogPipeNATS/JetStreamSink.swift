@@ -58,75 +58,102 @@ public struct JetStreamSink: Sink {
     let onOversize: JetStreamOversizePolicy
     let deadLetterFile: String?
 
-    static let streamOptions: [OptionSpec] = [
-        OptionSpec("name", .string, required: true, "Stream name."),
-        OptionSpec("subjects", .stringList, "Subjects the stream stores (default: the stream name + `.>`)."),
-        OptionSpec("storage", .choice(["file", "memory"]), default: "file", "Storage."),
-        OptionSpec("retention", .choice(["limits", "interest", "workqueue"]), default: "limits", "Retention policy."),
-        OptionSpec("max_age", .duration, default: "0", "Oldest message kept (0: no limit), e.g. `1d`."),
-        OptionSpec("max_bytes", .size, "Most bytes kept (default: no limit)."),
-        OptionSpec("max_msgs", .integer(-1...Int.max), default: "-1", "Most messages kept (-1: no limit)."),
-        OptionSpec(
-            "duplicate_window", .duration, default: "2m", "How long message ids are remembered for de-duplication."),
-        OptionSpec("replicas", .integer(1...5), default: "1", "Replicas (3 for a cluster)."),
-        OptionSpec("create", .boolean, default: "true", "Create the stream when missing."),
-        OptionSpec(
-            "update", .boolean, default: "false",
-            "Change an existing stream whose settings differ (otherwise that is an error)."),
+    struct Settings: NATSStageSettings {
+        struct Stream: StageSettings {
+            enum Storage: String, CaseIterable, Sendable { case file, memory }
+            enum Retention: String, CaseIterable, Sendable { case limits, interest, workqueue }
+            var name = ""
+            var subjects: [String] = []
+            var storage: Storage = .file
+            var retention: Retention = .limits
+            var maxAge: Duration = .zero
+            var maxBytes: Int?
+            var maxMessages = -1
+            var duplicateWindow: Duration = .seconds(120)
+            var replicas = 1
+            var create = true
+            var update = false
+        }
+
+        var connection = NATSConnectionSettings()
+        var stream = Stream()
+        var subject = try! Template("{subject}")
+        var messageID: Template?
+        var deduplicate = true
+        var maxInFlight = 4096
+        var ackTimeout: Duration = .seconds(5)
+        var onRejected: RejectionPolicy = .fail
+        var onOversize: JetStreamOversizePolicy = .split
+        var deadLetterFile: String?
+    }
+
+    static let streamOptions: [StageOption<Settings.Stream>] = [
+        .string("name", \.name, required: true, "Stream name."),
+        .stringList("subjects", \.subjects, "Subjects the stream stores (default: the stream name + `.>`)."),
+        .choice("storage", \.storage, "Storage."),
+        .choice("retention", \.retention, "Retention policy."),
+        .duration("max_age", \.maxAge, "Oldest message kept (0: no limit), e.g. `1d`."),
+        .custom("max_bytes", .size, "Most bytes kept (default: no limit).") { options, stream in
+            stream.maxBytes = options.size("max_bytes")
+        },
+        .integer("max_msgs", \.maxMessages, in: -1...Int.max, "Most messages kept (-1: no limit)."),
+        .duration("duplicate_window", \.duplicateWindow, "How long message ids are remembered for de-duplication."),
+        .integer("replicas", \.replicas, in: 1...5, "Replicas (3 for a cluster)."),
+        .boolean("create", \.create, "Create the stream when missing."),
+        .boolean("update", \.update, "Change an existing stream whose settings differ (otherwise that is an error)."),
     ]
 
     static let definition = StageDefinition.sink(
         "jetstream",
         summary:
             "Publishes each record to a JetStream stream with a deterministic message id; acknowledges when stored.",
-        options: NATSStageOptions.specs + [
-            OptionSpec(
-                "stream", .object(streamOptions), required: true,
+        options: NATSStageOptions.options(for: Settings.self) + [
+            .object(
+                "stream", \.stream, streamOptions, required: true,
                 "The stream: `{name, subjects, storage, max_age, ...}`; created or checked at start."),
-            OptionSpec("subject", .template, default: "{subject}", "Subject template (default: the record's subject)."),
-            OptionSpec(
-                "msg_id", .template, "Template for `Nats-Msg-Id` (default: host, stage, file fingerprint and offset)."),
-            OptionSpec(
-                "deduplicate", .boolean, default: "true",
+            .template("subject", \.subject, "Subject template (default: the record's subject)."),
+            .template(
+                "msg_id", \.messageID,
+                "Template for `Nats-Msg-Id` (default: host, stage, file fingerprint and offset)."),
+            .boolean(
+                "deduplicate", \.deduplicate,
                 "Set `Nats-Msg-Id` so the stream drops a line published twice (a retry, a replay after a crash). `false` saves the server its de-duplication work (about a fifth of its CPU per message) but a replay stores lines again."
             ),
-            OptionSpec(
-                "max_in_flight", .integer(1...1_000_000), default: "4096",
-                "Messages awaiting their acknowledgement at most."),
-            OptionSpec(
-                "ack_timeout", .duration, default: "5s",
+            .integer(
+                "max_in_flight", \.maxInFlight, in: 1...1_000_000, "Messages awaiting their acknowledgement at most."),
+            .duration(
+                "ack_timeout", \.ackTimeout,
                 "How long to wait for an acknowledgement before publishing again (same id)."),
-            OptionSpec(
-                "on_rejected", .choice(RejectionPolicy.allCases.map(\.rawValue)), default: "fail",
-                "A message the server refuses: `fail` the pipeline or `drop` it (counted)."),
-            OptionSpec(
-                "on_oversize", .choice(JetStreamOversizePolicy.allCases.map(\.rawValue)), default: "split",
+            .choice(
+                "on_rejected", \.onRejected, "A message the server refuses: `fail` the pipeline or `drop` it (counted)."
+            ),
+            .choice(
+                "on_oversize", \.onOversize,
                 "A record whose message exceeds the server's max_payload (headers included): `split` it into messages that fit (ids `<id>:<n>`), `drop` it (counted, dead-lettered) or `fail`."
             ),
-            OptionSpec(
-                "dead_letter_file", .string,
+            .string(
+                "dead_letter_file", \.deadLetterFile,
                 "With `on_rejected: drop` or `on_oversize: drop`, append the records not stored to this file."),
         ]
-    ) { options in
-        guard let streamOptions = options.object("stream"), let name = streamOptions.string("name") else {
+    ) { settings, options in
+        guard let streamOptions = options.object("stream"), !settings.stream.name.isEmpty else {
             throw options.error("stream", "needs a name", hint: "stream: { name: LOGS, subjects: [\"logs.>\"] }")
         }
-        try NATSStageOptions.checkName(name, option: "name", in: streamOptions)
-        var config = StreamConfig(name: name, subjects: streamOptions.stringList("subjects"))
-        if config.subjects.isEmpty { config.subjects = [name.lowercased() + ".>"] }
-        config.storage = streamOptions.string("storage") ?? "file"
-        config.retention = streamOptions.string("retention") ?? "limits"
-        config.max_age = JetStreamContext.nanoseconds(streamOptions.duration("max_age"))
-        config.max_bytes = streamOptions.isSet("max_bytes") ? Int64(streamOptions.size("max_bytes")) : -1
-        config.max_msgs = Int64(streamOptions.integer("max_msgs"))
-        config.duplicate_window = JetStreamContext.nanoseconds(streamOptions.duration("duplicate_window"))
-        config.num_replicas = streamOptions.integer("replicas")
-        if options.isSet("msg_id"), !options.boolean("deduplicate") {
+        let stream = settings.stream
+        try NATSStageOptions.checkName(stream.name, option: "name", in: streamOptions)
+        var config = StreamConfig(name: stream.name, subjects: stream.subjects)
+        if config.subjects.isEmpty { config.subjects = [stream.name.lowercased() + ".>"] }
+        config.storage = stream.storage.rawValue
+        config.retention = stream.retention.rawValue
+        config.max_age = JetStreamContext.nanoseconds(stream.maxAge)
+        config.max_bytes = stream.maxBytes.map { Int64($0) } ?? -1
+        config.max_msgs = Int64(stream.maxMessages)
+        config.duplicate_window = JetStreamContext.nanoseconds(stream.duplicateWindow)
+        config.num_replicas = stream.replicas
+        if settings.messageID != nil, !settings.deduplicate {
             throw options.error("msg_id", "is not sent with deduplicate: false", hint: "remove msg_id or deduplicate")
         }
-        if options.string("dead_letter_file") != nil, options.string("on_rejected") != "drop",
-            options.string("on_oversize") != "drop"
-        {
+        if settings.deadLetterFile != nil, settings.onRejected != .drop, settings.onOversize != .drop {
             throw options.error("dead_letter_file", "is only used with on_rejected: drop or on_oversize: drop")
         }
         let settingNames = [
@@ -136,15 +163,11 @@ public struct JetStreamSink: Sink {
         ]
         let stated = Set(settingNames.filter { streamOptions.isSet($0.key) }.values)
         return JetStreamSink(
-            connection: try NATSStageOptions.make(options), stream: config, statedStreamSettings: stated,
-            streamName: name,
-            create: streamOptions.boolean("create"), update: streamOptions.boolean("update"),
-            subject: try options.template("subject")!, messageID: try options.template("msg_id"),
-            deduplicate: options.boolean("deduplicate"), maxInFlight: options.integer("max_in_flight"),
-            ackTimeout: options.duration("ack_timeout"),
-            onRejected: RejectionPolicy(rawValue: options.string("on_rejected") ?? "fail") ?? .fail,
-            onOversize: JetStreamOversizePolicy(rawValue: options.string("on_oversize") ?? "split") ?? .split,
-            deadLetterFile: options.string("dead_letter_file"))
+            connection: try NATSStageOptions.make(settings.connection, options), stream: config,
+            statedStreamSettings: stated, streamName: stream.name, create: stream.create, update: stream.update,
+            subject: settings.subject, messageID: settings.messageID, deduplicate: settings.deduplicate,
+            maxInFlight: settings.maxInFlight, ackTimeout: settings.ackTimeout, onRejected: settings.onRejected,
+            onOversize: settings.onOversize, deadLetterFile: settings.deadLetterFile)
     }
 
     /// One published chunk of a batch awaiting its acknowledgements.

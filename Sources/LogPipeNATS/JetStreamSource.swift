@@ -22,57 +22,82 @@ public struct JetStreamSource: Source, FieldProducer {
     let stopAfterIdle: Duration
     let inOrder: Bool
 
-    static let consumerOptions: [OptionSpec] = [
-        OptionSpec("durable", .string, required: true, "Durable consumer name, e.g. `central-p${PARTITION}`."),
-        OptionSpec("filter_subject", .string, "Only messages on these subjects, e.g. `logs.p3.>`."),
-        OptionSpec("create", .boolean, default: "true", "Create the consumer when missing."),
-        OptionSpec("deliver_policy", .choice(["all", "new", "last"]), default: "all", "Where a new consumer starts."),
-        OptionSpec(
-            "ack_policy", .choice(["explicit", "all"]), default: "explicit",
+    struct Settings: NATSStageSettings {
+        struct Consumer: StageSettings {
+            enum DeliverPolicy: String, CaseIterable, Sendable { case all, new, last }
+            enum AckPolicy: String, CaseIterable, Sendable { case explicit, all }
+            var durable = ""
+            var filterSubject: String?
+            var create = true
+            var deliverPolicy: DeliverPolicy = .all
+            var ackPolicy: AckPolicy = .explicit
+            var ackWait: Duration = .seconds(30)
+            var maxAckPending = 10000
+            var maxDeliver = -1
+        }
+
+        var connection = NATSConnectionSettings()
+        var stream = ""
+        var consumer = Consumer()
+        var batch = 1000
+        var expires: Duration = .seconds(5)
+        var subjectPattern: String?
+        var stopAfterIdle: Duration = .zero
+        var inOrder = false
+    }
+
+    static let consumerOptions: [StageOption<Settings.Consumer>] = [
+        .string("durable", \.durable, required: true, "Durable consumer name, e.g. `central-p${PARTITION}`."),
+        .string("filter_subject", \.filterSubject, "Only messages on these subjects, e.g. `logs.p3.>`."),
+        .boolean("create", \.create, "Create the consumer when missing."),
+        .choice("deliver_policy", \.deliverPolicy, "Where a new consumer starts."),
+        .choice(
+            "ack_policy", \.ackPolicy,
             "`explicit`: each message is acknowledged; `all`: one ack covers every earlier message (needs `in_order: true`; only for a single puller per consumer)."
         ),
-        OptionSpec("ack_wait", .duration, default: "30s", "Unacknowledged messages are delivered again after this."),
-        OptionSpec(
-            "max_ack_pending", .integer(1...1_000_000), default: "10000",
+        .duration("ack_wait", \.ackWait, "Unacknowledged messages are delivered again after this."),
+        .integer(
+            "max_ack_pending", \.maxAckPending, in: 1...1_000_000,
             "Messages delivered but not yet acknowledged, at most."),
-        OptionSpec(
-            "max_deliver", .integer(-1...Int.max), default: "-1", "Deliveries of one message at most (-1: no limit)."),
+        .integer("max_deliver", \.maxDeliver, in: -1...Int.max, "Deliveries of one message at most (-1: no limit)."),
     ]
 
     static let definition = StageDefinition.source(
         "jetstream",
         summary: "Pulls batches from a durable JetStream consumer; acks each message when every sink is done with it.",
-        options: NATSStageOptions.specs + [
-            OptionSpec("stream", .string, required: true, "Stream name, e.g. `LOGS`."),
-            OptionSpec("consumer", .object(consumerOptions), required: true, "The durable pull consumer."),
-            OptionSpec("batch", .integer(1...100_000), default: "1000", "Messages per pull request."),
-            OptionSpec("expires", .duration, default: "5s", "How long a pull request waits for messages."),
-            OptionSpec(
-                "subject_pattern", .string, "Reads fields back from the subject, e.g. `logs.p{partition}.{host}`."),
-            OptionSpec(
-                "stop_after_idle", .duration, default: "0",
+        options: NATSStageOptions.options(for: Settings.self) + [
+            .string("stream", \.stream, required: true, "Stream name, e.g. `LOGS`."),
+            .object("consumer", \.consumer, consumerOptions, required: true, "The durable pull consumer."),
+            .integer("batch", \.batch, in: 1...100_000, "Messages per pull request."),
+            .duration("expires", \.expires, "How long a pull request waits for messages."),
+            .string(
+                "subject_pattern", \.subjectPattern,
+                "Reads fields back from the subject, e.g. `logs.p{partition}.{host}`."),
+            .duration(
+                "stop_after_idle", \.stopAfterIdle,
                 "Finish once no message came for this long (0: never), for back-fills and tests."),
-            OptionSpec(
-                "in_order", .boolean, default: "false",
+            .boolean(
+                "in_order", \.inOrder,
                 "Keep the stream's order across crashes and lost deliveries: the consumer starts again at its first unacknowledged message (with an `exactly_once` file sink, which skips what it wrote). Only for the single puller of its consumer."
             ),
         ]
-    ) { options in
-        guard let consumerOptions = options.object("consumer"), let durable = consumerOptions.string("durable") else {
+    ) { settings, options in
+        guard let consumerOptions = options.object("consumer"), !settings.consumer.durable.isEmpty else {
             throw options.error(
                 "consumer", "needs a durable name",
                 hint: "consumer: { durable: central-p3, filter_subject: \"logs.p3.>\" }")
         }
-        try NATSStageOptions.checkName(options.string("stream") ?? "", option: "stream", in: options)
-        try NATSStageOptions.checkName(durable, option: "durable", in: consumerOptions)
-        var consumer = ConsumerConfig(durable: durable, filterSubject: consumerOptions.string("filter_subject"))
-        consumer.deliver_policy = consumerOptions.string("deliver_policy") ?? "all"
-        consumer.ack_policy = consumerOptions.string("ack_policy") ?? "explicit"
-        consumer.ack_wait = JetStreamContext.nanoseconds(consumerOptions.duration("ack_wait"))
-        consumer.max_ack_pending = consumerOptions.integer("max_ack_pending")
-        consumer.max_deliver = consumerOptions.integer("max_deliver")
-        let pattern = try NATSStageOptions.subjectPattern(options)
-        if consumer.ack_policy == "all", !options.boolean("in_order") {
+        let declared = settings.consumer
+        try NATSStageOptions.checkName(settings.stream, option: "stream", in: options)
+        try NATSStageOptions.checkName(declared.durable, option: "durable", in: consumerOptions)
+        var consumer = ConsumerConfig(durable: declared.durable, filterSubject: declared.filterSubject)
+        consumer.deliver_policy = declared.deliverPolicy.rawValue
+        consumer.ack_policy = declared.ackPolicy.rawValue
+        consumer.ack_wait = JetStreamContext.nanoseconds(declared.ackWait)
+        consumer.max_ack_pending = declared.maxAckPending
+        consumer.max_deliver = declared.maxDeliver
+        let pattern = try NATSStageOptions.subjectPattern(settings.subjectPattern, options)
+        if declared.ackPolicy == .all, !settings.inOrder {
             // One ack covers every earlier message, also a delivery that
             // was lost on its way: it would never come again. in_order
             // stops at such a gap before anything after it is acknowledged.
@@ -81,17 +106,17 @@ public struct JetStreamSource: Source, FieldProducer {
                 "ack_policy: all needs in_order: true (a cumulative ack would also acknowledge deliveries lost on their way, and those lines would never come again)",
                 hint: "add in_order: true, or use ack_policy: explicit")
         }
-        if options.boolean("in_order"), !consumerOptions.boolean("create") {
+        if settings.inOrder, !declared.create {
             throw options.error(
                 "in_order",
                 "needs consumer.create: true: it starts the consumer again at its first unacknowledged message",
                 hint: "set consumer.create: true, or in_order: false")
         }
         return JetStreamSource(
-            connection: try NATSStageOptions.make(options), stream: options.string("stream")!, consumer: consumer,
-            createConsumer: consumerOptions.boolean("create"), batchSize: options.integer("batch"),
-            expires: options.duration("expires"), pattern: pattern, stopAfterIdle: options.duration("stop_after_idle"),
-            inOrder: options.boolean("in_order"))
+            connection: try NATSStageOptions.make(settings.connection, options), stream: settings.stream,
+            consumer: consumer, createConsumer: declared.create, batchSize: settings.batch,
+            expires: settings.expires, pattern: pattern, stopAfterIdle: settings.stopAfterIdle,
+            inOrder: settings.inOrder)
     }
 
     public var producedFields: Set<String> {

@@ -35,23 +35,29 @@ public struct NATSSink: Sink {
         self.subjectIsRecordSubject = subject.text == "{subject}"
     }
 
+    struct Settings: NATSStageSettings {
+        var connection = NATSConnectionSettings()
+        var subject = try! Template("{subject}")
+        var headers: [String] = []
+        var onOversize: OversizeMessagePolicy = .drop
+    }
+
     static let definition = StageDefinition.sink(
         "nats",
         summary: "Publishes each record to core NATS on a subject template; acknowledges after a PING/PONG per batch.",
-        options: NATSStageOptions.specs + [
-            OptionSpec(
-                "subject", .template, default: "{subject}",
+        options: NATSStageOptions.options(for: Settings.self) + [
+            .template(
+                "subject", \.subject,
                 "Subject template; inserted values are made subject-safe. Default: the record's subject."),
-            OptionSpec("headers", .stringList, "Headers as `Name: template` items, e.g. `X-Host: {host}`."),
-            OptionSpec(
-                "on_oversize", .choice(OversizeMessagePolicy.allCases.map(\.rawValue)), default: "drop",
+            .stringList("headers", \.headers, "Headers as `Name: template` items, e.g. `X-Host: {host}`."),
+            .choice(
+                "on_oversize", \.onOversize,
                 "A record larger than the server's max_payload: `drop` (counted, logged) or `fail` the pipeline."),
         ]
-    ) { options in
-        let connection = try NATSStageOptions.make(options)
-        guard let subject = try options.template("subject") else { throw options.error("subject", "is required") }
+    ) { settings, options in
+        let connection = try NATSStageOptions.make(settings.connection, options)
         var headers: [(String, Template)] = []
-        for (index, item) in options.stringList("headers").enumerated() {
+        for (index, item) in settings.headers.enumerated() {
             guard let colon = item.firstIndex(of: ":"), colon != item.startIndex else {
                 throw options.error(
                     "headers", item: index, "'\(item)' is not 'Name: template'", hint: "headers: [\"X-Host: {host}\"]")
@@ -64,8 +70,7 @@ public struct NATSSink: Sink {
             }
         }
         return NATSSink(
-            connection: connection, subject: subject, headers: headers,
-            onOversize: OversizeMessagePolicy(rawValue: options.string("on_oversize") ?? "drop") ?? .drop)
+            connection: connection, subject: settings.subject, headers: headers, onOversize: settings.onOversize)
     }
 
     public func run(input: BatchInput, context: StageContext) async throws {

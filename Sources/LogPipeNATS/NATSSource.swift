@@ -18,31 +18,40 @@ public struct NATSSource: Source, FieldProducer {
     let pendingLimit: Int
     let batchSize: Int
 
+    struct Settings: NATSStageSettings {
+        var connection = NATSConnectionSettings()
+        var subjects: [String] = []
+        var queueGroup: String?
+        var subjectPattern: String?
+        var pendingLimit = 65536
+        var batchSize = 1000
+    }
+
     static let definition = StageDefinition.source(
         "nats",
         summary:
             "Subscribes to core NATS subjects (optionally in a queue group); no redelivery, bounded pending buffer.",
-        options: NATSStageOptions.specs + [
-            OptionSpec(
-                "subjects", .stringList, required: true, "Subjects to subscribe to; wildcards `*` and `>` allowed."),
-            OptionSpec("queue_group", .string, "Queue group: each message goes to one member."),
-            OptionSpec(
-                "subject_pattern", .string, "Reads fields back from the subject, e.g. `logs.p{partition}.{host}`."),
-            OptionSpec(
-                "pending_limit", .integer(1...10_000_000), default: "65536",
+        options: NATSStageOptions.options(for: Settings.self) + [
+            .stringList(
+                "subjects", \.subjects, required: true, "Subjects to subscribe to; wildcards `*` and `>` allowed."),
+            .string("queue_group", \.queueGroup, "Queue group: each message goes to one member."),
+            .string(
+                "subject_pattern", \.subjectPattern,
+                "Reads fields back from the subject, e.g. `logs.p{partition}.{host}`."),
+            .integer(
+                "pending_limit", \.pendingLimit, in: 1...10_000_000,
                 "Messages buffered while the pipeline is busy; beyond it they are dropped and counted."),
-            OptionSpec("batch_size", .integer(1...100_000), default: "1000", "Most records per batch."),
+            .integer("batch_size", \.batchSize, in: 1...100_000, "Most records per batch."),
         ]
-    ) { options in
-        let subjects = options.stringList("subjects")
-        if subjects.isEmpty {
+    ) { settings, options in
+        if settings.subjects.isEmpty {
             throw options.error("subjects", "needs at least one subject", hint: "subjects: [\"logs.>\"]")
         }
-        let pattern = try NATSStageOptions.subjectPattern(options)
         return NATSSource(
-            connection: try NATSStageOptions.make(options), subjects: subjects,
-            queueGroup: options.string("queue_group"),
-            pattern: pattern, pendingLimit: options.integer("pending_limit"), batchSize: options.integer("batch_size"))
+            connection: try NATSStageOptions.make(settings.connection, options), subjects: settings.subjects,
+            queueGroup: settings.queueGroup,
+            pattern: try NATSStageOptions.subjectPattern(settings.subjectPattern, options),
+            pendingLimit: settings.pendingLimit, batchSize: settings.batchSize)
     }
 
     /// Fields the subject pattern names besides host and partition.

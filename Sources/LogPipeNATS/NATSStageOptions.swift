@@ -2,50 +2,85 @@ import LogPipe
 import Logging
 import NATSClient
 
-/// Connection options shared by every NATS stage: `servers`, `auth`, `tls`.
+/// The connection options every NATS stage shares, as a pipeline file gives
+/// them: `servers`, `auth`, `tls`, `connect_timeout`, `name`.
+struct NATSConnectionSettings: StageSettings {
+    struct Auth: StageSettings {
+        var user: String?
+        var password: String?
+        var token: String?
+        var nkeySeedFile: String?
+        var credsFile: String?
+    }
+
+    struct TLS: StageSettings {
+        var caFile: String?
+        var certFile: String?
+        var keyFile: String?
+        var verify = NATSOptions.TLS().verify
+    }
+
+    var servers: [String] = []
+    var auth = Auth()
+    var tls = TLS()
+    var connectTimeout = NATSOptions(servers: []).connectTimeout
+    var name: String?
+}
+
+/// Settings of a stage that connects to NATS.
+protocol NATSStageSettings: StageSettings {
+    var connection: NATSConnectionSettings { get set }
+}
+
 enum NATSStageOptions {
-    static let specs: [OptionSpec] = [
-        OptionSpec(
-            "servers", .stringList, required: true,
+    static let connectionOptions: [StageOption<NATSConnectionSettings>] = [
+        .stringList(
+            "servers", \.servers, required: true,
             "Server URLs: `nats://host:4222`, `tls://host:4222`; credentials may sit in the URL; an entry may list several, separated by commas (`${NATS_URL}` = `nats://a:4222,nats://b:4222`)."
         ),
-        OptionSpec(
-            "auth",
-            .object([
-                OptionSpec("user", .string, "User name."),
-                OptionSpec("password", .string, "Password."),
-                OptionSpec("token", .string, "Authentication token."),
-                OptionSpec("nkey_seed_file", .string, "File holding an NKey user seed (`SU...`)."),
-                OptionSpec("creds_file", .string, "A `.creds` file (user JWT and NKey seed)."),
-            ]),
+        .object(
+            "auth", \.auth,
+            [
+                .string("user", \.user, "User name."),
+                .string("password", \.password, "Password."),
+                .string("token", \.token, "Authentication token."),
+                .string("nkey_seed_file", \.nkeySeedFile, "File holding an NKey user seed (`SU...`)."),
+                .string("creds_file", \.credsFile, "A `.creds` file (user JWT and NKey seed)."),
+            ],
             "Credentials: user and password, a token, an NKey seed file or a creds file."
         ),
-        OptionSpec(
-            "tls",
-            .object([
-                OptionSpec("ca_file", .string, "CA certificates (PEM) for the server's certificate."),
-                OptionSpec("cert_file", .string, "Client certificate (PEM), for mutual TLS."),
-                OptionSpec("key_file", .string, "Client private key (PEM), for mutual TLS."),
-                OptionSpec("verify", .boolean, default: "true", "Verify the server's certificate and name."),
-            ]),
+        .object(
+            "tls", \.tls,
+            [
+                .string("ca_file", \.caFile, "CA certificates (PEM) for the server's certificate."),
+                .string("cert_file", \.certFile, "Client certificate (PEM), for mutual TLS."),
+                .string("key_file", \.keyFile, "Client private key (PEM), for mutual TLS."),
+                .boolean("verify", \.verify, "Verify the server's certificate and name."),
+            ],
             "TLS settings (a `tls://` URL or a server that requires TLS turns TLS on)."
         ),
-        OptionSpec("connect_timeout", .duration, default: "5s", "Time to connect to one server."),
-        OptionSpec("name", .string, "Connection name shown by the server (default: logpipe-<stage>)."),
+        .duration("connect_timeout", \.connectTimeout, "Time to connect to one server."),
+        .string("name", \.name, "Connection name shown by the server (default: logpipe-<stage>)."),
     ]
 
-    static func make(_ options: StageOptions) throws -> NATSOptions {
+    /// The connection options of a NATS stage with settings `Settings`.
+    static func options<Settings: NATSStageSettings>(for _: Settings.Type) -> [StageOption<Settings>] {
+        connectionOptions.map { $0.lifted(\Settings.connection) }
+    }
+
+    /// The client options of `settings`, checked; errors point at `options`.
+    static func make(_ settings: NATSConnectionSettings, _ options: StageOptions) throws -> NATSOptions {
         // An entry may hold several URLs separated by commas, as NATS_URL
         // does for the nats tools: `servers: ["${NATS_URL}"]` then takes a
         // whole cluster from one variable.
-        let servers = options.stringList("servers").flatMap {
+        let servers = settings.servers.flatMap {
             $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         }
         if servers.isEmpty {
             throw options.error(
                 "servers", "needs at least one server URL", hint: "servers: [\"nats://127.0.0.1:4222\"]")
         }
-        var settings = NATSOptions(servers: servers)
+        var client = NATSOptions(servers: servers)
         for server in servers {
             do {
                 try NATSOptions.validateServerURL(server)
@@ -56,30 +91,30 @@ enum NATSStageOptions {
                     hint: "write nats://host:4222 or tls://host:4222 (a port from 1 to 65535, no path)")
             }
         }
-        settings.name = options.string("name") ?? "logpipe-\(options.stageName)"
-        settings.connectTimeout = options.duration("connect_timeout")
+        client.name = settings.name ?? "logpipe-\(options.stageName)"
+        client.connectTimeout = settings.connectTimeout
         if let auth = options.object("auth") {
-            settings.user = auth.string("user")
-            settings.password = auth.string("password")
-            settings.token = auth.string("token")
-            settings.nkeySeedFile = auth.string("nkey_seed_file")
-            settings.credsFile = auth.string("creds_file")
-            if settings.password != nil, settings.user == nil {
+            client.user = settings.auth.user
+            client.password = settings.auth.password
+            client.token = settings.auth.token
+            client.nkeySeedFile = settings.auth.nkeySeedFile
+            client.credsFile = settings.auth.credsFile
+            if client.password != nil, client.user == nil {
                 throw auth.error("password", "a password needs a user", hint: "add auth.user")
             }
         }
         if let tls = options.object("tls") {
             var configuration = NATSOptions.TLS()
-            configuration.caFile = tls.string("ca_file")
-            configuration.certFile = tls.string("cert_file")
-            configuration.keyFile = tls.string("key_file")
-            configuration.verify = tls.boolean("verify")
+            configuration.caFile = settings.tls.caFile
+            configuration.certFile = settings.tls.certFile
+            configuration.keyFile = settings.tls.keyFile
+            configuration.verify = settings.tls.verify
             if (configuration.certFile == nil) != (configuration.keyFile == nil) {
                 throw tls.error("cert_file", "mutual TLS needs both cert_file and key_file")
             }
-            settings.tls = configuration
+            client.tls = configuration
         }
-        return settings
+        return client
     }
 
     /// Checks a JetStream stream or consumer name: the server takes it as a
@@ -96,8 +131,8 @@ enum NATSStageOptions {
     }
 
     /// The `subject_pattern` option, parsed.
-    static func subjectPattern(_ options: StageOptions) throws -> SubjectPattern? {
-        guard let text = options.string("subject_pattern") else { return nil }
+    static func subjectPattern(_ text: String?, _ options: StageOptions) throws -> SubjectPattern? {
+        guard let text else { return nil }
         do {
             return try SubjectPattern(text)
         } catch let error as Template.ParseError {

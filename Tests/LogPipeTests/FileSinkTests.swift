@@ -96,6 +96,7 @@ import Testing
         let (lines, continuation) = AsyncStream.makeStream(of: String.self)
         try pipeline.add("app", source: AsyncSequenceSource(lines: lines))
         struct SetHost: BatchTransform {
+            var producedFields: Set<String> { [] }
             let hosts: [String]
             func transform(_ batch: inout Batch) throws {
                 for index in batch.records.indices {

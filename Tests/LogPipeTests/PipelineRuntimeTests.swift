@@ -245,6 +245,7 @@ import Testing
 
 /// A custom transform, as an app would write one.
 struct Uppercase: BatchTransform {
+    var producedFields: Set<String> { [] }
     func transform(_ batch: inout Batch) throws {
         for index in batch.records.indices {
             let upper = batch.records[index].text.uppercased()

@@ -9,6 +9,7 @@ import Testing
 /// Emits `batches` batches of `batchSize` numbered records ("0", "1", ...),
 /// counting what it emitted.
 struct CountingSource: Source {
+    var producedFields: Set<String> { [] }
     let batches: Int
     let batchSize: Int
     let emitted: Counter
@@ -35,6 +36,7 @@ struct CountingSource: Source {
 
 /// Keeps only the records for which `keep` is true.
 struct PredicateFilter: BatchTransform {
+    var producedFields: Set<String> { [] }
     let keep: @Sendable (Record) -> Bool
     func transform(_ batch: inout Batch) throws {
         batch.removeAll { !keep($0) }
@@ -43,6 +45,7 @@ struct PredicateFilter: BatchTransform {
 
 /// Passes batches on unchanged.
 struct PassTransform: BatchTransform {
+    var producedFields: Set<String> { [] }
     func transform(_ batch: inout Batch) throws {}
 }
 

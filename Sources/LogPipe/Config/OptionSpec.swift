@@ -82,6 +82,64 @@ public struct StageDefinition: Sendable {
     public var options: [OptionSpec]
     /// Builds a stage from validated options.
     public var make: @Sendable (StageOptions) throws -> AnyStage
+    /// Where a documented default would not read back as the typed default
+    /// (empty for stages declared with ``StageOption``s whose defaults agree;
+    /// `nil` for stages declared with bare ``OptionSpec``s, whose defaults
+    /// nothing checks).
+    public var defaultMismatches: (@Sendable () -> [String])?
+
+    init(
+        type: String, kind: StageKind, summary: String, options: [OptionSpec],
+        defaultMismatches: (@Sendable () -> [String])? = nil,
+        make: @escaping @Sendable (StageOptions) throws -> AnyStage
+    ) {
+        self.type = type
+        self.kind = kind
+        self.summary = summary
+        self.options = options
+        self.defaultMismatches = defaultMismatches
+        self.make = make
+    }
+
+    /// A definition whose options are declared once each, with their
+    /// values read into `Settings` before `make` sees them.
+    static func declared<Settings: StageSettings>(
+        _ type: String, kind: StageKind, summary: String, options: [StageOption<Settings>],
+        make: @escaping @Sendable (Settings, StageOptions) throws -> AnyStage
+    ) -> StageDefinition {
+        StageDefinition(
+            type: type, kind: kind, summary: summary, options: options.map(\.spec),
+            defaultMismatches: { options.defaultMismatches() }
+        ) { stageOptions in
+            try make(try options.read(stageOptions), stageOptions)
+        }
+    }
+
+    /// Defines a source type whose options are declared with ``StageOption``:
+    /// `make` gets the settings they were read into (and the raw options,
+    /// for errors located at an option).
+    public static func source<Settings: StageSettings>(
+        _ type: String, summary: String, options: [StageOption<Settings>],
+        make: @escaping @Sendable (Settings, StageOptions) throws -> any Source
+    ) -> StageDefinition {
+        declared(type, kind: .source, summary: summary, options: options) { .source(try make($0, $1)) }
+    }
+
+    /// Defines a transform type whose options are declared with ``StageOption``.
+    public static func transform<Settings: StageSettings>(
+        _ type: String, summary: String, options: [StageOption<Settings>],
+        make: @escaping @Sendable (Settings, StageOptions) throws -> any Transform
+    ) -> StageDefinition {
+        declared(type, kind: .transform, summary: summary, options: options) { .transform(try make($0, $1)) }
+    }
+
+    /// Defines a sink type whose options are declared with ``StageOption``.
+    public static func sink<Settings: StageSettings>(
+        _ type: String, summary: String, options: [StageOption<Settings>],
+        make: @escaping @Sendable (Settings, StageOptions) throws -> any Sink
+    ) -> StageDefinition {
+        declared(type, kind: .sink, summary: summary, options: options) { .sink(try make($0, $1)) }
+    }
 
     /// Defines a source type.
     public static func source(

@@ -62,6 +62,16 @@ public enum Units {
         return Int(bytes)
     }
 
+    /// Formats a size the way pipeline files write it: the largest binary
+    /// unit that divides it (`256KiB`, `1MiB`), else bytes (`1000`).
+    public static func formatSize(_ bytes: Int) -> String {
+        for (unit, factor) in [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)]
+        where bytes > 0 && bytes % factor == 0 {
+            return "\(bytes / factor)\(unit)"
+        }
+        return String(bytes)
+    }
+
     /// Formats a duration the way pipeline files write it (`30s`, `500ms`).
     public static func format(_ duration: Duration) -> String {
         let (seconds, attoseconds) = duration.components

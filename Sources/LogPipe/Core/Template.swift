@@ -39,6 +39,9 @@ public struct Template: Sendable, Hashable, CustomStringConvertible {
     /// The template as written.
     public let text: String
 
+    /// The empty template (renders as the empty string).
+    public static let empty = try! Template("")
+
     /// Parses `text`.
     public init(_ text: String) throws {
         self.text = text

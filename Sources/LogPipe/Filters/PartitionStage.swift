@@ -27,7 +27,7 @@ public enum HostSource: String, Sendable, CaseIterable {
 /// a publish never fails on a bad subject.
 public struct PartitionStage: BatchTransform, FieldProducer, TemplateConsumer {
     /// Settings of a partition stage.
-    public struct Options: Sendable {
+    public struct Options: StageSettings {
         /// Number of partitions.
         public var partitions = 8
         /// What is hashed; `{host}` by default.
@@ -62,27 +62,17 @@ public struct PartitionStage: BatchTransform, FieldProducer, TemplateConsumer {
         "partition",
         summary: "Sets partition = hash(key) mod partitions (CRC-32/IEEE of the host by default) and the subject.",
         options: [
-            OptionSpec("partitions", .integer(1...1_000_000), default: "8", "Number of partitions."),
-            OptionSpec("key", .template, default: "{host}", "What is hashed."),
-            OptionSpec(
-                "hash", .choice(PartitionHash.allCases.map(\.rawValue)), default: "crc32",
-                "`crc32` (CRC-32/IEEE, as zlib and Go compute it) or `fnv1a` (32-bit)."),
-            OptionSpec(
-                "subject", .template, default: "logs.p{partition}.{host}",
-                "Subject template; inserted values are made subject-safe."),
-            OptionSpec(
-                "host", .choice(HostSource.allCases.map(\.rawValue)), default: "auto",
+            .integer("partitions", \.partitions, in: 1...1_000_000, "Number of partitions."),
+            .template("key", \.key, "What is hashed."),
+            .choice("hash", \.hash, "`crc32` (CRC-32/IEEE, as zlib and Go compute it) or `fnv1a` (32-bit)."),
+            .template("subject", \.subject, "Subject template; inserted values are made subject-safe."),
+            .choice(
+                "host", \.host,
                 "Where the host comes from: `auto` (a `host` field, else the line's host field, else the record's host), `line` (`unknown` without one), `record`."
             ),
         ]
-    ) { options in
-        var settings = Options()
-        settings.partitions = options.integer("partitions")
-        settings.key = try options.template("key") ?? settings.key
-        settings.hash = PartitionHash(rawValue: options.string("hash") ?? "crc32") ?? .crc32
-        settings.subject = try options.template("subject") ?? settings.subject
-        settings.host = HostSource(rawValue: options.string("host") ?? "auto") ?? .auto
-        return PartitionStage(options: settings)
+    ) { settings, _ in
+        PartitionStage(options: settings)
     }
 
     public var producedFields: Set<String> { [] }

@@ -53,41 +53,54 @@ public struct RegexFilter: Transform {
         self.options = options
     }
 
+    /// The options as a pipeline file gives them: patterns are compiled
+    /// with the flags, once all are read.
+    struct Declared: StageSettings {
+        var include: [String] = []
+        var exclude: [String] = []
+        var extract: [String] = []
+        var regex = PCRE2Regex.Options()
+        var field: String?
+        var onLimit = Options().onLimit
+
+        var matchLimit: Int {
+            get { Int(regex.matchLimit) }
+            set { regex.matchLimit = UInt32(newValue) }
+        }
+    }
+
     static let definition = StageDefinition.transform(
         "regex",
         summary: "Keeps or drops lines by PCRE2 patterns (JIT) and extracts named captures into fields.",
         options: [
-            OptionSpec("include", .stringList, "Keep lines matching any of these patterns (default: keep all)."),
-            OptionSpec("exclude", .stringList, "Drop lines matching any of these patterns."),
-            OptionSpec(
-                "extract", .stringList,
+            StageOption<Declared>.stringList(
+                "include", \.include, "Keep lines matching any of these patterns (default: keep all)."),
+            .stringList("exclude", \.exclude, "Drop lines matching any of these patterns."),
+            .stringList(
+                "extract", \.extract,
                 "Patterns whose named groups `(?<name>...)` become record fields; `host` also sets the host."),
-            OptionSpec(
-                "case_insensitive", .boolean, default: "false", "Match without regard to case (`PCRE2_CASELESS`)."),
-            OptionSpec(
-                "utf", .boolean, default: "false",
+            .boolean(
+                "case_insensitive", \.regex.caseInsensitive, "Match without regard to case (`PCRE2_CASELESS`)."),
+            .boolean(
+                "utf", \.regex.utf,
                 "Match Unicode code points (`PCRE2_UTF` + `PCRE2_MATCH_INVALID_UTF`) instead of bytes."),
-            OptionSpec(
-                "field", .string, "Match this record field instead of the line (a record without it does not match)."),
-            OptionSpec(
-                "match_limit", .integer(1...Int(UInt32.max)), default: "1000000",
+            .string(
+                "field", \.field, "Match this record field instead of the line (a record without it does not match)."),
+            .integer(
+                "match_limit", \.matchLimit, in: 1...Int(UInt32.max),
                 "Most backtracking steps per match; guards against catastrophic patterns."),
-            OptionSpec(
-                "on_limit", .choice(MatchLimitPolicy.allCases.map(\.rawValue)), default: "keep",
+            .choice(
+                "on_limit", \.onLimit,
                 "When a match hits the limit: `keep` or `drop` the line (counted as `match_limit_hits`), or `fail` the pipeline."
             ),
         ]
-    ) { options in
-        var regexOptions = PCRE2Regex.Options()
-        regexOptions.caseInsensitive = options.boolean("case_insensitive")
-        regexOptions.utf = options.boolean("utf")
-        regexOptions.matchLimit = UInt32(options.integer("match_limit"))
+    ) { declared, options in
         // Every pattern is compiled, so that each bad one is reported.
         var problems: [OptionError] = []
-        func compile(_ name: String) -> [PCRE2Regex] {
-            options.stringList(name).enumerated().compactMap { index, pattern in
+        func compile(_ name: String, _ patterns: [String]) -> [PCRE2Regex] {
+            patterns.enumerated().compactMap { index, pattern in
                 do throws(RegexCompileError) {
-                    return try PCRE2Regex(pattern, options: regexOptions)
+                    return try PCRE2Regex(pattern, options: declared.regex)
                 } catch {
                     problems.append(
                         options.error(
@@ -101,12 +114,12 @@ public struct RegexFilter: Transform {
             }
         }
         var settings = Options()
-        settings.include = compile("include")
-        settings.exclude = compile("exclude")
-        settings.extract = compile("extract")
+        settings.include = compile("include", declared.include)
+        settings.exclude = compile("exclude", declared.exclude)
+        settings.extract = compile("extract", declared.extract)
         if !problems.isEmpty { throw OptionErrors(problems) }
-        settings.field = options.string("field")
-        settings.onLimit = MatchLimitPolicy(rawValue: options.string("on_limit") ?? "keep") ?? .keep
+        settings.field = declared.field
+        settings.onLimit = declared.onLimit
         if settings.include.isEmpty, settings.exclude.isEmpty, settings.extract.isEmpty {
             throw options.error("include", "a regex stage needs at least one of include, exclude or extract")
         }

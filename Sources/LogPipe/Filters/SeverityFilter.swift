@@ -16,7 +16,7 @@ public enum UnknownSeverityPolicy: String, Sendable, CaseIterable {
 /// line (or is dropped with its debug line).
 public struct SeverityFilter: Transform, FieldProducer {
     /// Settings of a severity stage.
-    public struct Options: Sendable {
+    public struct Options: StageSettings {
         /// Keep lines at least this severe (`nil`: no threshold).
         public var atLeast: Severity?
         /// Keep only these levels (`nil`: no set).
@@ -46,42 +46,34 @@ public struct SeverityFilter: Transform, FieldProducer {
         "severity",
         summary: "Recognises each line's level (syslog PRI, JSON, logfmt, plain words) and keeps lines by level.",
         options: [
-            OptionSpec(
+            StageOption<Options>.custom(
                 "at_least", .choice(levelNames),
-                "Keep lines at least this severe, e.g. `warning` keeps warning, error, critical, alert, emergency."),
-            OptionSpec("levels", .stringList, "Keep only these levels (instead of `at_least`)."),
-            OptionSpec(
-                "unknown", .choice(UnknownSeverityPolicy.allCases.map(\.rawValue)), default: "keep",
-                "Lines with no recognisable level: `keep` or `drop`."),
-            OptionSpec(
-                "inherit_continuations", .boolean, default: "false",
-                "Stack-trace continuation lines take the previous line's level."),
-            OptionSpec(
-                "search_bytes", .size, default: "256", "How far into a plain-text line to look for a level word."),
-        ]
-    ) { options in
-        var settings = Options()
-        if let name = options.string("at_least") {
-            settings.atLeast = SeverityParser.level(named: Array(name.utf8))
-        }
-        if options.isSet("levels") {
-            var levels: Set<Severity> = []
-            for (index, name) in options.stringList("levels").enumerated() {
-                guard let level = SeverityParser.level(named: Array(name.utf8)) else {
-                    throw options.error(
-                        "levels", item: index, "'\(name)' is not a level",
-                        hint: "levels: \(levelNames.joined(separator: ", "))")
+                "Keep lines at least this severe, e.g. `warning` keeps warning, error, critical, alert, emergency."
+            ) { options, settings in
+                settings.atLeast = options.string("at_least").flatMap { SeverityParser.level(named: Array($0.utf8)) }
+            },
+            .custom("levels", .stringList, "Keep only these levels (instead of `at_least`).") { options, settings in
+                var levels: Set<Severity> = []
+                for (index, name) in options.stringList("levels").enumerated() {
+                    guard let level = SeverityParser.level(named: Array(name.utf8)) else {
+                        throw options.error(
+                            "levels", item: index, "'\(name)' is not a level",
+                            hint: "levels: \(levelNames.joined(separator: ", "))")
+                    }
+                    levels.insert(level)
                 }
-                levels.insert(level)
-            }
-            settings.levels = levels
-        }
+                settings.levels = levels
+            },
+            .choice("unknown", \.unknown, "Lines with no recognisable level: `keep` or `drop`."),
+            .boolean(
+                "inherit_continuations", \.inheritContinuations,
+                "Stack-trace continuation lines take the previous line's level."),
+            .size("search_bytes", \.searchBytes, "How far into a plain-text line to look for a level word."),
+        ]
+    ) { settings, options in
         if settings.atLeast != nil, settings.levels != nil {
             throw options.error("levels", "give either at_least or levels, not both")
         }
-        settings.unknown = UnknownSeverityPolicy(rawValue: options.string("unknown") ?? "keep") ?? .keep
-        settings.inheritContinuations = options.boolean("inherit_continuations")
-        settings.searchBytes = options.size("search_bytes")
         return SeverityFilter(options: settings)
     }
 

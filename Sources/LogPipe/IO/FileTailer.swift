@@ -29,7 +29,7 @@ public enum FingerprintStrategy: String, Sendable, CaseIterable {
 /// The mechanics of the file source: discovery, reading, rotation and
 /// truncation, acknowledgement-driven checkpoints. Used by one task only.
 final class FileTailer {
-    struct Options: Sendable {
+    struct Options: LineHandlingSettings {
         var include: [Glob]
         var exclude: [Glob] = []
         var scanInterval: Duration = .seconds(1)
@@ -52,6 +52,19 @@ final class FileTailer {
         /// longest wait for more lines before the next read (``ReadPacer``).
         var linger: Duration = .milliseconds(5)
         var slowLinger: Duration = .milliseconds(25)
+
+        init(include: [Glob]) { self.include = include }
+        init() { self.init(include: []) }
+
+        /// The globs as the pipeline file gives them.
+        var includePatterns: [String] {
+            get { include.map(\.pattern) }
+            set { include = newValue.map(Glob.init) }
+        }
+        var excludePatterns: [String] {
+            get { exclude.map(\.pattern) }
+            set { exclude = newValue.map(Glob.init) }
+        }
     }
 
     /// Read state per file content (fingerprint); outlives descriptors, so a

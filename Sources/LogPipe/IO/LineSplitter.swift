@@ -155,27 +155,32 @@ struct LineSplitter {
 }
 
 /// The line-splitting options shared by line-reading sources (`stdin`, `file`).
-enum LineOptions {
-    static let specs: [OptionSpec] = [
-        OptionSpec(
-            "max_line_bytes", .size, default: "1MiB",
-            "Longest line emitted as one record; longer lines follow `oversize`."),
-        OptionSpec(
-            "oversize", .choice(OversizePolicy.allCases.map(\.rawValue)), default: "split",
-            "Split an overlong line into several records, or truncate it (counted as `oversize_lines`)."),
-        OptionSpec("strip_cr", .boolean, default: "false", "Remove a `\\r` before the `\\n` (CRLF input)."),
-        OptionSpec("host", .string, "Host of the records (default: this machine's host name)."),
-    ]
+/// Settings of a stage that splits a byte stream into lines (`file`,
+/// `stdin`).
+protocol LineHandlingSettings: StageSettings {
+    /// Longest line emitted as one record.
+    var maxLineBytes: Int { get set }
+    /// What to do with a longer line.
+    var oversize: OversizePolicy { get set }
+    /// Drop a `\r` that ends a line.
+    var stripCarriageReturn: Bool { get set }
+    /// Host of the records; the machine's name when `nil`.
+    var host: String? { get set }
+}
 
-    /// The options, checked.
-    static func read(_ options: StageOptions) throws -> (
-        maxLineBytes: Int, oversize: OversizePolicy, stripCR: Bool, host: String?
-    ) {
-        let maxLineBytes = options.size("max_line_bytes")
-        if maxLineBytes < 1 { throw options.error("max_line_bytes", "must be at least 1 byte") }
-        return (
-            maxLineBytes, OversizePolicy(rawValue: options.string("oversize") ?? "split") ?? .split,
-            options.boolean("strip_cr"), options.string("host")
-        )
+enum LineOptions {
+    /// The options of line handling, declared once for every stage that
+    /// splits lines.
+    static func options<Settings: LineHandlingSettings>(for _: Settings.Type) -> [StageOption<Settings>] {
+        [
+            .size(
+                "max_line_bytes", \Settings.maxLineBytes, minimum: 1,
+                "Longest line emitted as one record; longer lines follow `oversize`."),
+            .choice(
+                "oversize", \Settings.oversize,
+                "Split an overlong line into several records, or truncate it (counted as `oversize_lines`)."),
+            .boolean("strip_cr", \Settings.stripCarriageReturn, "Remove a `\\r` before the `\\n` (CRLF input)."),
+            .string("host", \Settings.host, "Host of the records (default: this machine's host name)."),
+        ]
     }
 }

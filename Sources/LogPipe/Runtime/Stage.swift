@@ -21,7 +21,7 @@ public enum StageKind: String, Sendable, Hashable, CaseIterable {
 /// ``SourceContext/isStopping`` becomes true, which is how a graceful shutdown
 /// begins. Emitting suspends while downstream is full: that is backpressure,
 /// and a source must not read ahead without bound while it waits.
-public protocol Source: Sendable {
+public protocol Source: FieldProducer, Sendable {
     /// Produces records until the input ends or the pipeline stops.
     func run(_ context: SourceContext) async throws
 }
@@ -32,7 +32,7 @@ public protocol Source: Sendable {
 /// `output`. A transform that removes a record must acknowledge it as dropped
 /// (``Batch/removeAll(where:)`` does this); otherwise the source never learns
 /// the record is done. Most transforms only need ``BatchTransform``.
-public protocol Transform: Sendable {
+public protocol Transform: FieldProducer, Sendable {
     /// Processes batches from `input` until it ends.
     func run(input: BatchInput, output: BatchOutput, context: StageContext) async throws
 }
@@ -151,11 +151,13 @@ public struct BatchOutput: Sendable {
     }
 }
 
-/// A stage that sets named record fields, so that templates downstream may
-/// name them. The pipeline-file loader uses it to reject a template field no
-/// upstream stage sets.
+/// The fields a stage sets, so that templates downstream may name them. The
+/// pipeline-file loader uses it to reject a template field no upstream stage
+/// sets. Every source and transform declares them (`[]` when it sets none):
+/// a stage that could leave them out would switch the check off downstream.
 public protocol FieldProducer {
-    /// The names of the fields this stage may set.
+    /// The names of the fields this stage may set (besides the built-in
+    /// ones: host, partition, severity, source, origin, subject).
     var producedFields: Set<String> { get }
 }
 

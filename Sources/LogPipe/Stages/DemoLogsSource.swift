@@ -14,7 +14,7 @@ public struct DemoLogsSource: Source {
     }
 
     /// What and how much to generate.
-    public struct Options: Sendable {
+    public struct Options: StageSettings {
         /// Lines to produce before finishing; 0 means until stopped.
         public var count = 1000
         /// Lines per second; 0 means as fast as the pipeline accepts.
@@ -30,6 +30,12 @@ public struct DemoLogsSource: Source {
 
         /// Default options.
         public init() {}
+
+        /// The seed as the pipeline file gives it.
+        var seedOption: Int {
+            get { Int(truncatingIfNeeded: seed) }
+            set { seed = UInt64(newValue) }
+        }
     }
 
     let options: Options
@@ -43,27 +49,18 @@ public struct DemoLogsSource: Source {
         "demo_logs",
         summary: "Generates realistic log lines from several fake hosts (syslog, JSON, logfmt, plain).",
         options: [
-            OptionSpec(
-                "count", .integer(0...Int.max), default: "1000",
-                "Lines to produce before finishing; 0 runs until stopped."),
-            OptionSpec(
-                "rate", .integer(0...Int.max), default: "0", "Lines per second; 0 is as fast as the pipeline accepts."),
-            OptionSpec("hosts", .integer(1...10000), default: "8", "Number of fake hosts the lines come from."),
-            OptionSpec("format", .choice(Format.allCases.map(\.rawValue)), default: "mixed", "Line format."),
-            OptionSpec(
-                "seed", .integer(0...Int.max), default: "1",
-                "Seed; the same seed gives the same lines (timestamps aside)."),
-            OptionSpec("batch_size", .integer(1...100_000), default: "500", "Lines per batch."),
+            .integer(
+                "count", \.count, in: 0...Int.max, "Lines to produce before finishing; 0 runs until stopped."),
+            .integer("rate", \.rate, in: 0...Int.max, "Lines per second; 0 is as fast as the pipeline accepts."),
+            .integer("hosts", \.hosts, in: 1...10000, "Number of fake hosts the lines come from."),
+            .choice("format", \.format, "Line format."),
+            .integer(
+                "seed", \.seedOption, in: 0...Int.max, "Seed; the same seed gives the same lines (timestamps aside)."
+            ),
+            .integer("batch_size", \.batchSize, in: 1...100_000, "Lines per batch."),
         ]
-    ) { options in
-        var settings = Options()
-        settings.count = options.integer("count")
-        settings.rate = options.integer("rate")
-        settings.hosts = options.integer("hosts")
-        settings.format = Format(rawValue: options.string("format") ?? "mixed") ?? .mixed
-        settings.seed = UInt64(options.integer("seed"))
-        settings.batchSize = options.integer("batch_size")
-        return DemoLogsSource(options: settings)
+    ) { settings, _ in
+        DemoLogsSource(options: settings)
     }
 
     /// The fake host names, in order.

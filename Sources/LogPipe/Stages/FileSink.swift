@@ -31,7 +31,7 @@ public enum FsyncPolicy: String, Sendable, CaseIterable {
 /// pipeline is held back meanwhile.
 public struct FileSink: Sink {
     /// How the sink writes.
-    public struct Options: Sendable {
+    public struct Options: StageSettings {
         /// Where each record goes; placeholder values have `/` replaced by
         /// `_`, and a file name over 255 bytes is shortened (see ``FileSink/fitted(_:)``).
         public var path: Template
@@ -53,6 +53,11 @@ public struct FileSink: Sink {
         public init(path: Template) {
             self.path = path
         }
+
+        /// Options without a path yet (`path` is required).
+        public init() {
+            self.init(path: Template.empty)
+        }
     }
 
     let options: Options
@@ -71,36 +76,28 @@ public struct FileSink: Sink {
         "file",
         summary: "Appends each record as a line to a file chosen by a path template.",
         options: [
-            OptionSpec(
-                "path", .template, required: true,
+            StageOption<Options>.template(
+                "path", \.path, required: true,
                 "Path template, e.g. `/var/log/central/{host}.log`; `/` inside values becomes `_`."),
-            OptionSpec(
-                "fsync", .choice(FsyncPolicy.allCases.map(\.rawValue)), default: "never",
+            .choice(
+                "fsync", \.fsync,
                 "When to fsync: `never`, after every `batch`, or every `fsync_interval`; records are acknowledged after it."
             ),
-            OptionSpec("fsync_interval", .duration, default: "1s", "Period of `fsync: interval`."),
-            OptionSpec(
-                "max_open_files", .integer(1...65536), default: "256",
+            .duration("fsync_interval", \.fsyncInterval, "Period of `fsync: interval`."),
+            .integer(
+                "max_open_files", \.maxOpenFiles, in: 1...65536,
                 "Files kept open at once; the least recently used is closed first."),
-            OptionSpec(
-                "retry_backoff", .duration, default: "100ms",
-                "First wait after a failed write; doubles on each failure."),
-            OptionSpec("max_retry_backoff", .duration, default: "5s", "Longest wait between write retries."),
-            OptionSpec(
-                "exactly_once", .boolean, default: "false",
+            .duration(
+                "retry_backoff", \.retryBackoff, "First wait after a failed write; doubles on each failure."),
+            .duration("max_retry_backoff", \.maxRetryBackoff, "Longest wait between write retries."),
+            .boolean(
+                "exactly_once", \.exactlyOnce,
                 "Write each record once even when a source delivers it again (a JetStream consumer after a crash): skips records already written and cuts unacknowledged tails; fsyncs every batch (batches queued meanwhile are committed together). Keeps a ledger in data_dir."
             ),
         ]
-    ) { options in
-        guard let path = try options.template("path") else { throw options.error("path", "is required") }
-        if path.text.isEmpty { throw options.error("path", "must not be empty") }
-        var settings = Options(path: path)
-        settings.fsync = FsyncPolicy(rawValue: options.string("fsync") ?? "never") ?? .never
-        settings.fsyncInterval = options.duration("fsync_interval")
-        settings.maxOpenFiles = options.integer("max_open_files")
-        settings.retryBackoff = options.duration("retry_backoff")
-        settings.maxRetryBackoff = options.duration("max_retry_backoff")
-        settings.exactlyOnce = options.boolean("exactly_once")
+    ) { settings, options in
+        var settings = settings
+        if settings.path.text.isEmpty { throw options.error("path", "must not be empty") }
         if settings.exactlyOnce { settings.fsync = .batch }
         if settings.fsync == .interval, settings.fsyncInterval <= .zero {
             throw options.error("fsync_interval", "must be longer than 0 with fsync: interval")

@@ -18,7 +18,7 @@ import Synchronization
 /// block.
 public struct StdinSource: Source {
     /// How the source reads and splits.
-    public struct Options: Sendable {
+    public struct Options: LineHandlingSettings {
         /// Longest line emitted as one record.
         public var maxLineBytes: Int = 1024 * 1024
         /// What to do with a longer line.
@@ -46,16 +46,10 @@ public struct StdinSource: Source {
     static let definition = StageDefinition.source(
         "stdin",
         summary: "Reads lines from standard input until end of file.",
-        options: LineOptions.specs + [
-            OptionSpec("read_bytes", .size, default: "256KiB", "Bytes read at a time; one read becomes one batch.")
-        ]
-    ) { options in
-        var settings = Options()
-        (settings.maxLineBytes, settings.oversize, settings.stripCarriageReturn, settings.host) = try LineOptions.read(
-            options)
-        settings.readBytes = options.size("read_bytes")
-        if settings.readBytes < 1 { throw options.error("read_bytes", "must be at least 1 byte") }
-        return StdinSource(options: settings)
+        options: LineOptions.options(for: Options.self)
+            + [.size("read_bytes", \.readBytes, minimum: 1, "Bytes read at a time; one read becomes one batch.")]
+    ) { settings, _ in
+        StdinSource(options: settings)
     }
 
     public func run(_ context: SourceContext) async throws {
