@@ -101,6 +101,64 @@ public final class PCRE2Regex: @unchecked Sendable {
     }
 
     /// A matcher for one worker (one task at a time).
+    /// The number of capturing groups.
+    public var captureCount: Int {
+        var count: UInt32 = 0
+        pcre2_pattern_info_8(code, UInt32(PCRE2_INFO_CAPTURECOUNT), &count)
+        return Int(count)
+    }
+
+    /// Checks a replacement for ``PCRE2Matcher/substitute(_:replacement:global:into:)``:
+    /// `$n`, `${n}`, `$name` and `${name}` name a group the pattern has,
+    /// `$$` is a dollar sign.
+    ///
+    /// - Returns: what is wrong, or `nil`.
+    public func checkReplacement(_ replacement: String) -> String? {
+        let bytes = Array(replacement.utf8)
+        var index = 0
+        while index < bytes.count {
+            guard bytes[index] == UInt8(ascii: "$") else {
+                index += 1
+                continue
+            }
+            index += 1
+            guard index < bytes.count else { return "ends with a lone '$' (write $$ for a dollar sign)" }
+            if bytes[index] == UInt8(ascii: "$") {
+                index += 1
+                continue
+            }
+            var name: [UInt8] = []
+            if bytes[index] == UInt8(ascii: "{") {
+                guard let close = bytes[index...].firstIndex(of: UInt8(ascii: "}")) else {
+                    return "has '${' without a closing '}'"
+                }
+                name = Array(bytes[(index + 1)..<close])
+                index = close + 1
+            } else {
+                // `$12` or `$name`: the longest run of name characters.
+                func isNameByte(_ byte: UInt8) -> Bool {
+                    (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9"))
+                        || (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z"))
+                        || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z")) || byte == UInt8(ascii: "_")
+                }
+                while index < bytes.count, isNameByte(bytes[index]) {
+                    name.append(bytes[index])
+                    index += 1
+                }
+                if name.isEmpty { return "has a '$' not followed by a group (write $$ for a dollar sign)" }
+            }
+            let text = String(decoding: name, as: UTF8.self)
+            if let number = Int(text) {
+                if number > captureCount {
+                    return "refers to group \(number), but the pattern has \(captureCount) group(s)"
+                }
+            } else if !namedGroups.contains(where: { $0.name == text }) {
+                return "refers to a group named '\(text)' that the pattern does not have"
+            }
+        }
+        return nil
+    }
+
     public func makeMatcher() -> PCRE2Matcher {
         PCRE2Matcher(self)
     }
@@ -175,6 +233,46 @@ public final class PCRE2Matcher {
         case PCRE2_ERROR_MATCHLIMIT, PCRE2_ERROR_DEPTHLIMIT, PCRE2_ERROR_HEAPLIMIT, PCRE2_ERROR_JIT_STACKLIMIT:
             return .limitExceeded
         default: return .error(result)
+        }
+    }
+
+    /// Replaces the first match of the pattern in `bytes` (every match with
+    /// `global`) by `replacement` (`$1`, `${name}`, `$$`), writing the result
+    /// into `output` (reused between calls, grown when too small).
+    ///
+    /// - Returns: the number of replacements and the length of the result
+    ///   in `output` (no replacement: 0 and the length is meaningless), or
+    ///   `nil` when a match or heap limit stopped it.
+    public func substitute(
+        _ bytes: UnsafeRawBufferPointer, replacement: [UInt8], global: Bool, into output: inout [UInt8]
+    ) -> (count: Int, length: Int)? {
+        var flags = UInt32(PCRE2_SUBSTITUTE_OVERFLOW_LENGTH)
+        if global { flags |= UInt32(PCRE2_SUBSTITUTE_GLOBAL) }
+        if output.isEmpty { output = [UInt8](repeating: 0, count: max(256, bytes.count * 2)) }
+        while true {
+            var length = output.count
+            let result: Int32 = Self.empty.withUnsafeBufferPointer { empty in
+                let subject = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? empty.baseAddress!
+                return replacement.withUnsafeBufferPointer { with in
+                    output.withUnsafeMutableBufferPointer { out in
+                        pcre2_substitute_8(
+                            regex.code, subject, bytes.count, 0, flags, matchData, context,
+                            with.baseAddress ?? empty.baseAddress!, with.count, out.baseAddress, &length)
+                    }
+                }
+            }
+            if result >= 0 { return (Int(result), length) }
+            switch result {
+            case PCRE2_ERROR_NOMEMORY:
+                // `length` is what the result needs.
+                output = [UInt8](repeating: 0, count: length + 1)
+            case PCRE2_ERROR_MATCHLIMIT, PCRE2_ERROR_DEPTHLIMIT, PCRE2_ERROR_HEAPLIMIT, PCRE2_ERROR_JIT_STACKLIMIT:
+                return nil
+            default:
+                // The replacement was checked when the stage was built
+                // (``PCRE2Regex/checkReplacement(_:)``).
+                return nil
+            }
         }
     }
 

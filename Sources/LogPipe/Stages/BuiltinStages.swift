@@ -7,6 +7,7 @@ enum BuiltinStages {
         registry.register(RegexFilter.definition)
         registry.register(SeverityFilter.definition)
         registry.register(PartitionStage.definition)
+        registry.register(ReplaceTransform.definition)
         registry.register(FileSink.definition)
         registry.register(StdoutSink.definition)
         registry.register(BlackholeSink.definition)
