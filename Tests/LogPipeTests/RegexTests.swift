@@ -76,19 +76,8 @@ import Testing
 
 @Suite struct RegexFilterTests {
     func run(_ yaml: String, lines: [String]) async throws -> (kept: [Record], summary: RunSummary) {
-        let registry = StageRegistry.standard()
-        let collected = LockedBox<[Record]>([])
-        registry.register(.sink("collect", summary: "test", options: []) { _ in RecordCollector(collected: collected) })
-        let result = PipelineLoader(registry: registry, environment: [:]).load(yaml: yaml)
-        let pipeline = try #require(result.pipeline, "\(result.diagnostics)")
-        var withSource = Pipeline(settings: pipeline.settings)
-        let (stream, continuation) = AsyncStream.makeStream(of: String.self)
-        for line in lines { continuation.yield(line) }
-        continuation.finish()
-        try withSource.add("in", source: AsyncSequenceSource(lines: stream, host: "local"))
-        for node in pipeline.nodes where node.name != "in" { try withSource.add(node) }
-        let summary = try await PipelineRunner(pipeline: withSource).run()
-        return (collected.withLock { $0 }, summary)
+        let (records, summary) = try await runWithLines(yaml, lines: lines)
+        return (records, summary)
     }
 
     static func yaml(_ regexOptions: String) -> String {

@@ -4,41 +4,26 @@ import Testing
 @testable import LogPipe
 
 @Suite struct ReplaceTransformTests {
-    /// Runs `lines` through a pipeline file's `replace` stage named `r`.
+    /// A pipeline file whose `replace` stage `r` has `options`.
+    func yaml(_ options: String, sink: String = "collect") -> String {
+        """
+        sources:
+          in: { type: stdin }
+        transforms:
+          r: { type: replace, inputs: [in], \(options) }
+        sinks:
+          out: { type: \(sink), inputs: [r] }
+        """
+    }
+
+    /// Runs `lines` through the `replace` stage.
     func run(_ options: String, lines: [String]) async throws -> (out: [String], summary: RunSummary) {
-        let registry = StageRegistry.standard()
-        let collected = LockedBox<[Record]>([])
-        registry.register(.sink("collect", summary: "test", options: []) { _ in RecordCollector(collected: collected) })
-        let yaml = """
-            sources:
-              in: { type: stdin }
-            transforms:
-              r: { type: replace, inputs: [in], \(options) }
-            sinks:
-              out: { type: collect, inputs: [r] }
-            """
-        let result = PipelineLoader(registry: registry, environment: [:]).load(yaml: yaml)
-        let pipeline = try #require(result.pipeline, "\(result.diagnostics)")
-        var withSource = Pipeline(settings: pipeline.settings)
-        let (stream, continuation) = AsyncStream.makeStream(of: String.self)
-        for line in lines { continuation.yield(line) }
-        continuation.finish()
-        try withSource.add("in", source: AsyncSequenceSource(lines: stream, host: "local"))
-        for node in pipeline.nodes where node.name != "in" { try withSource.add(node) }
-        let summary = try await PipelineRunner(pipeline: withSource).run()
-        return (collected.withLock { $0.map(\.text) }, summary)
+        let (records, summary) = try await runWithLines(yaml(options), lines: lines)
+        return (records.map(\.text), summary)
     }
 
     func errors(_ options: String) -> [String] {
-        let yaml = """
-            sources:
-              in: { type: stdin }
-            transforms:
-              r: { type: replace, inputs: [in], \(options) }
-            sinks:
-              out: { type: stdout, inputs: [r] }
-            """
-        return PipelineLoader(environment: [:]).load(yaml: yaml).diagnostics.map(\.description)
+        PipelineLoader(environment: [:]).load(yaml: yaml(options, sink: "stdout")).diagnostics.map(\.description)
     }
 
     @Test func groupsAndNamedGroupsAndEveryMatch() async throws {

@@ -127,3 +127,21 @@ struct RecordCollector: Sink {
         }
     }
 }
+
+/// Loads `yaml`, replaces its source `in` with `lines`, runs it, and
+/// returns what the test sink `collect` (registered here) received.
+func runWithLines(_ yaml: String, lines: [String]) async throws -> (records: [Record], summary: RunSummary) {
+    let registry = StageRegistry.standard()
+    let collected = LockedBox<[Record]>([])
+    registry.register(.sink("collect", summary: "test", options: []) { _ in RecordCollector(collected: collected) })
+    let result = PipelineLoader(registry: registry, environment: [:]).load(yaml: yaml)
+    let pipeline = try #require(result.pipeline, "\(result.diagnostics)")
+    var withSource = Pipeline(settings: pipeline.settings)
+    let (stream, continuation) = AsyncStream.makeStream(of: String.self)
+    for line in lines { continuation.yield(line) }
+    continuation.finish()
+    try withSource.add("in", source: AsyncSequenceSource(lines: stream, host: "local"))
+    for node in pipeline.nodes where node.name != "in" { try withSource.add(node) }
+    let summary = try await PipelineRunner(pipeline: withSource).run()
+    return (collected.withLock { $0 }, summary)
+}
