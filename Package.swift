@@ -23,10 +23,12 @@ let package = Package(
             pkgConfig: "libpcre2-8",
             providers: [.apt(["libpcre2-dev"]), .brew(["pcre2"])]
         ),
+        .target(name: "LogPipeBase"),
         .target(
             name: "LogPipe",
             dependencies: [
                 "CPCRE2",
+                "LogPipeBase",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Yams", package: "Yams"),
@@ -36,6 +38,7 @@ let package = Package(
         .target(
             name: "NATSClient",
             dependencies: [
+                "LogPipeBase",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -50,12 +53,13 @@ let package = Package(
         ),
         .target(
             name: "LogPipeNATS",
-            dependencies: ["LogPipe", "NATSClient"]
+            dependencies: ["LogPipe", "NATSClient", "LogPipeBase"]
         ),
         .executableTarget(
             name: "logpipe",
             dependencies: [
                 "LogPipe",
+                "LogPipeBase",
                 "LogPipeNATS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -68,7 +72,7 @@ let package = Package(
         ),
         .testTarget(
             name: "LogPipeTests",
-            dependencies: ["LogPipe", "NATSTestSupport"],
+            dependencies: ["LogPipe", "LogPipeBase", "NATSTestSupport"],
             exclude: ["../Fixtures"]
         ),
         .testTarget(

@@ -1,5 +1,6 @@
 import Foundation
 import LogPipe
+import LogPipeBase
 import NATSClient
 import NIOCore
 import Synchronization
@@ -373,7 +374,7 @@ public struct JetStreamSink: Sink {
         _ item: InFlight, publisher: JetStreamPublisher, streamSubjects: [String]?, duplicateWindow: Duration?,
         reportedPastWindow: inout Bool, context: StageContext
     ) async throws {
-        var backoff: Duration = .milliseconds(100)
+        var backoff = Backoff(initial: .milliseconds(100), maximum: .seconds(2))
         var attempts = 0
         var tracker = item.tracker
         let firstPublished = tracker.publishedAt
@@ -426,8 +427,7 @@ public struct JetStreamSink: Sink {
                     "\(retry.count) message(s) (first on '\(first)') not stored by stream \(streamName): \(why); attempt \(attempts), publishing them again with the same ids"
                 )
             }
-            try await Task.sleep(for: backoff)
-            backoff = min(backoff * 2, .seconds(2))
+            try await backoff.sleep()
             try await publisher.connection.waitUntilConnected()
             if let duplicateWindow, ContinuousClock.now - firstPublished > duplicateWindow {
                 context.metrics.count("retries_past_duplicate_window", by: retry.count)

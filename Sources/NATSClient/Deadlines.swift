@@ -1,4 +1,5 @@
 import Dispatch
+import LogPipeBase
 import Synchronization
 
 /// Time-outs without a task and a timer each.
@@ -54,8 +55,7 @@ final class Deadlines: Sendable {
 
     private func arm(at deadline: ContinuousClock.Instant) {
         let delay = max(deadline - .now, .zero)
-        let nanoseconds = delay.components.seconds * 1_000_000_000 + delay.components.attoseconds / 1_000_000_000
-        DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds))) {
+        DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(delay.inNanoseconds))) {
             self.fire(armedFor: deadline)
         }
     }

@@ -1,4 +1,5 @@
 import Foundation
+import LogPipeBase
 import NIOCore
 import Synchronization
 
@@ -147,13 +148,12 @@ public struct JetStreamContext: Sendable {
         -> Response
     {
         let deadline = ContinuousClock.now + timeout * 6
-        var backoff: Duration = .milliseconds(100)
+        var backoff = Backoff(initial: .milliseconds(100), maximum: .seconds(2))
         while true {
             do {
                 return try await requestOnce(subject, body: body, as: type)
             } catch let error where Self.isTransient(error) && ContinuousClock.now < deadline {
-                try await Task.sleep(for: backoff)
-                backoff = min(backoff * 2, .seconds(2))
+                try await backoff.sleep()
                 try? await connection.waitUntilConnected()
             }
         }

@@ -1,4 +1,5 @@
 import Foundation
+import LogPipeBase
 import Logging
 import NIOCore
 import NIOPosix
@@ -257,10 +258,7 @@ public final class NATSConnection: Sendable {
             state.generation += 1
             return state.generation
         }
-        let timeout = TimeAmount.nanoseconds(
-            Int64(
-                options.connectTimeout.components.seconds * 1_000_000_000 + options.connectTimeout.components
-                    .attoseconds / 1_000_000_000))
+        let timeout = TimeAmount.nanoseconds(options.connectTimeout.inNanoseconds)
         let channel: any Channel
         do {
             channel = try await ClientBootstrap(group: eventLoop)
@@ -512,6 +510,11 @@ public final class NATSConnection: Sendable {
 
     private func reconnectLoop() async {
         var attempt = 0
+        // Twice reconnectWait after the first round, doubling up to
+        // maxReconnectWait, each wait spread by ±50 %.
+        var backoff = Backoff(
+            initial: min(options.reconnectWait, .seconds(3600)) * 2, maximum: options.maxReconnectWait,
+            jitter: 0.5...1.5)
         while true {
             let (pool, current, phase) = state.withLock { ($0.pool, $0.server, $0.phase) }
             guard phase == .reconnecting else { return }
@@ -535,15 +538,8 @@ public final class NATSConnection: Sendable {
                 }
             }
             attempt += 1
-            let base = min(
-                Double(options.reconnectWait.components.seconds) + Double(options.reconnectWait.components.attoseconds)
-                    / 1e18, 3600)
-            let cap =
-                Double(options.maxReconnectWait.components.seconds) + Double(
-                    options.maxReconnectWait.components.attoseconds) / 1e18
-            let delay = min(base * pow(2, Double(min(attempt, 20))), cap) * Double.random(in: 0.5...1.5)
             do {
-                try await Task.sleep(for: .milliseconds(Int(delay * 1000)))
+                try await backoff.sleep()
             } catch {
                 return
             }

@@ -1,4 +1,5 @@
 import Foundation
+import LogPipeBase
 import NIOCore
 import Synchronization
 
@@ -480,7 +481,6 @@ public final class PullConsumer: Sendable {
 extension JetStreamContext {
     /// A duration in nanoseconds, as the JetStream API takes it.
     public static func nanoseconds(_ duration: Duration) -> Int64 {
-        let (seconds, attoseconds) = duration.components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+        duration.inNanoseconds
     }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import LogPipe
+import LogPipeBase
 import LogPipeNATS
 import Logging
 
@@ -165,7 +166,7 @@ enum StatusFormatter {
     static let notDeliveredCounters = ["oversize_messages", "rejected", "files_missed", "unreadable_files"]
 
     static func rate(_ count: Int, _ elapsed: Duration) -> String {
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let seconds = elapsed.inSeconds
         guard seconds > 0 else { return "-" }
         return abbreviated(Double(count) / seconds) + "/s"
     }
@@ -177,7 +178,7 @@ enum StatusFormatter {
     }
 
     static func seconds(_ elapsed: Duration) -> String {
-        String(format: "%.2fs", Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        String(format: "%.2fs", elapsed.inSeconds)
     }
 
     static func stageCounts(_ progress: PipelineProgress) -> String {

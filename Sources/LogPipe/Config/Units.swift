@@ -1,3 +1,5 @@
+import LogPipeBase
+
 /// Parsers for the duration and size notations of pipeline files.
 public enum Units {
     /// Parses a duration such as `500ms`, `30s`, `5m`, `2h`, `1d` or `1h30m`.
@@ -74,8 +76,7 @@ public enum Units {
 
     /// Formats a duration the way pipeline files write it (`30s`, `500ms`).
     public static func format(_ duration: Duration) -> String {
-        let (seconds, attoseconds) = duration.components
-        let milliseconds = seconds * 1000 + attoseconds / 1_000_000_000_000_000
+        let milliseconds = duration.inMilliseconds
         if milliseconds % 86_400_000 == 0, milliseconds > 0 { return "\(milliseconds / 86_400_000)d" }
         if milliseconds % 3_600_000 == 0, milliseconds > 0 { return "\(milliseconds / 3_600_000)h" }
         if milliseconds % 60_000 == 0, milliseconds > 0 { return "\(milliseconds / 60_000)m" }

@@ -1,4 +1,5 @@
 import Foundation
+import LogPipeBase
 import NIOCore
 
 #if canImport(Glibc)
@@ -1213,8 +1214,7 @@ final class DirectoryWatcher {
     /// The events that woke it are kept for ``takeEvents()``.
     func wait(timeout: Duration, stop: @escaping @Sendable () -> Bool) async {
         let fd = self.fd
-        let milliseconds = Int32(
-            min(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000, 60_000))
+        let milliseconds = Int32(min(timeout.inMilliseconds, 60_000))
         guard fd >= 0 else {
             try? await Task.sleep(for: timeout)
             return

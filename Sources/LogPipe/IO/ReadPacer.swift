@@ -1,3 +1,5 @@
+import LogPipeBase
+
 /// Chooses how long the file source waits, after reading every file to its
 /// end, before it reads again: the rate lines come at decides.
 ///
@@ -46,7 +48,7 @@ struct ReadPacer {
         let elapsed = now - start
         // A busy writer is recognised within its first 50 lines.
         if elapsed >= Self.window || (windowLines >= 50 && elapsed >= .milliseconds(10)) {
-            rate = Double(windowLines) / Self.seconds(elapsed)
+            rate = Double(windowLines) / elapsed.inSeconds
             windowStart = now
             windowLines = 0
         }
@@ -60,11 +62,7 @@ struct ReadPacer {
         let longest = max(linger, slowLinger)
         let gather = Duration.nanoseconds(Int64(min(Double(Self.linesPerRound) / rate, 3600) * 1e9))
         let pause = min(max(gather, linger), longest)
-        guard rate * Self.seconds(pause) >= 1.5, lastWait < pause else { return .zero }
+        guard rate * pause.inSeconds >= 1.5, lastWait < pause else { return .zero }
         return pause
-    }
-
-    private static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 }

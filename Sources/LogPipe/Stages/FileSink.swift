@@ -1,3 +1,4 @@
+import LogPipeBase
 import Logging
 import NIOCore
 import Synchronization
@@ -424,7 +425,7 @@ public struct FileSink: Sink {
         options: Options
     ) async throws {
         var progress = FileWriterPool.Progress()
-        var backoff = options.retryBackoff
+        var backoff = Backoff(initial: options.retryBackoff, maximum: options.maxRetryBackoff)
         var failures = 0
         while true {
             let start = progress
@@ -448,8 +449,7 @@ public struct FileSink: Sink {
                     "cannot write: \(failure); retrying every \(Units.format(options.maxRetryBackoff)) at most, the pipeline waits (fix the permission or free space)"
                 )
             }
-            try await Task.sleep(for: backoff)
-            backoff = min(backoff * 2, options.maxRetryBackoff)
+            try await backoff.sleep()
         }
     }
 
@@ -458,7 +458,7 @@ public struct FileSink: Sink {
     )
         async throws
     {
-        var backoff = options.retryBackoff
+        var backoff = Backoff(initial: options.retryBackoff, maximum: options.maxRetryBackoff)
         while true {
             let pending = unsynced.withLock { batches in
                 let taken = batches
@@ -478,8 +478,7 @@ public struct FileSink: Sink {
                 unsynced.withLock { $0.insert(contentsOf: pending, at: 0) }
                 context.metrics.count("write_retries")
                 context.logger.error("cannot sync: \(failure); retrying")
-                try await Task.sleep(for: backoff)
-                backoff = min(backoff * 2, options.maxRetryBackoff)
+                try await backoff.sleep()
                 continue
             }
             for batch in pending {
