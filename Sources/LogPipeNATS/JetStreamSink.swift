@@ -257,7 +257,7 @@ public struct JetStreamSink: Sink {
     }
 
     public func run(input: BatchInput, context: StageContext) async throws {
-        let (connection, events) = try await NATSStageOptions.connect(self.connection, context: context)
+        let (connection, events) = try await NATSStageOptions.connectLoggingEvents(self.connection, context: context)
         defer { events.cancel() }
         let jetstream = JetStreamContext(connection: connection)
         var streamSubjects: [String]? = nil

@@ -133,7 +133,7 @@ public struct JetStreamSource: Source, FieldProducer {
         var connected: (NATSConnection, Task<Void, Never>)?
         while connected == nil {
             do {
-                connected = try await NATSStageOptions.connect(self.connection, context: context.stage)
+                connected = try await NATSStageOptions.connectLoggingEvents(self.connection, context: context.stage)
             } catch let error as NATSError {
                 guard case .connectionFailed = error else { throw error }
                 waiting.still("the NATS server", because: "\(error)")

@@ -74,7 +74,7 @@ public struct NATSSink: Sink {
     }
 
     public func run(input: BatchInput, context: StageContext) async throws {
-        let (connection, events) = try await NATSStageOptions.connect(self.connection, context: context)
+        let (connection, events) = try await NATSStageOptions.connectLoggingEvents(self.connection, context: context)
         defer { events.cancel() }
         var reportedOversize = false
         // Pipelined: batches go out while earlier ones wait for their PONG; a

@@ -61,7 +61,8 @@ public struct NATSSource: Source, FieldProducer {
     }
 
     public func run(_ context: SourceContext) async throws {
-        let (connection, events) = try await NATSStageOptions.connect(self.connection, context: context.stage)
+        let (connection, events) = try await NATSStageOptions.connectLoggingEvents(
+            self.connection, context: context.stage)
         defer { events.cancel() }
         var subscriptions: [NATSSubscription] = []
         for subject in subjects {

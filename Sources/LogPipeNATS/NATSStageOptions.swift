@@ -141,7 +141,7 @@ enum NATSStageOptions {
     }
 
     /// Connects, logging connection events for the stage until it ends.
-    static func connect(_ options: NATSOptions, context: StageContext) async throws -> (
+    static func connectLoggingEvents(_ options: NATSOptions, context: StageContext) async throws -> (
         NATSConnection, Task<Void, Never>
     ) {
         let connection = try await NATSConnection.connect(options, logger: context.logger)

@@ -60,7 +60,7 @@ import Testing
         let partition = try #require(StageRegistry.all().definition(for: "partition", kind: .transform))
         let node: ConfigNode = ["partitions": "4", "hash": "fnv1a"]
         let stage = try partition.make(StageOptions(stageName: "route", node: node, specs: partition.options))
-        guard case .transform(let transform) = stage, let partitioner = transform as? PartitionStage else {
+        guard case .transform(let transform) = stage, let partitioner = transform as? PartitionTransform else {
             Issue.record("not a partition stage")
             return
         }

@@ -31,7 +31,7 @@ import Testing
         var pipeline = Pipeline(settings: PipelineSettings(dataDirectory: directory + "/data"))
         let collected = LockedBox<[String]>([])
         let batches = Counter()
-        try pipeline.add("app", source: FileTailSource(options: options))
+        try pipeline.add("app", source: FileSource(options: options))
         try pipeline.add(
             "out", sink: CollectingSink(collected: collected, onBatch: { _ in batches.add(1) }), inputs: ["app"])
         let runner = PipelineRunner(pipeline: pipeline)
@@ -185,7 +185,7 @@ import Testing
         options.checkpointInterval = .milliseconds(100)
         var pipeline = Pipeline(settings: PipelineSettings(dataDirectory: directory + "/data"))
         let collected = LockedBox<[String]>([])
-        try pipeline.add("app", source: FileTailSource(options: options))
+        try pipeline.add("app", source: FileSource(options: options))
         try pipeline.add("out", sink: CollectingSink(collected: collected, onBatch: { _ in }), inputs: ["app"])
         let runner = PipelineRunner(pipeline: pipeline)
         let run = Task { try await runner.run() }

@@ -31,10 +31,10 @@ import Testing
     @Test(arguments: table)
     func crc32PartitionsMatchTheReference(host: String, crc: UInt32, of8: Int, of16: Int) {
         #expect(PartitionHash.crc32.hash(host.utf8) == crc)
-        var options = PartitionStage.Options()
-        #expect(PartitionStage(options: options).partition(ofHost: host) == of8)
+        var options = PartitionTransform.Options()
+        #expect(PartitionTransform(options: options).partition(ofHost: host) == of8)
         options.partitions = 16
-        #expect(PartitionStage(options: options).partition(ofHost: host) == of16)
+        #expect(PartitionTransform(options: options).partition(ofHost: host) == of16)
     }
 
     @Test func fnv1aKnownValues() {
@@ -89,11 +89,11 @@ import Testing
             record("plain line"),
             record("plain line", fields: ["host": "db-01.prod.example.com"]),
         ])
-        try PartitionStage(options: .init()).transform(&batch)
+        try PartitionTransform(options: .init()).transform(&batch)
         #expect(batch.records.map(\.host) == ["web-01", "we_b_1", "this-machine", "db-01.prod.example.com"])
         #expect(
             batch.records.map(\.partition) == [
-                5, 4, PartitionStage(options: .init()).partition(ofHost: "this-machine"), 5,
+                5, 4, PartitionTransform(options: .init()).partition(ofHost: "this-machine"), 5,
             ])
         #expect(
             batch.records.map(\.subject) == [
@@ -101,11 +101,11 @@ import Testing
                 "logs.p5.db-01.prod.example.com",
             ])
 
-        var lineOnly = PartitionStage.Options()
+        var lineOnly = PartitionTransform.Options()
         lineOnly.host = .line
         lineOnly.subject = try Template("{severity}.{host}.p{partition}")
         var second = Batch(records: [record("plain line")])
-        try PartitionStage(options: lineOnly).transform(&second)
+        try PartitionTransform(options: lineOnly).transform(&second)
         #expect(second.records[0].host == "unknown")
         #expect(second.records[0].subject == "unknown.unknown.p7")
     }
@@ -136,7 +136,7 @@ import Testing
         #expect(withBytes(String(long.dropLast())) { wide.lookup($0) } == nil)
         #expect(HostCache(capacity: 0).lookup(UnsafeRawBufferPointer(start: nil, count: 0)) == nil)
 
-        let stage = PartitionStage(options: .init())
+        let stage = PartitionTransform(options: .init())
         let lines = (0..<500).map { index -> String in
             let host = index % 7 == 0 ? String(repeating: "x", count: 60 + index % 10) : "host-\(index % 37)"
             return index % 2 == 0 ? "ts=1 host=\(host) m" : #"{"host":"\#(host)"}"#

@@ -69,14 +69,14 @@ import Testing
 }
 
 @Suite struct SeverityFilterTests {
-    func run(_ options: SeverityFilter.Options, _ lines: [String]) async throws -> [Record] {
+    func run(_ options: SeverityTransform.Options, _ lines: [String]) async throws -> [Record] {
         let (stream, continuation) = AsyncStream.makeStream(of: String.self)
         for line in lines { continuation.yield(line) }
         continuation.finish()
         let collected = LockedBox<[Record]>([])
         var pipeline = Pipeline()
         try pipeline.add("in", source: AsyncSequenceSource(lines: stream))
-        try pipeline.add("level", transform: SeverityFilter(options: options), inputs: ["in"])
+        try pipeline.add("level", transform: SeverityTransform(options: options), inputs: ["in"])
         try pipeline.add("out", sink: RecordCollector(collected: collected), inputs: ["level"])
         let summary = try await PipelineRunner(pipeline: pipeline).run()
         #expect(summary.isClean)
@@ -94,7 +94,7 @@ import Testing
     ]
 
     @Test func atLeastWarningKeepsUnknownByDefault() async throws {
-        var options = SeverityFilter.Options()
+        var options = SeverityTransform.Options()
         options.atLeast = .warning
         let kept = try await run(options, Self.trace)
         #expect(
@@ -106,7 +106,7 @@ import Testing
     }
 
     @Test func continuationsInheritTheirRecordsLevel() async throws {
-        var options = SeverityFilter.Options()
+        var options = SeverityTransform.Options()
         options.atLeast = .warning
         options.inheritContinuations = true
         options.unknown = .drop
@@ -116,11 +116,11 @@ import Testing
     }
 
     @Test func levelSetAndTaggingOnly() async throws {
-        var options = SeverityFilter.Options()
+        var options = SeverityTransform.Options()
         options.levels = [.debug, .info]
         let kept = try await run(options, ["INFO a", "ERROR b", "DEBUG c", "what"])
         #expect(kept.map(\.text) == ["INFO a", "DEBUG c", "what"])
-        let tagged = try await run(SeverityFilter.Options(), ["INFO a", "ERROR b"])
+        let tagged = try await run(SeverityTransform.Options(), ["INFO a", "ERROR b"])
         #expect(tagged.map(\.severity) == [.info, .error])
     }
 

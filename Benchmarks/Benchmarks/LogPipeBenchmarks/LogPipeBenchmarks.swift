@@ -193,9 +193,9 @@ let benchmarks: @Sendable () -> Void = {
             defer { close(descriptor) }
             var pipeline = Pipeline(settings: PipelineSettings(dataDirectory: directory.path))
             try pipeline.add("in", source: StdinSource(fileDescriptor: descriptor))
-            var filter = RegexFilter.Options()
+            var filter = RegexTransform.Options()
             filter.include = [try PCRE2Regex(filterPattern)]
-            try pipeline.add("errors", transform: RegexFilter(options: filter), inputs: ["in"])
+            try pipeline.add("errors", transform: RegexTransform(options: filter), inputs: ["in"])
             try pipeline.add("out", sink: try FileSink(path: output), inputs: ["errors"])
             benchmark.startMeasurement()
             try await countMallocs(records: count, benchmark) {

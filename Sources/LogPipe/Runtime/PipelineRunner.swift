@@ -67,7 +67,7 @@ public final class PipelineRunner: Sendable {
     private let logger: Logger
     private let stopSignal = StopSignal()
     private let abort = Atomic<Bool>(false)
-    private let ledger = AcknowledgementLedger()
+    private let ledger = DeliveryCounters()
     private let metrics: [String: StageMetrics]
     private let started = Mutex<ContinuousClock.Instant?>(nil)
 

@@ -8,7 +8,7 @@ public struct SourceContext: Sendable {
     public let stage: StageContext
     let output: BatchOutput
     let stopSignal: StopSignal
-    let ledger: AcknowledgementLedger
+    let ledger: DeliveryCounters
 
     /// The stage's name in the pipeline.
     public var name: String { stage.name }
@@ -101,7 +101,7 @@ final class StopSignal: Sendable {
 }
 
 /// Counts records emitted by every source and records fully acknowledged.
-final class AcknowledgementLedger: Sendable {
+final class DeliveryCounters: Sendable {
     private let emittedCount = Atomic<Int>(0)
     private let acknowledgedCount = Atomic<Int>(0)
 

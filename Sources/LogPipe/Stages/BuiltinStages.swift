@@ -2,11 +2,11 @@
 enum BuiltinStages {
     static func register(in registry: StageRegistry) {
         registry.register(StdinSource.definition)
-        registry.register(FileTailSource.definition)
+        registry.register(FileSource.definition)
         registry.register(DemoLogsSource.definition)
-        registry.register(RegexFilter.definition)
-        registry.register(SeverityFilter.definition)
-        registry.register(PartitionStage.definition)
+        registry.register(RegexTransform.definition)
+        registry.register(SeverityTransform.definition)
+        registry.register(PartitionTransform.definition)
         registry.register(ReplaceTransform.definition)
         registry.register(FileSink.definition)
         registry.register(StdoutSink.definition)

@@ -25,7 +25,7 @@ public enum HostSource: String, Sendable, CaseIterable {
 /// record; the hash is taken on that safe host (with the default key
 /// `{host}`). Values inserted into the subject pass through the same rule, so
 /// a publish never fails on a bad subject.
-public struct PartitionStage: BatchTransform, FieldProducer, TemplateConsumer {
+public struct PartitionTransform: BatchTransform, FieldProducer, TemplateConsumer {
     /// Settings of a partition stage.
     public struct Options: StageSettings {
         /// Number of partitions.
@@ -72,7 +72,7 @@ public struct PartitionStage: BatchTransform, FieldProducer, TemplateConsumer {
             ),
         ]
     ) { settings, _ in
-        PartitionStage(options: settings)
+        PartitionTransform(options: settings)
     }
 
     public var producedFields: Set<String> { [] }

@@ -102,7 +102,7 @@ public struct ReplaceTransform: Transform {
             }
             if let first = limited.first {
                 if settings.onLimit == .fail {
-                    throw RegexFilter.MatchLimitError(pattern: regex.pattern, origin: batch.records[first].origin)
+                    throw RegexTransform.MatchLimitError(pattern: regex.pattern, origin: batch.records[first].origin)
                 }
                 context.metrics.count("match_limit_hits", by: limited.count)
                 if !warned {

@@ -19,7 +19,7 @@ public enum MatchLimitPolicy: String, Sendable, CaseIterable {
 /// groups become fields (`(?<user>\w+)` sets `{user}` for templates); a group
 /// named `host` also sets the record's host. Dropped records are acknowledged
 /// as dropped.
-public struct RegexFilter: Transform {
+public struct RegexTransform: Transform {
     /// Settings of a regex stage.
     public struct Options: Sendable {
         /// Any-of patterns a record must match (none: every record passes).
@@ -128,7 +128,7 @@ public struct RegexFilter: Transform {
                 "extract", item: index, "'\(regex.pattern)' has no named group, so it extracts nothing",
                 hint: "name the groups to keep: (?<user>\\w+)")
         }
-        return RegexFilter(options: settings)
+        return RegexTransform(options: settings)
     }
 
     public func run(input: BatchInput, output: BatchOutput, context: StageContext) async throws {
@@ -141,7 +141,7 @@ public struct RegexFilter: Transform {
             var hits = 0
             batch.removeAll { record in
                 var limited = false
-                let keep = withSubject(of: record) { bytes in
+                let keep = withMatchedBytes(of: record) { bytes in
                     guard let bytes else { return includes.isEmpty }
                     var included = includes.isEmpty
                     for matcher in includes where !included {
@@ -198,7 +198,7 @@ public struct RegexFilter: Transform {
 
     private func extract(into record: inout Record, with matchers: [PCRE2Matcher]) throws {
         var found: [(String, String)] = []
-        withSubject(of: record) { bytes in
+        withMatchedBytes(of: record) { bytes in
             guard let bytes else { return }
             for matcher in matchers {
                 guard matcher.match(bytes) == .match else { continue }
@@ -217,7 +217,7 @@ public struct RegexFilter: Transform {
     /// Runs `body` over the bytes to match: the line, or the configured field
     /// (`nil` when the record has no such field).
     @inline(__always)
-    private func withSubject<Result>(of record: Record, _ body: (UnsafeRawBufferPointer?) -> Result) -> Result {
+    private func withMatchedBytes<Result>(of record: Record, _ body: (UnsafeRawBufferPointer?) -> Result) -> Result {
         if let field = options.field {
             guard var value = record.fields[field] else { return body(nil) }
             return value.withUTF8 { body(UnsafeRawBufferPointer($0)) }
@@ -226,7 +226,7 @@ public struct RegexFilter: Transform {
     }
 }
 
-extension RegexFilter: FieldProducer {
+extension RegexTransform: FieldProducer {
     /// The named groups of the `extract` patterns.
     public var producedFields: Set<String> {
         Set(options.extract.flatMap { $0.namedGroups.map(\.name) })

@@ -14,7 +14,7 @@ public enum UnknownSeverityPolicy: String, Sendable, CaseIterable {
 /// the same origin (a stack frame, `Caused by:`, `... 3 more`, an exception
 /// header) takes that record's level, so a stack trace stays with its error
 /// line (or is dropped with its debug line).
-public struct SeverityFilter: Transform, FieldProducer {
+public struct SeverityTransform: Transform, FieldProducer {
     /// Settings of a severity stage.
     public struct Options: StageSettings {
         /// Keep lines at least this severe (`nil`: no threshold).
@@ -74,7 +74,7 @@ public struct SeverityFilter: Transform, FieldProducer {
         if settings.atLeast != nil, settings.levels != nil {
             throw options.error("levels", "give either at_least or levels, not both")
         }
-        return SeverityFilter(options: settings)
+        return SeverityTransform(options: settings)
     }
 
     public var producedFields: Set<String> { [] }

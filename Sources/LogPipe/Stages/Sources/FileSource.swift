@@ -11,7 +11,7 @@
 /// `checkpoint_interval` and at shutdown; after a crash, reading resumes at the
 /// last checkpoint, so at most the records unacknowledged (or acknowledged
 /// within the last interval) are read again.
-public struct FileTailSource: Source, FieldProducer, StatefulStage {
+public struct FileSource: Source, FieldProducer, StatefulStage {
     let options: FileTailer.Options
 
     static let definition = StageDefinition.source(
@@ -65,7 +65,7 @@ public struct FileTailSource: Source, FieldProducer, StatefulStage {
         if settings.include.isEmpty {
             throw options.error("include", "needs at least one glob", hint: "include: [/var/log/app/*.log]")
         }
-        return FileTailSource(options: settings)
+        return FileSource(options: settings)
     }
 
     /// Checkpoints live in the stage's state directory.
