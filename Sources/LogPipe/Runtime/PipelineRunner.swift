@@ -53,7 +53,7 @@ public struct RunSummary: Sendable {
 
 /// Runs a ``Pipeline``: starts every stage, connects them with bounded
 /// channels, and ends when the sources are done and every record is
-/// acknowledged, or when ``stop()`` was called and the in-flight records
+/// acknowledged, or when ``stop(immediately:)`` was called and the in-flight records
 /// drained (or the shutdown deadline passed).
 public final class PipelineRunner: Sendable {
     private enum Outcome: Sendable {

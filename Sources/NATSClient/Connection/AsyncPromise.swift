@@ -39,7 +39,7 @@ public final class AsyncPromise<Value: Sendable>: Sendable {
     }
 
     /// Waits for the value at most `timeout`; then throws `onTimeout`.
-    /// The time-out is an entry in ``Deadlines`` (no task, no timer of its
+    /// The time-out is an entry in `Deadlines` (no task, no timer of its
     /// own): a JetStream sink waits so for every batch it publishes.
     public func value(timeout: Duration, onTimeout: @autoclosure @escaping @Sendable () -> any Error) async throws
         -> Value

@@ -639,7 +639,7 @@ public final class NATSConnection: Sendable {
     }
 
     /// Messages encoded for one write, checked against the server's
-    /// `max_payload` as they are added; send with ``publish(_:)-(PublishBuffer)``.
+    /// `max_payload` as they are added; send with ``publish(_:)-(NATSConnection.PublishBuffer)``.
     public struct PublishBuffer: Sendable {
         var buffer: ByteBuffer
         /// The server's `max_payload` when the buffer was made.

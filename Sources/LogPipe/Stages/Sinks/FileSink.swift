@@ -34,7 +34,7 @@ public struct FileSink: Sink {
     /// How the sink writes.
     public struct Options: StageSettings {
         /// Where each record goes; placeholder values have `/` replaced by
-        /// `_`, and a file name over 255 bytes is shortened (see ``FileSink/fitted(_:)``).
+        /// `_`, and a file name over 255 bytes is shortened (see `FileSink.fitted(_:)`).
         public var path: Template
         /// When to fsync.
         public var fsync: FsyncPolicy = .never
@@ -47,7 +47,7 @@ public struct FileSink: Sink {
         /// Longest wait between retries.
         public var maxRetryBackoff: Duration = .seconds(5)
         /// Skip records already written and cut off unacknowledged tails after
-        /// a crash (implies fsync after every batch); see ``WrittenLedger``.
+        /// a crash (implies fsync after every batch); see `WrittenLedger`.
         public var exactlyOnce = false
 
         /// Options writing to `path`.

@@ -20,6 +20,7 @@ public struct AsyncSequenceSource<Lines: AsyncSequence & Sendable>: Source where
 
     /// Creates a source from a sequence of `String` lines.
     /// - Parameters:
+    ///   - lines: the lines, one record each.
     ///   - host: host of the records (default: this machine's name).
     ///   - maxBatch: most lines per batch.
     ///   - onAcknowledged: told which lines every sink is done with.

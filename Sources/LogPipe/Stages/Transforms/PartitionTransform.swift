@@ -21,7 +21,7 @@ public enum HostSource: String, Sendable, CaseIterable {
 /// such as `logs.p3.web-01.example.net`, so that every line of one host goes
 /// to one partition (and one consumer keeps its order).
 ///
-/// The host is made safe by ``HostName/sanitize(_:)`` and stored back on the
+/// The host is made safe by ``HostName/sanitize(_:)-(String)`` and stored back on the
 /// record; the hash is taken on that safe host (with the default key
 /// `{host}`). Values inserted into the subject pass through the same rule, so
 /// a publish never fails on a bad subject.
