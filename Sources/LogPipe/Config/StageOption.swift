@@ -31,15 +31,14 @@ public struct StageOption<Settings: StageSettings>: Sendable {
     public var spec: OptionSpec { makeSpec(Settings()) }
 
     /// An option with its own reading (values that need a conversion or a
-    /// check across options); `apply` runs only when the user gave it. A
-    /// default, if it has one, is `defaultText` of the default settings.
+    /// check across options) and no default; `apply` runs only when the user
+    /// gave it.
     public static func custom(
-        _ name: String, _ type: OptionType, required: Bool = false,
-        default defaultText: (@Sendable (Settings) -> String?)? = nil, _ summary: String,
+        _ name: String, _ type: OptionType, required: Bool = false, _ summary: String,
         apply: @escaping @Sendable (StageOptions, inout Settings) throws -> Void
     ) -> StageOption {
         StageOption(
-            makeSpec: { OptionSpec(name, type, default: defaultText?($0), required: required, summary) },
+            makeSpec: { _ in OptionSpec(name, type, required: required, summary) },
             apply: { options, settings in
                 if options.isSet(name) { try apply(options, &settings) }
             },
