@@ -133,44 +133,17 @@ final class NATSChannelHandler: ChannelInboundHandler {
 /// publishes made meanwhile (up to ``NATSOptions/reconnectBufferBytes``; past
 /// that, publishers wait).
 public final class NATSConnection: Sendable {
-    private enum Phase {
-        case connecting
-        case connected
-        case reconnecting
-        case closed
-    }
-
-    private struct Inbox {
-        var prefix: String
-        var sid: UInt64
-    }
-
-    private struct State {
-        var phase: Phase = .connecting
-        var channel: (any Channel)?
-        var generation = 0
-        var info: ServerInfo?
-        var server: ServerAddress?
-        var pool: [ServerAddress]
-        var subscriptions: [UInt64: NATSSubscription] = [:]
-        var nextSID: UInt64 = 1
-        var pongWaiters = CircularBuffer<AsyncPromise<Void>>()
-        var pingsOut = 0
-        var pending = ByteBuffer()
-        var connectedWaiters: [AsyncPromise<Void>] = []
-        var writableWaiters: [AsyncPromise<Void>] = []
-        var inbox: Inbox?
-        var requests: [String: AsyncPromise<NATSMessage>] = [:]
-        var nextRequest: UInt64 = 0
+    /// The state machine, and the tasks that act for it.
+    private struct Locked {
+        var machine: ConnectionStateMachine<any Channel>
         var reconnecting: Task<Void, Never>?
         var keepalive: Task<Void, Never>?
-        var lastError: String?
     }
 
     /// The options the connection was made with.
     public let options: NATSOptions
     let logger: Logger
-    private let state: Mutex<State>
+    private let state: Mutex<Locked>
     private let eventContinuation: AsyncStream<NATSConnectionEvent>.Continuation
     /// Connection life-cycle events (newest 256 kept if nobody reads them).
     public let events: AsyncStream<NATSConnectionEvent>
@@ -180,7 +153,7 @@ public final class NATSConnection: Sendable {
     private init(options: NATSOptions, pool: [ServerAddress], logger: Logger) throws {
         self.options = options
         self.logger = logger
-        self.state = Mutex(State(pool: pool))
+        self.state = Mutex(Locked(machine: ConnectionStateMachine(pool: pool)))
         (events, eventContinuation) = AsyncStream.makeStream(
             of: NATSConnectionEvent.self, bufferingPolicy: .bufferingNewest(256))
         credentials = try options.credsFile.map { try NATSCredentials(file: $0) }
@@ -238,26 +211,32 @@ public final class NATSConnection: Sendable {
     }
 
     /// The server's `max_payload`.
-    public var maxPayload: Int { state.withLock { $0.info?.max_payload ?? 1024 * 1024 } }
+    public var maxPayload: Int { state.withLock { $0.machine.info?.max_payload ?? 1024 * 1024 } }
 
     /// The server currently connected, if any.
     public var connectedServer: String? {
-        state.withLock { $0.phase == .connected ? $0.server?.description : nil }
+        state.withLock { $0.machine.connectedServer?.description }
     }
 
     /// Whether the server has JetStream enabled.
-    public var serverHasJetStream: Bool { state.withLock { $0.info?.jetstream ?? false } }
+    public var serverHasJetStream: Bool { state.withLock { $0.machine.info?.jetstream ?? false } }
 
     // MARK: - Connecting
 
     private func establish(_ server: ServerAddress) async throws {
         let eventLoop = MultiThreadedEventLoopGroup.singleton.next()
+        let generation = try state.withLock { try $0.machine.attemptStarted() }
+        do {
+            try await establish(server, generation: generation, on: eventLoop)
+        } catch {
+            state.withLock { $0.machine.attemptFailed(generation: generation) }
+            throw error
+        }
+    }
+
+    private func establish(_ server: ServerAddress, generation: Int, on eventLoop: any EventLoop) async throws {
         let infoPromise = eventLoop.makePromise(of: ByteBuffer.self)
         let connectPromise = eventLoop.makePromise(of: Void.self)
-        let generation = state.withLock { state in
-            state.generation += 1
-            return state.generation
-        }
         let timeout = TimeAmount.nanoseconds(options.connectTimeout.inNanoseconds)
         let channel: any Channel
         do {
@@ -285,6 +264,7 @@ public final class NATSConnection: Sendable {
             throw NATSError.connectionFailed(servers: [server.description], reason: Self.reason(error))
         }
         do {
+            try state.withLock { try $0.machine.channelConnected(generation: generation) }
             let infoBytes = try await infoPromise.futureResult.get()
             let info = try JSONDecoder().decode(ServerInfo.self, from: Data(infoBytes.readableBytesView))
             let wantsTLS = server.tls || options.tls != nil || info.tls_required == true
@@ -385,39 +365,11 @@ public final class NATSConnection: Sendable {
     /// Makes `channel` the connection's channel: re-subscribes and sends
     /// what was published while disconnected.
     private func activate(_ channel: any Channel, info: ServerInfo, server: ServerAddress, generation: Int) throws {
-        let (replay, waiters): (ByteBuffer, [AsyncPromise<Void>]) = try state.withLock { state in
-            guard state.phase != .closed else { throw NATSError.closed }
-            guard state.generation == generation else { throw NATSError.disconnected }
-            state.phase = .connected
-            state.channel = channel
-            state.info = info
-            state.server = server
-            state.pingsOut = 0
-            for url in info.connect_urls ?? [] {
-                if let address = try? ServerAddress(parsing: url),
-                    !state.pool.contains(where: { $0.host == address.host && $0.port == address.port })
-                {
-                    var merged = address
-                    merged.tls = server.tls
-                    state.pool.append(merged)
-                }
-            }
-            var replay = ByteBuffer()
-            for subscription in state.subscriptions.values.sorted(by: { $0.sid < $1.sid }) {
-                NATSEncoder.subscribe(
-                    into: &replay, subject: subscription.subject, queueGroup: subscription.queueGroup,
-                    sid: subscription.sid)
-            }
-            if let inbox = state.inbox {
-                NATSEncoder.subscribe(into: &replay, subject: inbox.prefix + ".*", queueGroup: nil, sid: inbox.sid)
-            }
-            replay.writeImmutableBuffer(state.pending)
-            state.pending.clear()
-            defer { state.connectedWaiters.removeAll() }
-            return (replay, state.connectedWaiters)
+        let activation = try state.withLock { state throws(NATSError) in
+            try state.machine.handshakeSucceeded(channel: channel, info: info, server: server, generation: generation)
         }
-        if replay.readableBytes > 0 { channel.writeAndFlush(replay, promise: nil) }
-        for waiter in waiters { waiter.succeed(()) }
+        if activation.replay.readableBytes > 0 { channel.writeAndFlush(activation.replay, promise: nil) }
+        for waiter in activation.connectedWaiters { waiter.succeed(()) }
         logger.debug("connected to \(server)")
         eventContinuation.yield(.connected(server: server.description))
     }
@@ -427,55 +379,36 @@ public final class NATSConnection: Sendable {
     private func handle(_ event: ChannelEvent, generation: Int) {
         switch event {
         case .message(let message):
-            let (subscription, request): (NATSSubscription?, AsyncPromise<NATSMessage>?) = state.withLock { state in
-                guard state.generation == generation else { return (nil, nil) }
-                if let inbox = state.inbox, message.sid == inbox.sid {
-                    let token = message.subject.split(separator: ".").last.map(String.init) ?? ""
-                    return (nil, state.requests.removeValue(forKey: token))
-                }
-                return (state.subscriptions[message.sid], nil)
+            let delivery = state.withLock {
+                $0.machine.messageReceived(sid: message.sid, subject: message.subject, generation: generation)
             }
-            if let request {
+            switch delivery {
+            case .reply(let request):
                 request.succeed(message)
-            } else if let subscription, !subscription.deliver(message) {
-                let dropped = subscription.droppedCount
-                if dropped == 1 || dropped % 10_000 == 0 {
-                    eventContinuation.yield(.slowConsumer(subject: subscription.subject, dropped: dropped))
+            case .subscription(let subscription):
+                if !subscription.deliver(message) {
+                    let dropped = subscription.droppedCount
+                    if dropped == 1 || dropped % 10_000 == 0 {
+                        eventContinuation.yield(.slowConsumer(subject: subscription.subject, dropped: dropped))
+                    }
                 }
+            case .drop:
+                break
             }
         case .pong:
-            let waiter: AsyncPromise<Void>? = state.withLock { state in
-                guard state.generation == generation else { return nil }
-                state.pingsOut = 0
-                return state.pongWaiters.popFirst()
-            }
-            waiter?.succeed(())
+            state.withLock { $0.machine.pongReceived(generation: generation) }?.succeed(())
         case .writable:
-            let waiters = state.withLock { state in
-                defer { state.writableWaiters.removeAll() }
-                return state.writableWaiters
-            }
-            for waiter in waiters { waiter.succeed(()) }
+            for waiter in state.withLock({ $0.machine.becameWritable() }) { waiter.succeed(()) }
         case .error(let message):
-            state.withLock { $0.lastError = message }
             logger.warning("server error: \(message)")
             eventContinuation.yield(.serverError(message))
         case .info(let bytes):
             guard let info = try? JSONDecoder().decode(ServerInfo.self, from: Data(bytes.readableBytesView)) else {
                 return
             }
-            let (channel, server): ((any Channel)?, ServerAddress?) = state.withLock { state in
-                guard state.generation == generation else { return (nil, nil) }
-                for url in info.connect_urls ?? [] {
-                    if let address = try? ServerAddress(parsing: url),
-                        !state.pool.contains(where: { $0.host == address.host && $0.port == address.port })
-                    {
-                        state.pool.append(address)
-                    }
-                }
-                return info.ldm == true ? (state.channel, state.server) : (nil, nil)
-            }
-            if let channel, let server {
+            if case .leave(let channel, let server) = state.withLock({
+                $0.machine.infoReceived(info, generation: generation)
+            }) {
                 // Lame duck: the server is going away; move before it closes.
                 logger.notice("\(server) entered lame-duck mode; moving to another server")
                 eventContinuation.yield(.lameDuck(server: server.description))
@@ -487,18 +420,9 @@ public final class NATSConnection: Sendable {
     }
 
     private func connectionLost(generation: Int, reason: String) {
-        let failed: [AsyncPromise<Void>]? = state.withLock { state in
-            guard state.generation == generation, state.phase == .connected else { return nil }
-            state.phase = .reconnecting
-            state.channel = nil
-            var failed = Array(state.pongWaiters)
-            state.pongWaiters.removeAll()
-            failed += state.writableWaiters
-            state.writableWaiters.removeAll()
-            return failed
-        }
-        guard let failed else { return }
-        for waiter in failed { waiter.fail(NATSError.disconnected) }
+        guard case .reconnect(let failing) = state.withLock({ $0.machine.channelClosed(generation: generation) })
+        else { return }
+        for waiter in failing { waiter.fail(NATSError.disconnected) }
         logger.warning("disconnected: \(reason); reconnecting")
         eventContinuation.yield(.disconnected(reason: reason))
         let task = Task { [weak self] in
@@ -516,15 +440,9 @@ public final class NATSConnection: Sendable {
             initial: min(options.reconnectWait, .seconds(3600)) * 2, maximum: options.maxReconnectWait,
             jitter: 0.5...1.5)
         while true {
-            let (pool, current, phase) = state.withLock { ($0.pool, $0.server, $0.phase) }
-            guard phase == .reconnecting else { return }
-            // Start with the next server, so a lame-duck or failed one is tried last.
-            let start =
-                current.flatMap { server in pool.firstIndex { $0.host == server.host && $0.port == server.port } }.map {
-                    $0 + 1
-                } ?? 0
-            for index in 0..<pool.count {
-                let server = pool[(start + index) % pool.count]
+            let (servers, reconnecting) = state.withLock { ($0.machine.reconnectOrder, $0.machine.isReconnecting) }
+            guard reconnecting else { return }
+            for server in servers {
                 do {
                     try await establish(server)
                     logger.notice("reconnected to \(server) after \(attempt + 1) attempt(s)")
@@ -553,19 +471,14 @@ public final class NATSConnection: Sendable {
             while !Task.isCancelled {
                 do { try await Task.sleep(for: interval) } catch { return }
                 guard let self else { return }
-                let action: (channel: any Channel, stale: Bool)? = self.state.withLock { state in
-                    guard state.phase == .connected, let channel = state.channel else { return nil }
-                    if state.pingsOut >= maxOut { return (channel, true) }
-                    state.pingsOut += 1
-                    state.pongWaiters.append(AsyncPromise<Void>())
-                    return (channel, false)
-                }
-                guard let action else { continue }
-                if action.stale {
+                switch self.state.withLock({ $0.machine.keepaliveTick(maxPingsOut: maxOut) }) {
+                case .none:
+                    continue
+                case .closeStale(let channel):
                     self.logger.warning("no PONG for \(maxOut) PINGs; the connection is stale, reconnecting")
-                    action.channel.close(promise: nil)
-                } else {
-                    action.channel.writeAndFlush(ByteBuffer(staticString: "PING\r\n"), promise: nil)
+                    channel.close(promise: nil)
+                case .ping(let channel):
+                    channel.writeAndFlush(ByteBuffer(staticString: "PING\r\n"), promise: nil)
                 }
             }
         }
@@ -721,32 +634,13 @@ public final class NATSConnection: Sendable {
         try await write(messages.buffer)
     }
 
-    private enum WriteAction {
-        case write(any Channel)
-        case buffered
-        case wait(AsyncPromise<Void>)
-    }
-
     /// Writes raw protocol bytes: to the socket when connected, to the
     /// reconnect buffer while reconnecting (waiting when it is full).
     func write(_ buffer: ByteBuffer) async throws {
+        let limit = options.reconnectBufferBytes
         while true {
-            let action: WriteAction = try state.withLock { state in
-                switch state.phase {
-                case .closed: throw NATSError.closed
-                case .connected:
-                    return .write(state.channel!)
-                case .connecting, .reconnecting:
-                    if state.pending.readableBytes + buffer.readableBytes <= options.reconnectBufferBytes
-                        || state.pending.readableBytes == 0
-                    {
-                        state.pending.writeImmutableBuffer(buffer)
-                        return .buffered
-                    }
-                    let waiter = AsyncPromise<Void>()
-                    state.connectedWaiters.append(waiter)
-                    return .wait(waiter)
-                }
+            let action = try state.withLock { state throws(NATSError) in
+                try state.machine.writeRequested(buffer, bufferLimit: limit)
             }
             switch action {
             case .buffered:
@@ -754,24 +648,21 @@ public final class NATSConnection: Sendable {
             case .wait(let waiter):
                 try await waiter.value()
                 continue
-            case .write(let channel):
+            case .write(let channel, let generation):
                 do {
                     try await channel.writeAndFlush(buffer).get()
                 } catch {
                     // The channel died under the write; what reached the
                     // server is unknown. Core NATS promises no more: retry in
                     // the reconnect buffer (a message may arrive twice).
-                    if state.withLock({ $0.phase == .closed }) { throw NATSError.closed }
+                    if state.withLock({ $0.machine.phase == .closed }) { throw NATSError.closed }
                     continue
                 }
                 if !channel.isWritable {
-                    let waiter = AsyncPromise<Void>()
-                    let stillBlocked = state.withLock { state in
-                        guard state.channel === channel, !channel.isWritable else { return false }
-                        state.writableWaiters.append(waiter)
-                        return true
+                    let waiter = state.withLock {
+                        $0.machine.writeBlocked(generation: generation, stillBlocked: !channel.isWritable)
                     }
-                    if stillBlocked { try? await waiter.value() }
+                    if let waiter { try? await waiter.value() }
                 }
                 return
             }
@@ -785,32 +676,14 @@ public final class NATSConnection: Sendable {
     ///   published may be lost: publish again after ``waitUntilConnected()``),
     ///   ``NATSError/timeout(_:)``.
     public func flush(timeout: Duration = .seconds(10)) async throws {
-        let waiter = AsyncPromise<Void>()
-        let channel: any Channel = try state.withLock { state in
-            switch state.phase {
-            case .closed: throw NATSError.closed
-            case .connecting, .reconnecting: throw NATSError.disconnected
-            case .connected:
-                state.pongWaiters.append(waiter)
-                return state.channel!
-            }
-        }
+        let (channel, waiter) = try state.withLock { state throws(NATSError) in try state.machine.flushRequested() }
         channel.writeAndFlush(ByteBuffer(staticString: "PING\r\n"), promise: nil)
         try await waiter.value(timeout: timeout, onTimeout: NATSError.timeout("no PONG within \(timeout)"))
     }
 
     /// Returns once connected (at once when connected now).
     public func waitUntilConnected() async throws {
-        let waiter: AsyncPromise<Void>? = try state.withLock { state in
-            switch state.phase {
-            case .closed: throw NATSError.closed
-            case .connected: return nil
-            case .connecting, .reconnecting:
-                let waiter = AsyncPromise<Void>()
-                state.connectedWaiters.append(waiter)
-                return waiter
-            }
-        }
+        let waiter = try state.withLock { state throws(NATSError) in try state.machine.connectionAwaited() }
         try await waiter?.value()
     }
 
@@ -840,28 +713,23 @@ public final class NATSConnection: Sendable {
         _ subject: String, queueGroup: String?, capacity: Int, handler: (@Sendable (NATSMessage) -> Void)?
     ) async throws -> NATSSubscription {
         guard !subject.isEmpty, !subject.contains(" ") else { throw NATSError.invalidSubject(subject) }
-        let sid = state.withLock { state in
-            defer { state.nextSID += 1 }
-            return state.nextSID
-        }
+        let sid = state.withLock { $0.machine.makeSID() }
         let subscription = NATSSubscription(
             subject: subject, queueGroup: queueGroup, sid: sid, capacity: capacity, handler: handler
         ) { [weak self] sid in
             self?.unsubscribe(sid)
         }
-        state.withLock { $0.subscriptions[sid] = subscription }
-        var buffer = ByteBuffer()
-        NATSEncoder.subscribe(into: &buffer, subject: subject, queueGroup: queueGroup, sid: sid)
-        let connected = state.withLock { $0.phase == .connected }
-        if connected { try await write(buffer) }  // while reconnecting, activation subscribes
+        // While not connected, the activation subscribes.
+        if state.withLock({ $0.machine.subscribed(subscription) }) {
+            var buffer = ByteBuffer()
+            NATSEncoder.subscribe(into: &buffer, subject: subject, queueGroup: queueGroup, sid: sid)
+            try await write(buffer)
+        }
         return subscription
     }
 
     private func unsubscribe(_ sid: UInt64) {
-        let channel: (any Channel)? = state.withLock { state in
-            state.subscriptions.removeValue(forKey: sid)
-            return state.phase == .connected ? state.channel : nil
-        }
+        let channel = state.withLock { $0.machine.unsubscribed(sid: sid) }
         var buffer = ByteBuffer()
         NATSEncoder.unsubscribe(into: &buffer, sid: sid)
         channel?.writeAndFlush(buffer, promise: nil)
@@ -876,26 +744,19 @@ public final class NATSConnection: Sendable {
     public func request(
         _ subject: String, payload: ByteBuffer, headers: NATSHeaders? = nil, timeout: Duration = .seconds(5)
     ) async throws -> NATSMessage {
+        let inboxPrefix = options.inboxPrefix
         let (inbox, newInbox, token, promise) = state.withLock { state in
-            var created = false
-            if state.inbox == nil {
+            state.machine.requestStarted {
                 let random = (0..<22).map { _ in
                     "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".randomElement()!
                 }
-                state.inbox = Inbox(prefix: options.inboxPrefix + "." + String(random), sid: state.nextSID)
-                state.nextSID += 1
-                created = true
+                return inboxPrefix + "." + String(random)
             }
-            state.nextRequest += 1
-            let token = String(state.nextRequest)
-            let promise = AsyncPromise<NATSMessage>()
-            state.requests[token] = promise
-            return (state.inbox!, created, token, promise)
         }
         if newInbox {
             var buffer = ByteBuffer()
             NATSEncoder.subscribe(into: &buffer, subject: inbox.prefix + ".*", queueGroup: nil, sid: inbox.sid)
-            if state.withLock({ $0.phase == .connected }) { try await write(buffer) }
+            if state.withLock({ $0.machine.phase == .ready }) { try await write(buffer) }
         }
         do {
             try await publish([
@@ -908,7 +769,7 @@ public final class NATSConnection: Sendable {
             if reply.status == 503 { throw NATSError.noResponders(subject: subject) }
             return reply
         } catch {
-            _ = state.withLock { $0.requests.removeValue(forKey: token) }
+            state.withLock { $0.machine.requestAbandoned(token: token) }
             throw error
         }
     }
@@ -917,22 +778,17 @@ public final class NATSConnection: Sendable {
 
     /// Flushes (briefly) and closes the connection; subscriptions end.
     public func close() async {
-        try? await flush(timeout: .seconds(2))
-        let (channel, subscriptions, waiters, tasks):
-            ((any Channel)?, [NATSSubscription], [AsyncPromise<Void>], [Task<Void, Never>?]) = state.withLock { state in
-                state.phase = .closed
-                let waiters = Array(state.pongWaiters) + state.connectedWaiters + state.writableWaiters
-                state.pongWaiters.removeAll()
-                state.connectedWaiters.removeAll()
-                state.writableWaiters.removeAll()
-                let subscriptions = Array(state.subscriptions.values)
-                state.subscriptions.removeAll()
-                return (state.channel, subscriptions, waiters, [state.reconnecting, state.keepalive])
-            }
+        if state.withLock({ $0.machine.closeRequested() }) {
+            try? await flush(timeout: .seconds(2))
+        }
+        let (closing, tasks) = state.withLock { state in
+            (state.machine.closeFinished(), [state.reconnecting, state.keepalive])
+        }
         for task in tasks { task?.cancel() }
-        for waiter in waiters { waiter.fail(NATSError.closed) }
-        for subscription in subscriptions { subscription.finish() }
-        try? await channel?.close()
+        for waiter in closing.waiters { waiter.fail(NATSError.closed) }
+        for request in closing.requests { request.fail(NATSError.closed) }
+        for subscription in closing.subscriptions { subscription.finish() }
+        try? await closing.channel?.close()
         eventContinuation.yield(.closed)
         eventContinuation.finish()
     }

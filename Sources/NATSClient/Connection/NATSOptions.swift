@@ -118,7 +118,7 @@ struct ServerAddress: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// What went wrong, with the server and what to change.
-public enum NATSError: Error, CustomStringConvertible, Sendable {
+public enum NATSError: Error, CustomStringConvertible, Sendable, Equatable {
     /// A server URL that cannot be parsed.
     case invalidURL(String)
     /// No server of the pool could be reached.
