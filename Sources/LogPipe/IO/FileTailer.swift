@@ -99,13 +99,9 @@ final class FileTailer {
         var progress: Progress?
         var splitter: LineSplitter
         var readOffset: Int64 = 0
-        var lastGrowth: ContinuousClock.Instant = .now
-        var atEnd = false
-        var findable = true
-        var deleted = false
+        /// Found, reading, at its end, rotated, deleted, closed.
+        var life: TailedFileLife
         var reportedOversize = 0
-        /// While unresolved: the size last seen, to notice growth.
-        var sizeSeen: Int64 = -1
         /// Size and modification time at the last look (sizes read buffers,
         /// and tells whether a parked file changed).
         var lastSize: Int64 = 0
@@ -113,7 +109,11 @@ final class FileTailer {
         /// Found by the first scan (`read_from: end` applies to it).
         let foundAtStart: Bool
 
-        init(fd: Int32, path: String, device: UInt64, inode: UInt64, splitter: LineSplitter, foundAtStart: Bool) {
+        init(
+            fd: Int32, path: String, device: UInt64, inode: UInt64, splitter: LineSplitter, foundAtStart: Bool,
+            presence: TailedFileLife.Presence = .inPlace
+        ) {
+            self.life = TailedFileLife(presence: presence, now: .now)
             self.foundAtStart = foundAtStart
             self.fd = fd
             self.path = path
@@ -124,7 +124,7 @@ final class FileTailer {
     }
 
     let options: Options
-    let context: SourceContext
+    let output: any TailerOutput
     let checkpointer: Checkpointer
     let host: String
     var files: [Tracked] = []
@@ -158,11 +158,13 @@ final class FileTailer {
     var roundRobin = 0
     let watcher = DirectoryWatcher()
 
-    init(options: Options, context: SourceContext) {
+    /// A tailer that sends to `output` and keeps its checkpoints in
+    /// `stateDirectory`; lines get `options.host`, or `hostname`.
+    init(options: Options, output: any TailerOutput, stateDirectory: String, hostname: String) {
         self.options = options
-        self.context = context
-        self.checkpointer = Checkpointer(directory: context.stage.dataDirectory, stage: context.name)
-        self.host = options.host ?? context.stage.hostname
+        self.output = output
+        self.checkpointer = Checkpointer(directory: stateDirectory, stage: output.name)
+        self.host = options.host ?? hostname
         var limit = rlimit()
         let descriptors = getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 ? Int(clamping: limit.rlim_cur) : 1024
         self.maxOpenFiles = max(1, min(options.maxOpenFiles, descriptors / 2))
@@ -196,9 +198,9 @@ final class FileTailer {
             }
             let (wake, signal) = (ends[0], ends[1])
             watcher.wakeDescriptor = wake
-            let context = self.context
+            let output = self.output
             let stopWaker = Task {
-                await context.waitForStop()
+                await output.waitForStop()
                 guard !Task.isCancelled, signal >= 0 else { return }
                 var one: UInt8 = 1
                 _ = write(signal, &one, 1)
@@ -220,14 +222,14 @@ final class FileTailer {
         savedLengths = Set(saved.values.compactMap(\.length))
         book.load(saved)
         if !saved.isEmpty {
-            context.logger.info("resuming \(saved.count) file(s) from \(checkpointer.path)")
+            output.logger.info("resuming \(saved.count) file(s) from \(checkpointer.path)")
         }
         defer { watcher.close() }
         // Checkpoints are saved by a task of their own: the reading loop
         // spends most of its time waiting for downstream room, and the
         // checkpoint must keep up with acknowledgements meanwhile.
         let book = self.book
-        let context = self.context
+        let output = self.output
         let interval = options.checkpointInterval
         let saver = Task {
             while !Task.isCancelled {
@@ -235,7 +237,7 @@ final class FileTailer {
                 // Idle (nothing read, nothing unacknowledged), the saver
                 // sleeps until the next batch is read: no wake-up a second.
                 let quiet = book.startQuietCheck()
-                let saved = await book.save(to: checkpointer, context: context)
+                let saved = await book.save(to: checkpointer, output: output)
                 if book.endQuietCheck(quiet, saved: saved) {
                     await book.untilTouched(orAfter: .seconds(CheckpointBook.refreshSeconds + 1))
                 }
@@ -252,14 +254,14 @@ final class FileTailer {
         } catch {
             saver.cancel()
             await saver.value
-            await book.save(to: checkpointer, context: context)
+            await book.save(to: checkpointer, output: output)
             throw error
         }
         saver.cancel()
         await saver.value
         // The last save must succeed: otherwise the run would end cleanly
         // while the next start reads again what this run delivered.
-        if !(await book.save(to: checkpointer, context: context)) {
+        if !(await book.save(to: checkpointer, output: output)) {
             throw Checkpointer.Failure(
                 description:
                     "the final checkpoint could not be saved to \(checkpointer.path) (see the error above); the next start reads again what the last saved checkpoint does not cover: free space or fix the permissions of data_dir"
@@ -274,10 +276,10 @@ final class FileTailer {
         var lastWait: Duration = .seconds(1)
         var pacer = ReadPacer(linger: options.linger, slowLinger: options.slowLinger)
         if maxOpenFiles < options.maxOpenFiles {
-            context.logger.notice(
+            output.logger.notice(
                 "max_open_files lowered to \(maxOpenFiles), half of this process's descriptor limit (ulimit -n)")
         }
-        while !context.isStopping {
+        while !output.isStopping {
             var rescan = try await followEvents()
             if waiting > 0 { rescan = parkQuietFiles() || rescan }
             if rescan || clock.now - lastScan >= options.scanInterval {
@@ -289,7 +291,7 @@ final class FileTailer {
             let (progressed, readToTheEnd) = try await readRound()
             pacer.read(lines: linesRead, at: clock.now)
             try await finishQuietFiles()
-            if options.once, !progressed, waiting == 0, files.allSatisfy({ $0.atEnd && $0.progress != nil }) {
+            if options.once, !progressed, waiting == 0, files.allSatisfy({ $0.life.phase == .atEnd }) {
                 try checkOnceRead()
                 return
             }
@@ -318,7 +320,7 @@ final class FileTailer {
     /// Waits for an inotify event or the poll interval; returns how long.
     private func waitForChange(_ clock: ContinuousClock) async -> Duration {
         let start = clock.now
-        await watcher.wait(timeout: options.pollInterval) { [context] in context.isStopping }
+        await watcher.wait(timeout: options.pollInterval) { [output] in output.isStopping }
         return clock.now - start
     }
 
@@ -412,12 +414,12 @@ final class FileTailer {
         for quiet in self.parked.values { progress[quiet.fingerprint]?.lastSeen = now }
         for (path, error) in failures { cannotOpen(path, error) }
         for candidate in candidates where candidate.fd != nil && unreadable.remove(candidate.path) != nil {
-            context.logger.notice("\(candidate.path) can be read now")
+            output.logger.notice("\(candidate.path) can be read now")
         }
         if firstScan {
             for glob in emptyGlobs {
-                context.metrics.count("empty_globs")
-                context.logger.warning(
+                output.metrics.count("empty_globs")
+                output.logger.warning(
                     "include glob '\(glob)' matches no file\(options.once ? "" : " yet; it is expanded again every scan_interval")"
                 )
             }
@@ -440,7 +442,7 @@ final class FileTailer {
                 watcher.watch((candidate.path as NSString).deletingLastPathComponent)
             } else if let file = files.first(where: { $0.device == candidate.device && $0.inode == candidate.inode }) {
                 if file.path != candidate.path,
-                    !files.contains(where: { $0 !== file && $0.path == file.path && $0.findable })
+                    !files.contains(where: { $0 !== file && $0.path == file.path && $0.life.presence == .inPlace })
                 {
                     // Renamed to another matching name: follow it.
                     file.path = candidate.path
@@ -449,14 +451,13 @@ final class FileTailer {
                         book.track(state.fingerprint, path: state.path, length: state.length, tracker: state.tracker)
                     }
                 }
-                file.findable = true
+                _ = file.life.scanned(found: true)
             }
         }
         for file in files where !reached.contains(Identity(device: file.device, inode: file.inode)) {
-            if file.findable {
-                context.logger.debug("\(file.path) was rotated or removed; reading it to its end")
+            if file.life.scanned(found: false) {
+                output.logger.debug("\(file.path) was rotated or removed; reading it to its end")
             }
-            file.findable = false
         }
         for glob in include { watcher.watch(glob.baseDirectory) }
         firstScan = false
@@ -496,8 +497,8 @@ final class FileTailer {
             switch event.kind {
             case .overflow:
                 rescan = true
-                context.metrics.count("watch_overflows")
-                context.logger.warning(
+                output.metrics.count("watch_overflows")
+                output.logger.warning(
                     "inotify dropped events (its queue overflowed); files rotated away meanwhile may be missed (raise fs.inotify.max_queued_events)"
                 )
             case .created:
@@ -527,8 +528,8 @@ final class FileTailer {
     }
 
     func missed(_ path: String, _ what: String) {
-        context.metrics.count("files_missed")
-        context.logger.warning(
+        output.metrics.count("files_missed")
+        output.logger.warning(
             "\(path) \(what): its lines were not read (rotation deletes generations faster than they can be opened)")
     }
 
@@ -570,11 +571,10 @@ final class FileTailer {
                 close(fd)
                 continue
             }
+            // A rotated-away name is read to its end and closed after rotate_wait.
             let file = Tracked(
                 fd: fd, path: path, device: candidate.device, inode: candidate.inode, splitter: newSplitter(at: 0),
-                foundAtStart: false)
-            // A rotated-away name is read to its end and closed after rotate_wait.
-            file.findable = matches(path)
+                foundAtStart: false, presence: matches(path) ? .inPlace : .rotated)
             files.append(file)
             parked.removeValue(forKey: Identity(device: candidate.device, inode: candidate.inode))
             watcher.watch((path as NSString).deletingLastPathComponent)
@@ -584,8 +584,8 @@ final class FileTailer {
     /// A matched file that cannot be opened: warned once per path, counted.
     func cannotOpen(_ path: String, _ error: Int32) {
         guard unreadable.insert(path).inserted else { return }
-        context.metrics.count("unreadable_files")
-        context.logger.warning(
+        output.metrics.count("unreadable_files")
+        output.logger.warning(
             "cannot open \(path): \(String(cString: strerror(error))); it is skipped until it can be read (fix its permissions)"
         )
     }
@@ -691,46 +691,43 @@ final class FileTailer {
             }
         }
         var progressed = false
+        let now = ContinuousClock.now
         for (file, result) in zip(order, results) {
             if !result.toTheEnd { readToTheEnd = false }
             if let error = result.error {
-                context.logger.warning("cannot read \(file.path): \(String(cString: strerror(error))); will retry")
+                output.logger.warning("cannot read \(file.path): \(String(cString: strerror(error))); will retry")
                 continue
             }
-            file.deleted = result.links == 0
             file.lastSize = result.size
             file.lastModified = result.modified
             if let head = result.head, file.progress == nil {
+                file.life.linksSeen(result.links)
                 head.withUnsafeBytes { resolve(file, head: $0, size: result.size) }
                 progressed = progressed || file.progress != nil
                 continue
             }
-            if let head = result.head, let state = file.progress,
-                head.withUnsafeBytes({ FileFingerprint.of($0, length: state.length) }) != state.fingerprint
-            {
+            var look = TailedFileLife.Look(
+                size: result.size, links: result.links, bytesRead: result.bytesRead, readOffset: file.readOffset)
+            if let head = result.head, let state = file.progress {
                 // Same inode, other content: the file was replaced or
                 // truncated and rewritten past our offset.
+                look.contentChanged =
+                    head.withUnsafeBytes({ FileFingerprint.of($0, length: state.length) }) != state.fingerprint
+            }
+            switch file.life.looked(look, now: now) {
+            case .readAgain:
                 truncated(file)
                 progressed = true
                 readToTheEnd = false
-                continue
-            }
-            if result.size < file.readOffset {
-                truncated(file)
+            case .emit:
                 progressed = true
-                readToTheEnd = false
-                continue
-            }
-            if result.bytesRead > 0 {
-                progressed = true
-                file.atEnd = false
-                file.lastGrowth = .now
                 try await emit(file, buffer: result.buffer, count: result.bytesRead)
-            } else if result.size <= file.readOffset {
+            case .reachedEnd:
                 // Really at the end (not merely skipped this round because the
                 // round's byte budget ran out).
-                file.atEnd = true
                 try await flushPartialLine(file)
+            case .none:
+                break
             }
         }
         return (progressed, readToTheEnd)
@@ -743,17 +740,14 @@ final class FileTailer {
         var length: Int
         switch options.fingerprint {
         case .checksum:
-            if let standard = FileFingerprint.standardLength(of: head) {
-                length = standard
-            } else if !head.isEmpty, options.once || ContinuousClock.now - file.lastGrowth >= options.partialLineTimeout
+            let standard = FileFingerprint.standardLength(of: head)
+            switch file.life.headRead(
+                count: head.count, firstLineComplete: standard != nil, now: .now,
+                partialLineTimeout: options.partialLineTimeout, once: options.once)
             {
-                length = head.count  // an unfinished only line that stopped growing
-            } else {
-                if Int64(head.count) != file.sizeSeen {
-                    file.sizeSeen = Int64(head.count)
-                    file.lastGrowth = .now
-                }
-                return
+            case .wait: return
+            case .firstLine: length = standard!
+            case .wholeHead: length = head.count  // an unfinished only line that stopped growing
             }
             fingerprint = FileFingerprint.of(head, length: length)!
             // A checkpoint may hold this file under a fingerprint of fewer
@@ -794,7 +788,7 @@ final class FileTailer {
         }
         if offset > size {
             // Shorter than where reading stopped: not the content we knew.
-            context.metrics.count("truncations")
+            output.metrics.count("truncations")
             offset = 0
             state.readOffset = 0
         }
@@ -805,23 +799,23 @@ final class FileTailer {
         file.progress = state
         file.readOffset = offset
         file.splitter = newSplitter(at: offset)
-        file.atEnd = false
+        file.life.identified()
     }
 
     /// The file shrank below the read offset: copytruncate, or `> file`.
     /// Its old content keeps its progress (a copy may still be found); the
     /// file is read again from its start as new content.
     func truncated(_ file: Tracked) {
-        context.metrics.count("truncations")
-        context.logger.notice("\(file.path) was truncated; reading it again from the start")
+        output.metrics.count("truncations")
+        output.logger.notice("\(file.path) was truncated; reading it again from the start")
         file.progress?.reader = nil
         file.progress = nil
         file.readOffset = 0
         file.splitter = newSplitter(at: 0)
-        file.atEnd = false
     }
 
     func drop(_ file: Tracked) {
+        file.life.closed()
         close(file.fd)
         if file.progress?.reader === file { file.progress?.reader = nil }
         files.removeAll { $0 === file }
@@ -832,7 +826,7 @@ final class FileTailer {
         file.progress?.readOffset = file.readOffset
         var records: [Record] = []
         let now = Timestamp.now()
-        let name = context.name
+        let name = output.name
         let path = file.path
         let stream = file.progress?.fingerprint.description
         file.splitter.consume(buffer) { line, offset in
@@ -849,18 +843,20 @@ final class FileTailer {
     /// newline (at once in `once` mode).
     func flushPartialLine(_ file: Tracked) async throws {
         guard file.progress != nil, file.splitter.pendingBytes > 0 else { return }
-        guard options.once || ContinuousClock.now - file.lastGrowth >= options.partialLineTimeout else { return }
+        guard file.life.partialLineIsDue(now: .now, timeout: options.partialLineTimeout, once: options.once) else {
+            return
+        }
         var records: [Record] = []
         let stream = file.progress?.fingerprint.description
         file.splitter.finish { line, offset in
             records.append(
                 Record(
-                    bytes: line, source: context.name, origin: file.path, host: host, receivedAt: .now(),
+                    bytes: line, source: output.name, origin: file.path, host: host, receivedAt: .now(),
                     offset: offset,
                     streamID: stream)
             )
         }
-        context.metrics.count("partial_lines")
+        output.metrics.count("partial_lines")
         try await send(records, from: file, end: file.splitter.lineStartOffset)
     }
 
@@ -869,9 +865,9 @@ final class FileTailer {
     func send(_ records: [Record], from file: Tracked, end: Int64) async throws {
         linesRead += records.count
         if file.splitter.oversizeLines > file.reportedOversize {
-            context.metrics.count("oversize_lines", by: file.splitter.oversizeLines - file.reportedOversize)
+            output.metrics.count("oversize_lines", by: file.splitter.oversizeLines - file.reportedOversize)
             if file.reportedOversize == 0 {
-                context.logger.warning(
+                output.logger.warning(
                     "\(file.path) has a line longer than max_line_bytes (\(options.maxLineBytes)); it was \(options.oversize == .split ? "split" : "truncated") (counted as oversize_lines)"
                 )
             }
@@ -885,8 +881,8 @@ final class FileTailer {
         let tracker = state.tracker
         let sequence = tracker.register(ends: ends)
         book.touched()
-        try await context.emit(records) { _, completed in
-            tracker.complete(sequence, indices: completed.map(\.index))
+        try await output.send(records) { indices in
+            tracker.complete(sequence, indices: indices)
         }
     }
 
@@ -903,26 +899,27 @@ final class FileTailer {
     func parkQuietFiles() -> Bool {
         var closed = false
         for file in files
-        where file.atEnd && file.findable && !file.deleted && file.progress != nil
-            && file.splitter.pendingBytes == 0 && file.lastSize == file.readOffset
+        where file.life.canPark(
+            pendingBytes: file.splitter.pendingBytes, readToItsSize: file.lastSize == file.readOffset)
         {
             parked[Identity(device: file.device, inode: file.inode)] = Parked(
                 size: file.lastSize, modified: file.lastModified, fingerprint: file.progress!.fingerprint)
             drop(file)
             closed = true
         }
-        if closed { context.metrics.count("files_parked") }
+        if closed { output.metrics.count("files_parked") }
         return closed
     }
 
     /// Closes files that were rotated away or deleted once they were read to
     /// their end and stayed quiet for `rotate_wait`.
     func finishQuietFiles() async throws {
-        for file in files where (!file.findable || file.deleted) && file.atEnd {
+        for file in files where file.life.isLeaving {
             try await flushPartialLine(file)
-            let quiet = ContinuousClock.now - file.lastGrowth >= options.rotateWait
-            if quiet, file.splitter.pendingBytes == 0 || options.once {
-                context.logger.debug("finished \(file.path)")
+            if file.life.isFinished(
+                now: .now, rotateWait: options.rotateWait, pendingBytes: file.splitter.pendingBytes, once: options.once)
+            {
+                output.logger.debug("finished \(file.path)")
                 drop(file)
             }
         }
@@ -942,301 +939,5 @@ final class FileTailer {
             saved.removeValue(forKey: fingerprint)
             book.remove(fingerprint)
         }
-    }
-}
-
-/// What the checkpoint holds, shared between the reading task (which adds
-/// files and follows renames) and the task that saves it.
-final class CheckpointBook: Sendable {
-    enum Item: Sendable {
-        /// A file this run reads or has read.
-        case live(path: String, length: Int, tracker: OffsetTracker)
-        /// A file from the last checkpoint not found again (yet).
-        case saved(Checkpointer.Entry)
-    }
-
-    private let items = LockedBox<[FileFingerprint: Item]>([:])
-
-    /// What the last save wrote (without the `seen` times) and when: an
-    /// idle tailer does not rewrite and fsync an unchanged checkpoint every
-    /// `checkpoint_interval`.
-    private struct LastSave {
-        var entries: [String: Checkpointer.Entry] = [:]
-        var at: Int64 = 0
-    }
-    private let lastSave = LockedBox(LastSave())
-
-    /// An unchanged checkpoint is saved again this often anyway, to renew
-    /// the `seen` times that retention goes by (days).
-    static let refreshSeconds: Int64 = 3600
-
-    /// Whether a batch was read or a file added or dropped since the last
-    /// ``startQuietCheck()``, and the saver waiting for that.
-    private struct Activity: Sendable {
-        var touched = false
-        var waiter: CheckedContinuation<Void, Never>?
-    }
-    private let activity = LockedBox(Activity())
-
-    /// Notes that the checkpoint may change (a batch was registered with a
-    /// file's tracker, a file was added or dropped); wakes a waiting saver.
-    func touched() {
-        let waiter = activity.withLock { activity -> CheckedContinuation<Void, Never>? in
-            activity.touched = true
-            defer { activity.waiter = nil }
-            return activity.waiter
-        }
-        waiter?.resume()
-    }
-
-    /// Call right before a save: forgets earlier activity and returns
-    /// whether every record read so far is acknowledged.
-    func startQuietCheck() -> Bool {
-        activity.withLock { $0.touched = false }
-        return items.withLock { items in
-            !items.values.contains { item in
-                if case .live(_, _, let tracker) = item { tracker.hasPending } else { false }
-            }
-        }
-    }
-
-    /// Call right after the save with what ``startQuietCheck()`` returned:
-    /// whether the save covers everything until the next ``touched()``.
-    /// It does when nothing was unacknowledged before it and nothing was
-    /// read since: offsets only move when records read are acknowledged.
-    func endQuietCheck(_ quiet: Bool, saved: Bool) -> Bool {
-        quiet && saved && !activity.withLock { $0.touched }
-    }
-
-    /// Returns at the next ``touched()`` (at once if one came since the
-    /// last ``startQuietCheck()``), after `limit`, or when cancelled.
-    func untilTouched(orAfter limit: Duration) async {
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.untilTouched() }
-            group.addTask { try? await Task.sleep(for: limit) }
-            await group.next()
-            group.cancelAll()
-        }
-    }
-
-    private func untilTouched() async {
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let now = activity.withLock { activity -> Bool in
-                    if activity.touched || Task.isCancelled { return true }
-                    activity.waiter = continuation
-                    return false
-                }
-                if now { continuation.resume() }
-            }
-        } onCancel: {
-            let waiter = activity.withLock { activity -> CheckedContinuation<Void, Never>? in
-                defer { activity.waiter = nil }
-                return activity.waiter
-            }
-            waiter?.resume()
-        }
-    }
-
-    func load(_ entries: [FileFingerprint: Checkpointer.Entry]) {
-        items.withLock { items in
-            for (fingerprint, entry) in entries { items[fingerprint] = .saved(entry) }
-        }
-    }
-
-    func track(_ fingerprint: FileFingerprint, path: String, length: Int, tracker: OffsetTracker) {
-        items.withLock { $0[fingerprint] = .live(path: path, length: length, tracker: tracker) }
-        touched()
-    }
-
-    func remove(_ fingerprint: FileFingerprint) {
-        items.withLock { $0[fingerprint] = nil }
-        touched()
-    }
-
-    func entries() -> [Checkpointer.Entry] {
-        let now = Int64(Timestamp.now().nanosecondsSinceEpoch / 1_000_000_000)
-        return items.withLock { items in
-            items.map { fingerprint, item in
-                switch item {
-                case .live(let path, let length, let tracker):
-                    Checkpointer.Entry(
-                        fingerprint: fingerprint.description, path: path, offset: tracker.committed, seen: now,
-                        length: length)
-                case .saved(let entry):
-                    entry
-                }
-            }
-        }
-    }
-
-    /// Saves the checkpoint; a failure is logged and counted
-    /// (`checkpoint_errors`). Returns whether it was saved.
-    @discardableResult
-    func save(to checkpointer: Checkpointer, context: SourceContext) async -> Bool {
-        let snapshot = entries()
-        let now = Int64(Timestamp.now().nanosecondsSinceEpoch / 1_000_000_000)
-        var compared: [String: Checkpointer.Entry] = [:]
-        for var entry in snapshot {
-            entry.seen = 0
-            compared[entry.fingerprint] = entry
-        }
-        let unchanged = lastSave.withLock { last in
-            last.entries == compared && now - last.at < Self.refreshSeconds
-        }
-        if unchanged { return true }
-        do {
-            try await BlockingIO.runEvenIfCancelled { try checkpointer.save(snapshot) }
-            lastSave.withLock { $0 = LastSave(entries: compared, at: now) }
-            return true
-        } catch {
-            context.metrics.count("checkpoint_errors")
-            context.logger.error(
-                "cannot save checkpoints: \(error); reading goes on, and a restart may read some lines again")
-            return false
-        }
-    }
-}
-
-/// inotify as a wake-up hint and a rename log: the tailer sleeps until a
-/// watched directory changes or the poll interval passes, and learns from the
-/// events which names were created and what they were renamed to (a file
-/// created and rotated away between two scans is found through them). Stat
-/// polling stays the source of truth (inotify drops events when its queue
-/// overflows; that is reported as ``Event/overflow``).
-final class DirectoryWatcher {
-    /// One change in a watched directory.
-    struct Event: Equatable {
-        enum Kind: Equatable {
-            case created
-            case deleted
-            case movedFrom(cookie: UInt32)
-            case movedTo(cookie: UInt32)
-            /// Events were lost: rescan everything.
-            case overflow
-        }
-        var kind: Kind
-        /// The full path (empty for ``Kind/overflow``).
-        var path: String
-    }
-
-    private let fd: Int32
-    /// Readable once the pipeline stops (the read end of a pipe): ends a
-    /// ``wait(timeout:stop:)``.
-    /// Owned (and closed) by the tailer; -1 when there is none.
-    var wakeDescriptor: Int32 = -1
-    private var watched: Set<String> = []
-    private var directories: [Int32: String] = [:]
-    /// Events read while waiting, not yet taken.
-    private var pending: [Event] = []
-    /// Read into by every drain: the loop drains once per round, and a new
-    /// 64 KiB array each time was an allocation per wake-up.
-    private var readBuffer = [UInt8](repeating: 0, count: 64 * 1024)
-
-    init() {
-        #if os(Linux)
-            fd = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
-        #else
-            fd = -1
-        #endif
-    }
-
-    func watch(_ directory: String) {
-        guard fd >= 0, !watched.contains(directory) else { return }
-        #if os(Linux)
-            let mask = UInt32(
-                IN_MODIFY | IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_CLOSE_WRITE | IN_ATTRIB)
-            let descriptor = inotify_add_watch(fd, directory, mask)
-            // Not watched yet (the directory does not exist): try again at
-            // the next scan.
-            guard descriptor >= 0 else { return }
-            directories[descriptor] = directory
-        #endif
-        watched.insert(directory)
-    }
-
-    /// Takes the events that arrived so far, without waiting.
-    func takeEvents() -> [Event] {
-        readAvailable()
-        defer { pending.removeAll() }
-        return pending
-    }
-
-    /// Reads what the descriptor holds now and parses it into ``pending``.
-    private func readAvailable() {
-        guard fd >= 0 else { return }
-        #if os(Linux)
-            while true {
-                let count = readBuffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
-                guard count > 0 else { return }
-                parse(readBuffer.prefix(count))
-                // A read that did not fill the buffer took everything there
-                // was (events coming later end the next poll): no second
-                // read that only says EAGAIN.
-                if count < readBuffer.count - 4096 { return }
-            }
-        #endif
-    }
-
-    /// Parses `struct inotify_event` records (wd, mask, cookie, len, name).
-    private func parse(_ bytes: ArraySlice<UInt8>) {
-        #if os(Linux)
-            bytes.withUnsafeBytes { raw in
-                var offset = 0
-                while offset + 16 <= raw.count {
-                    let descriptor = raw.loadUnaligned(fromByteOffset: offset, as: Int32.self)
-                    let mask = raw.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self)
-                    let cookie = raw.loadUnaligned(fromByteOffset: offset + 8, as: UInt32.self)
-                    let length = Int(raw.loadUnaligned(fromByteOffset: offset + 12, as: UInt32.self))
-                    let nameBytes = raw[(offset + 16)..<min(offset + 16 + length, raw.count)].prefix { $0 != 0 }
-                    offset += 16 + length
-                    if mask & UInt32(IN_Q_OVERFLOW) != 0 {
-                        pending.append(Event(kind: .overflow, path: ""))
-                        continue
-                    }
-                    guard let directory = directories[descriptor], !nameBytes.isEmpty else { continue }
-                    let path = directory + "/" + String(decoding: nameBytes, as: UTF8.self)
-                    if mask & UInt32(IN_CREATE) != 0 { pending.append(Event(kind: .created, path: path)) }
-                    if mask & UInt32(IN_DELETE) != 0 { pending.append(Event(kind: .deleted, path: path)) }
-                    if mask & UInt32(IN_MOVED_FROM) != 0 {
-                        pending.append(Event(kind: .movedFrom(cookie: cookie), path: path))
-                    }
-                    if mask & UInt32(IN_MOVED_TO) != 0 {
-                        pending.append(Event(kind: .movedTo(cookie: cookie), path: path))
-                    }
-                }
-            }
-        #endif
-    }
-
-    /// Waits for a change, `timeout`, or the stop (the wake descriptor, or
-    /// `stop()` checked every 250 ms).
-    /// The events that woke it are kept for ``takeEvents()``.
-    func wait(timeout: Duration, stop: @escaping @Sendable () -> Bool) async {
-        let fd = self.fd
-        let milliseconds = Int32(min(timeout.inMilliseconds, 60_000))
-        guard fd >= 0 else {
-            try? await Task.sleep(for: timeout)
-            return
-        }
-        let wake = wakeDescriptor
-        _ = try? await BlockingIO.run {
-            var remaining = milliseconds
-            while remaining > 0, !stop() {
-                // With a wake descriptor the stop ends the poll; without,
-                // the stop is looked at every 250 ms.
-                var descriptors = [
-                    pollfd(fd: fd, events: Int16(POLLIN), revents: 0),
-                    pollfd(fd: wake, events: Int16(POLLIN), revents: 0),
-                ]
-                let slice = wake >= 0 ? remaining : min(remaining, 250)
-                if poll(&descriptors, wake >= 0 ? 2 : 1, slice) > 0 { return }
-                remaining -= slice
-            }
-        }
-    }
-
-    func close() {
-        if fd >= 0 { Glibc.close(fd) }
     }
 }

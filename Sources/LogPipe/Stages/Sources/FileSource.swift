@@ -77,6 +77,11 @@ public struct FileSource: Source, FieldProducer, StatefulStage {
     public func run(_ context: SourceContext) async throws {
         // Its loop waits for inotify and reads in system calls: on a thread
         // of its own they need no hand-off to the blocking pool and back.
-        try await DedicatedThread.run { try await FileTailer(options: options, context: context).run() }
+        try await DedicatedThread.run {
+            try await FileTailer(
+                options: options, output: context, stateDirectory: context.stage.dataDirectory,
+                hostname: context.stage.hostname
+            ).run()
+        }
     }
 }
