@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .library(name: "LogPipe", targets: ["LogPipe"]),
         .library(name: "NATSClient", targets: ["NATSClient"]),
+        .library(name: "LogPipeAPI", targets: ["LogPipeAPI"]),
         .executable(name: "logpipe", targets: ["logpipe"]),
     ],
     dependencies: [
@@ -16,6 +17,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.30.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", "3.0.0"..<"5.0.0"),
+        // Counters and gauges the library emits; the application picks the
+        // backend (the CLI: Prometheus on its API endpoint).
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.0.0"),
         // `swift package generate-documentation` (scripts/docs.sh); a
         // command plugin only, nothing of it is linked.
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.4.0"),
@@ -36,6 +41,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ]
         ),
         .target(
@@ -58,12 +64,26 @@ let package = Package(
             name: "LogPipeNATS",
             dependencies: ["LogPipe", "NATSClient", "LogPipeBase"]
         ),
+        .target(
+            name: "LogPipeAPI",
+            dependencies: [
+                "LogPipe",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "logpipe",
             dependencies: [
                 "LogPipe",
+                "LogPipeAPI",
                 "LogPipeBase",
                 "LogPipeNATS",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -89,6 +109,16 @@ let package = Package(
         .testTarget(
             name: "LogPipeCLITests",
             dependencies: ["logpipe", "EmbeddingExample", "LogPipe", "NATSTestSupport"]
+        ),
+        .testTarget(
+            name: "LogPipeAPITests",
+            dependencies: [
+                "LogPipeAPI", "LogPipe", "NATSTestSupport",
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]

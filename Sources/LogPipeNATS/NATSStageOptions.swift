@@ -147,13 +147,18 @@ enum NATSStageOptions {
         let connection = try await NATSConnection.connect(options, logger: context.logger)
         let logger = context.logger
         let metrics = context.metrics
+        let reconnecting = "a NATS connection: reconnecting"
         let events = Task {
             for await event in connection.events {
                 switch event {
-                case .connected(let server): logger.info("connected to \(server)")
+                case .connected(let server):
+                    logger.info("connected to \(server)")
+                    if metrics.waitingFor?.hasPrefix(reconnecting) == true { metrics.waitingFor = nil }
                 case .disconnected(let reason):
                     metrics.count("disconnects")
                     logger.warning("disconnected: \(reason); reconnecting")
+                    // Shown in the status line and /ready until reconnected.
+                    if metrics.waitingFor == nil { metrics.waitingFor = "\(reconnecting) (\(reason))" }
                 case .lameDuck(let server): logger.notice("\(server) is in lame-duck mode; moving")
                 case .serverError(let message): logger.error("server error: \(message)")
                 case .slowConsumer(let subject, let dropped):

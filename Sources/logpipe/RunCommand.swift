@@ -1,10 +1,13 @@
 import ArgumentParser
+import CoreMetrics
 import Dispatch
 import Foundation
 import LogPipe
+import LogPipeAPI
 import LogPipeBase
 import LogPipeNATS
 import Logging
+import Prometheus
 
 struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -34,6 +37,12 @@ struct RunCommand: AsyncParsableCommand {
             valueName: "level"))
     var logLevel: String?
 
+    @Option(
+        help: ArgumentHelp(
+            "Serve /metrics (Prometheus), /health and /ready on this address (overrides the pipeline file's api.address; port 0 picks a free port).",
+            valueName: "host:port"))
+    var apiAddress: String?
+
     func run() async throws {
         Allocator.tune()
         let logLevel = self.logLevel ?? (quiet ? "warning" : "info")
@@ -55,7 +64,31 @@ struct RunCommand: AsyncParsableCommand {
             throw ExitCode(ExitStatus.configurationError)
         }
 
+        // The API endpoint, when asked for: metrics go to a Prometheus
+        // registry it serves; it listens before the pipeline starts, so an
+        // address in use stops the run before anything is read.
+        let apiAddress = self.apiAddress ?? pipeline.settings.apiAddress
+        let registry = PrometheusCollectorRegistry()
+        if let apiAddress {
+            do {
+                _ = try APIServer.parse(address: apiAddress)
+            } catch {
+                standardError("logpipe: \(error)")
+                throw ExitCode(ExitStatus.configurationError)
+            }
+            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        }
         let runner = PipelineRunner(pipeline: pipeline, logger: logger)
+        var server: APIServer?
+        if let apiAddress {
+            do {
+                server = try await APIServer.start(
+                    address: apiAddress, responder: APIResponder(runner: runner, registry: registry), logger: logger)
+            } catch {
+                standardError("logpipe: \(error); nothing was started")
+                throw ExitCode(ExitStatus.configurationError)
+            }
+        }
         let signals = SignalHandling.install { signal, count in
             if signal == SIGHUP {
                 logger.notice(
@@ -95,10 +128,12 @@ struct RunCommand: AsyncParsableCommand {
             summary = try await runner.run()
         } catch let error as PipelineError {
             statusTask.cancel()
+            await server?.stop()
             standardError("logpipe: \(error); nothing was started")
             throw ExitCode(ExitStatus.configurationError)
         }
         statusTask.cancel()
+        await server?.stop()
 
         if !quiet {
             standardError(StatusFormatter.summaryLine(summary))

@@ -138,3 +138,16 @@ func eventually(timeout: Duration = .seconds(120), _ condition: () -> Bool) asyn
         try await Task.sleep(for: .milliseconds(20))
     }
 }
+
+/// Waits until the asynchronous `condition` holds, polling; records an
+/// issue after `timeout`.
+func eventually(timeout: Duration = .seconds(120), _ condition: () async -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while !(await condition()) {
+        if ContinuousClock.now > deadline {
+            Issue.record("condition not reached within \(timeout)")
+            return
+        }
+        try await Task.sleep(for: .milliseconds(100))
+    }
+}

@@ -35,7 +35,9 @@ public struct PipelineLoader: Sendable {
     public static let maxNodes = 100_000
 
     /// Top-level keys of a pipeline file.
-    static let topLevelKeys = ["data_dir", "shutdown_timeout", "edge_capacity", "sources", "transforms", "sinks"]
+    static let topLevelKeys = [
+        "data_dir", "shutdown_timeout", "edge_capacity", "api", "sources", "transforms", "sinks",
+    ]
 
     /// Creates a loader.
     public init(
@@ -193,6 +195,29 @@ private struct Builder {
                 settings.edgeCapacity = capacity
             } else {
                 error("'edge_capacity' must be a whole number of batches, at least 1", at: value.location)
+            }
+        }
+
+        if let value = stated("api") {
+            if let entries = value.entries {
+                for entry in entries {
+                    switch entry.key {
+                    case "address":
+                        if let text = entry.value.scalar, Self.isHostAndPort(text) {
+                            settings.apiAddress = text
+                        } else if entry.value.scalar != nil || entry.value.entries != nil || entry.value.list != nil {
+                            error(
+                                "'api.address' must be host:port", hint: "for example 127.0.0.1:9598",
+                                at: entry.value.location)
+                        }
+                    default:
+                        error(
+                            "unknown key 'api.\(entry.key)'", hint: "valid keys: address", at: entry.keyLocation)
+                    }
+                }
+            } else {
+                error(
+                    "'api' must be a map", hint: "for example api: { address: 127.0.0.1:9598 }", at: value.location)
             }
         }
 
@@ -555,6 +580,14 @@ private struct Builder {
         return found
     }
 
+    /// `host:port`, `[v6]:port`: what `api.address` takes (port 0: any free one).
+    static func isHostAndPort(_ text: String) -> Bool {
+        guard let colon = text.lastIndex(of: ":"), colon != text.startIndex,
+            let port = Int(text[text.index(after: colon)...])
+        else { return false }
+        return (0...65535).contains(port) && !text[..<colon].contains(" ")
+    }
+
     mutating func applyOverrides(_ overrides: [String], to config: inout ConfigNode) {
         for override in overrides {
             guard let equals = override.firstIndex(of: "="), equals != override.startIndex else {
@@ -573,6 +606,10 @@ private struct Builder {
                 continue
             }
             let stageName = path[0]
+            if stageName == "api" {  // a top-level setting: --set api.address=127.0.0.1:9598
+                config.set(path, to: value)
+                continue
+            }
             guard let section = StageKind.allCases.first(where: { config[$0.section]?[stageName] != nil }) else {
                 error("--set '\(override)': no stage named '\(stageName)'", at: nil)
                 continue

@@ -23,16 +23,21 @@ public struct PipelineSettings: Sendable {
     public var shutdownTimeout: Duration
     /// How many batches each stage's input holds before senders wait.
     public var edgeCapacity: Int
+    /// Where `logpipe run` serves `/metrics`, `/health` and `/ready`
+    /// (`host:port`, the pipeline file's `api.address`); nil: no endpoint.
+    public var apiAddress: String?
 
     /// Creates settings; the defaults match the pipeline file's.
     public init(
         dataDirectory: String = "/var/lib/logpipe",
         shutdownTimeout: Duration = .seconds(30),
-        edgeCapacity: Int = 2
+        edgeCapacity: Int = 2,
+        apiAddress: String? = nil
     ) {
         self.dataDirectory = dataDirectory
         self.shutdownTimeout = shutdownTimeout
         self.edgeCapacity = edgeCapacity
+        self.apiAddress = apiAddress
     }
 }
 

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 import Synchronization
 
@@ -6,6 +7,21 @@ import Synchronization
 #elseif canImport(Darwin)
     import Darwin
 #endif
+
+/// Where a stage is in its life.
+public enum StageState: String, Sendable, Equatable {
+    /// Not started yet (the pipeline has not started).
+    case starting
+    /// Running and able to work.
+    case running
+    /// Running, but waiting for something it needs (a server, a stream):
+    /// see ``StageProgress/waitingFor``.
+    case waiting
+    /// Returned (its input ended, or the pipeline stopped).
+    case finished
+    /// Threw an error; the pipeline stops.
+    case failed
+}
 
 /// Counters of one stage at a moment in time.
 public struct StageProgress: Sendable {
@@ -22,10 +38,32 @@ public struct StageProgress: Sendable {
     /// What the stage waits for before it can work (a server, a stream);
     /// `nil` when it is ready.
     public var waitingFor: String? = nil
+    /// Where the stage is in its life.
+    public var state: StageState = .running
+    /// Records a sink acknowledged as delivered.
+    public var recordsDelivered: Int = 0
+    /// Batches waiting in the stage's input (transforms and sinks; 0 for sources).
+    public var queuedBatches: Int = 0
+    /// How many batches its input holds before senders wait (0 for sources).
+    public var inputCapacity: Int = 0
+}
+
+/// Where a pipeline run is in its life.
+public enum PipelinePhase: String, Sendable, Equatable {
+    /// ``PipelineRunner/run()`` was not called yet.
+    case notStarted = "not started"
+    /// Stages run.
+    case running
+    /// A shutdown was asked: sources stopped, in-flight records drain.
+    case stopping
+    /// ``PipelineRunner/run()`` returned.
+    case ended
 }
 
 /// A view of a running (or finished) pipeline's counters.
 public struct PipelineProgress: Sendable {
+    /// Where the run is.
+    public var phase: PipelinePhase = .running
     /// Time since the pipeline started.
     public var elapsed: Duration
     /// Records emitted by all sources.
@@ -70,12 +108,37 @@ public final class PipelineRunner: Sendable {
     private let ledger = DeliveryCounters()
     private let metrics: [String: StageMetrics]
     private let started = Mutex<ContinuousClock.Instant?>(nil)
+    private let ended = Atomic<Bool>(false)
+    /// Per stage: its state (set as stages start and end) and its input.
+    private let stages: Mutex<[String: (state: StageState, input: BoundedChannel<Batch>?)]>
+    private let metricsFactory: (any MetricsFactory)?
+    private let metricsInterval: Duration
 
     /// Prepares a run of `pipeline`. Nothing starts until ``run()``.
-    public init(pipeline: Pipeline, logger: Logger = Logger(label: "logpipe")) {
+    ///
+    /// - Parameters:
+    ///   - metricsFactory: where the run's counters and gauges go (named
+    ///     `logpipe_*`, listed in the operations guide); by default the
+    ///     backend bootstrapped in `MetricsSystem`, and none when nothing was
+    ///     bootstrapped.
+    ///   - metricsInterval: how often they are updated (they are sampled,
+    ///     never counted per record).
+    public init(
+        pipeline: Pipeline, logger: Logger = Logger(label: "logpipe"), metricsFactory: (any MetricsFactory)? = nil,
+        metricsInterval: Duration = .seconds(1)
+    ) {
         self.pipeline = pipeline
         self.logger = logger
         self.metrics = Dictionary(uniqueKeysWithValues: pipeline.nodes.map { ($0.name, StageMetrics()) })
+        self.stages = Mutex(
+            Dictionary(uniqueKeysWithValues: pipeline.nodes.map { ($0.name, (StageState.starting, nil)) }))
+        if let metricsFactory {
+            self.metricsFactory = metricsFactory
+        } else {
+            let bootstrapped = MetricsSystem.factory
+            self.metricsFactory = bootstrapped is NOOPMetricsHandler ? nil : bootstrapped
+        }
+        self.metricsInterval = metricsInterval
     }
 
     /// Starts a graceful shutdown: sources stop reading, in-flight records
@@ -90,22 +153,40 @@ public final class PipelineRunner: Sendable {
     /// The current counters.
     public func progress() -> PipelineProgress {
         let start = started.withLock { $0 }
+        let stages = self.stages.withLock { $0 }
+        let phase: PipelinePhase =
+            start == nil
+            ? .notStarted
+            : ended.load(ordering: .acquiring) ? .ended : stopSignal.isStopped ? .stopping : .running
         return PipelineProgress(
+            phase: phase,
             elapsed: start.map { ContinuousClock.now - $0 } ?? .zero,
             emitted: ledger.emitted,
             acknowledged: ledger.acknowledged,
             stages: pipeline.nodes.map { node in
                 let metrics = self.metrics[node.name]!
+                let stage = stages[node.name]
+                let waitingFor = metrics.waitingFor
+                var state = stage?.state ?? .starting
+                if state == .running, waitingFor != nil { state = .waiting }
                 return StageProgress(
                     name: node.name,
                     kind: node.stage.kind,
                     recordsIn: metrics.recordsIn.load(ordering: .relaxed),
                     recordsOut: metrics.recordsOut.load(ordering: .relaxed),
                     counters: metrics.namedCounters,
-                    waitingFor: metrics.waitingFor
+                    waitingFor: waitingFor,
+                    state: state,
+                    recordsDelivered: metrics.recordsDelivered.load(ordering: .relaxed),
+                    queuedBatches: stage?.input?.bufferedCount ?? 0,
+                    inputCapacity: stage?.input == nil ? 0 : pipeline.settings.edgeCapacity
                 )
             }
         )
+    }
+
+    private func setState(_ state: StageState, of name: String) {
+        stages.withLock { $0[name]?.state = state }
     }
 
     /// Runs the pipeline to its end.
@@ -129,8 +210,22 @@ public final class PipelineRunner: Sendable {
         for node in pipeline.nodes where node.stage.kind != .source {
             inputs[node.name] = BoundedChannel(capacity: settings.edgeCapacity, producers: node.inputs.count)
         }
+        stages.withLock { stages in
+            for (name, channel) in inputs { stages[name]?.input = channel }
+        }
         let timedOut = Atomic<Bool>(false)
         var failure: PipelineError?
+        let reporter = metricsFactory.map { factory in
+            let interval = metricsInterval
+            return Task {
+                var published = PipelineMetrics(factory: factory)
+                while !Task.isCancelled {
+                    published.publish(self.progress())
+                    do { try await Task.sleep(for: interval) } catch { break }
+                }
+                return published
+            }
+        }
 
         await withTaskGroup(of: Outcome.self) { group in
             for node in pipeline.nodes {
@@ -187,6 +282,12 @@ public final class PipelineRunner: Sendable {
             }
             if ledger.outstanding > 0 { timedOut.store(true, ordering: .relaxed) }
         }
+        ended.store(true, ordering: .releasing)
+        if let reporter {
+            reporter.cancel()
+            var published = await reporter.value
+            published.publish(progress())  // the last counts
+        }
         return RunSummary(progress: progress(), timedOut: timedOut.load(ordering: .relaxed), failure: failure)
     }
 
@@ -222,6 +323,7 @@ public final class PipelineRunner: Sendable {
             // error instead of leaving them suspended on a full channel.
             input?.channel.close()
         }
+        setState(.running, of: node.name)
         do {
             switch node.stage {
             case .source(let source):
@@ -233,11 +335,14 @@ public final class PipelineRunner: Sendable {
             case .sink(let sink):
                 try await sink.run(input: input!, context: context)
             }
+            setState(.finished, of: node.name)
             return .stageFinished
         } catch {
             if Task.isCancelled, error is CancellationError || error is ChannelClosedError {
+                setState(.finished, of: node.name)
                 return .stageFinished
             }
+            setState(.failed, of: node.name)
             return .stageFailed(node.name, error)
         }
     }

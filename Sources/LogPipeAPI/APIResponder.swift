@@ -1,0 +1,128 @@
+import Foundation
+import LogPipe
+import Prometheus
+
+/// What the API answers, apart from HTTP: `GET /metrics`, `/health` and
+/// `/ready` for a running pipeline.
+public struct APIResponder: Sendable {
+    /// An answer: status code, content type, body.
+    public struct Response: Sendable, Equatable {
+        /// The HTTP status code.
+        public var status: Int
+        /// The body's media type.
+        public var contentType: String
+        /// The body.
+        public var body: [UInt8]
+
+        /// The body as text.
+        public var text: String { String(decoding: body, as: UTF8.self) }
+    }
+
+    let progress: @Sendable () -> PipelineProgress
+    let registry: PrometheusCollectorRegistry
+
+    /// Answers for the pipeline `runner` runs, with metrics from `registry`
+    /// (the one the `PrometheusMetricsFactory` given to the runner writes to).
+    public init(runner: PipelineRunner, registry: PrometheusCollectorRegistry) {
+        self.init(progress: { runner.progress() }, registry: registry)
+    }
+
+    init(progress: @escaping @Sendable () -> PipelineProgress, registry: PrometheusCollectorRegistry) {
+        self.progress = progress
+        self.registry = registry
+    }
+
+    /// The answer to `method` `path` (a query string is ignored).
+    public func respond(method: String, path: String) async -> Response {
+        let route = path.split(separator: "?", maxSplits: 1).first.map(String.init) ?? path
+        let known = ["/metrics", "/health", "/ready"]
+        guard known.contains(route) else {
+            return Self.json(404, ["error": "no such endpoint '\(route)'; try \(known.joined(separator: ", "))"])
+        }
+        guard method == "GET" || method == "HEAD" else {
+            return Self.json(405, ["error": "\(route) answers GET only"])
+        }
+        switch route {
+        case "/metrics":
+            return Response(
+                status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: registry.emitToBuffer())
+        case "/health":
+            // Answered from a task: if the runtime's executor were stuck,
+            // this would not run and the probe would time out.
+            let phase = await Task { progress().phase }.value
+            return Self.json(200, ["status": "alive", "phase": phase.rawValue])
+        default:
+            let snapshot = progress()
+            let verdict = Readiness(snapshot)
+            return Self.json(verdict.isReady ? 200 : 503, ReadyBody(snapshot, verdict))
+        }
+    }
+
+    static func json(_ status: Int, _ value: some Encodable) -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        var body = (try? encoder.encode(value)).map(Array.init) ?? Array("{}".utf8)
+        body.append(UInt8(ascii: "\n"))
+        return Response(status: status, contentType: "application/json", body: body)
+    }
+}
+
+/// Whether a pipeline is ready, and why not.
+public struct Readiness: Sendable, Equatable {
+    /// Every reason it is not ready; empty when it is.
+    public var reasons: [String]
+    /// True when nothing keeps it from working.
+    public var isReady: Bool { reasons.isEmpty }
+
+    /// Judges a snapshot: not ready while not running (not started,
+    /// stopping, ended), while a stage waits for something (a server, a
+    /// stream), or once a stage failed.
+    public init(_ progress: PipelineProgress) {
+        var reasons: [String] = []
+        switch progress.phase {
+        case .notStarted: reasons.append("the pipeline has not started")
+        case .stopping: reasons.append("the pipeline is stopping (draining in-flight records)")
+        case .ended: reasons.append("the pipeline ended")
+        case .running: break
+        }
+        for stage in progress.stages {
+            switch stage.state {
+            case .failed: reasons.append("\(stage.kind) '\(stage.name)' failed")
+            case .waiting: reasons.append("\(stage.kind) '\(stage.name)' waits for \(stage.waitingFor ?? "something")")
+            case .starting, .running, .finished: break
+            }
+        }
+        self.reasons = reasons
+    }
+}
+
+struct ReadyBody: Encodable {
+    struct Stage: Encodable {
+        var name: String
+        var kind: String
+        var state: String
+        var waiting_for: String?
+        var records_in: Int
+        var records_out: Int
+        var queued_batches: Int
+        var counters: [String: Int]
+    }
+    var status: String
+    var phase: String
+    var reasons: [String]
+    var unacknowledged_records: Int
+    var stages: [Stage]
+
+    init(_ progress: PipelineProgress, _ readiness: Readiness) {
+        status = readiness.isReady ? "ready" : "not ready"
+        phase = progress.phase.rawValue
+        reasons = readiness.reasons
+        unacknowledged_records = progress.unacknowledged
+        stages = progress.stages.map { stage in
+            Stage(
+                name: stage.name, kind: "\(stage.kind)", state: stage.state.rawValue, waiting_for: stage.waitingFor,
+                records_in: stage.recordsIn, records_out: stage.recordsOut, queued_batches: stage.queuedBatches,
+                counters: stage.counters)
+        }
+    }
+}

@@ -1,0 +1,83 @@
+import Foundation
+import NATSTestSupport
+import Testing
+
+/// `logpipe run` with its API endpoint: the real binary, a real nats-server.
+@Suite(.serialized) struct APIEndpointTests {
+    /// The address the run's log says the API listens on.
+    static func apiAddress(_ running: CLI.Running) async throws -> String {
+        try await eventually { running.stderr.contains("API listening on http://") }
+        let line = try #require(running.stderr.split(separator: "\n").first { $0.contains("API listening on http://") })
+        let start = try #require(line.range(of: "http://"))
+        return String(line[start.upperBound...].prefix { $0 != " " })
+    }
+
+    static func get(_ address: String, _ path: String) async -> (status: Int, body: String)? {
+        await Task.detached { httpGet(address, path) }.value
+    }
+
+    /// `/ready` follows the sink's connection: 503 naming the sink within
+    /// seconds of the server going away, 200 again once it is back; the
+    /// metrics count what went through.
+    @Test func readyFollowsTheSinksConnection() async throws {
+        let server = try await NATSServer(jetstream: false)
+        defer { server.stop() }
+        let port = server.port
+        let directory = try makeTemporaryDirectory()
+        try write(
+            """
+            sources:
+              demo: { type: demo_logs, count: 0, rate: 500, hosts: 2 }
+            sinks:
+              bus: { type: nats, inputs: [demo], servers: ["\(server.url)"], subject: "demo.{host}" }
+            """,
+            to: directory + "/p.yaml"
+        )
+        let running = try CLI.Running(["run", directory + "/p.yaml", "--api-address", "127.0.0.1:0"])
+        let address = try await Self.apiAddress(running)
+        try await eventually { await Self.get(address, "/ready")?.status == 200 }
+        try await eventually {
+            let metrics = await Self.get(address, "/metrics")?.body ?? ""
+            return metrics.contains(#"logpipe_records_delivered_total{stage="bus"}"#)
+                && !metrics.contains(#"logpipe_records_delivered_total{stage="bus"} 0"#)
+        }
+        #expect(await Self.get(address, "/health")?.status == 200)
+
+        server.kill()
+        try await eventually {
+            guard let ready = await Self.get(address, "/ready") else { return false }
+            return ready.status == 503 && ready.body.contains("sink 'bus' waits for a NATS connection")
+        }
+        try await server.start(port: port)
+        try await eventually { await Self.get(address, "/ready")?.status == 200 }
+
+        running.signal(SIGTERM)
+        let result = try await running.wait()
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(await Self.get(address, "/health") == nil, "the endpoint closes with the run")
+    }
+
+    /// An address in use stops the run before anything starts, and says so.
+    @Test func anAddressInUseIsAConfigurationError() async throws {
+        let server = try await NATSServer(jetstream: false)
+        defer { server.stop() }
+        let directory = try makeTemporaryDirectory()
+        try write(
+            """
+            api: { address: "127.0.0.1:\(server.port)" }
+            sources:
+              demo: { type: demo_logs, count: 10 }
+            sinks:
+              out: { type: stdout, inputs: [demo] }
+            """,
+            to: directory + "/p.yaml"
+        )
+        let result = try await CLI.run(["run", directory + "/p.yaml"])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("cannot listen on 127.0.0.1:\(server.port) for the API: Address already in use"))
+        #expect(result.stdout.isEmpty, "nothing was started")
+        let malformed = try await CLI.run(["run", directory + "/p.yaml", "--api-address", "localhost"])
+        #expect(malformed.status == 1)
+        #expect(malformed.stderr.contains("API address 'localhost' is not host:port"))
+    }
+}
