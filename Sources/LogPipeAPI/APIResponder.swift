@@ -20,16 +20,24 @@ public struct APIResponder: Sendable {
 
     let progress: @Sendable () -> PipelineProgress
     let registry: PrometheusCollectorRegistry
+    let maxUnacknowledgedAge: Duration
 
     /// Answers for the pipeline `runner` runs, with metrics from `registry`
-    /// (the one the `PrometheusMetricsFactory` given to the runner writes to).
-    public init(runner: PipelineRunner, registry: PrometheusCollectorRegistry) {
-        self.init(progress: { runner.progress() }, registry: registry)
+    /// (the one the `PrometheusMetricsFactory` given to the runner writes
+    /// to); `/ready` is 503 while a source's oldest unacknowledged record is
+    /// older than `maxUnacknowledgedAge`.
+    public init(runner: PipelineRunner, registry: PrometheusCollectorRegistry, maxUnacknowledgedAge: Duration) {
+        self.init(
+            progress: { runner.progress() }, registry: registry, maxUnacknowledgedAge: maxUnacknowledgedAge)
     }
 
-    init(progress: @escaping @Sendable () -> PipelineProgress, registry: PrometheusCollectorRegistry) {
+    init(
+        progress: @escaping @Sendable () -> PipelineProgress, registry: PrometheusCollectorRegistry,
+        maxUnacknowledgedAge: Duration = .seconds(60)
+    ) {
         self.progress = progress
         self.registry = registry
+        self.maxUnacknowledgedAge = maxUnacknowledgedAge
     }
 
     /// The answer to `method` `path` (a query string is ignored).
@@ -53,7 +61,7 @@ public struct APIResponder: Sendable {
             return Self.json(200, ["status": "alive", "phase": phase.rawValue])
         default:
             let snapshot = progress()
-            let verdict = Readiness(snapshot)
+            let verdict = Readiness(snapshot, maxUnacknowledgedAge: maxUnacknowledgedAge)
             return Self.json(verdict.isReady ? 200 : 503, ReadyBody(snapshot, verdict))
         }
     }
@@ -76,8 +84,9 @@ public struct Readiness: Sendable, Equatable {
 
     /// Judges a snapshot: not ready while not running (not started,
     /// stopping, ended), while a stage waits for something (a server, a
-    /// stream), or once a stage failed.
-    public init(_ progress: PipelineProgress) {
+    /// stream), once a stage failed, or while a source's oldest
+    /// unacknowledged record is older than `maxUnacknowledgedAge`.
+    public init(_ progress: PipelineProgress, maxUnacknowledgedAge: Duration = .seconds(60)) {
         var reasons: [String] = []
         switch progress.phase {
         case .notStarted: reasons.append("the pipeline has not started")
@@ -90,6 +99,11 @@ public struct Readiness: Sendable, Equatable {
             case .failed: reasons.append("\(stage.kind) '\(stage.name)' failed")
             case .waiting: reasons.append("\(stage.kind) '\(stage.name)' waits for \(stage.waitingFor ?? "something")")
             case .starting, .running, .finished: break
+            }
+            if let age = stage.oldestUnacknowledgedAge, age > maxUnacknowledgedAge {
+                reasons.append(
+                    "\(stage.kind) '\(stage.name)' has records unacknowledged for \(age.components.seconds)s (more than api.max_unacknowledged_age, \(Units.format(maxUnacknowledgedAge))): a sink is stuck or far too slow"
+                )
             }
         }
         self.reasons = reasons
@@ -106,6 +120,8 @@ struct ReadyBody: Encodable {
         var records_out: Int
         var queued_batches: Int
         var counters: [String: Int]
+        var unacknowledged_records: Int?
+        var oldest_unacknowledged_age_seconds: Double?
     }
     var status: String
     var phase: String
@@ -122,7 +138,11 @@ struct ReadyBody: Encodable {
             Stage(
                 name: stage.name, kind: "\(stage.kind)", state: stage.state.rawValue, waiting_for: stage.waitingFor,
                 records_in: stage.recordsIn, records_out: stage.recordsOut, queued_batches: stage.queuedBatches,
-                counters: stage.counters)
+                counters: stage.counters,
+                unacknowledged_records: stage.kind == .source ? stage.unacknowledgedRecords : nil,
+                oldest_unacknowledged_age_seconds: stage.oldestUnacknowledgedAge.map {
+                    Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18
+                })
         }
     }
 }

@@ -28,8 +28,17 @@ struct RunCommand: AsyncParsableCommand {
         help: "No status lines, no final summary, and only warnings and errors logged (unless --log-level is given).")
     var quiet = false
 
-    @Option(help: ArgumentHelp("Seconds between status lines (shown when stderr is a terminal).", valueName: "seconds"))
-    var statusInterval: Double = 5
+    @Option(
+        help: ArgumentHelp(
+            "Seconds between status lines (default 5, shown when stderr is a terminal; given explicitly, status lines are also logged when it is not, e.g. under systemd).",
+            valueName: "seconds"))
+    var statusInterval: Double?
+
+    @Option(
+        help: ArgumentHelp(
+            "How logpipe's own log lines look: text, or json (one object per line: time, level, stage, message, metadata).",
+            valueName: "format"))
+    var logFormat: String = "text"
 
     @Option(
         help: ArgumentHelp(
@@ -50,17 +59,39 @@ struct RunCommand: AsyncParsableCommand {
             throw ValidationError(
                 "unknown log level '\(logLevel)'; use trace, debug, info, notice, warning, error or critical")
         }
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
+        switch logFormat {
+        case "text":
+            LoggingSystem.bootstrap { label in
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            }
+        case "json":
+            LoggingSystem.bootstrap { label in JSONLogHandler(label: label, level: level) }
+        default:
+            throw ValidationError("unknown log format '\(logFormat)'; use text or json")
         }
         let logger = Logger(label: "logpipe")
+        // What logpipe itself says: a plain line, or a JSON log line.
+        let json = logFormat == "json"
+        let say: @Sendable (Logger.Level, String) -> Void = { level, message in
+            if json {
+                logger.log(level: level, "\(message)")
+            } else {
+                standardError("logpipe: " + message)
+            }
+        }
 
         let result = PipelineLoader(registry: .all()).load(file: file, overrides: overrides)
-        printDiagnostics(result.diagnostics)
+        if json {
+            for diagnostic in result.diagnostics {
+                logger.log(level: diagnostic.severity == .error ? .error : .warning, "\(diagnostic)")
+            }
+        } else {
+            printDiagnostics(result.diagnostics)
+        }
         guard let pipeline = result.pipeline else {
-            standardError("logpipe: \(file) has \(result.errors.count) error(s); nothing was started")
+            say(.error, "\(file) has \(result.errors.count) error(s); nothing was started")
             throw ExitCode(ExitStatus.configurationError)
         }
 
@@ -73,7 +104,7 @@ struct RunCommand: AsyncParsableCommand {
             do {
                 _ = try APIServer.parse(address: apiAddress)
             } catch {
-                standardError("logpipe: \(error)")
+                say(.error, "\(error)")
                 throw ExitCode(ExitStatus.configurationError)
             }
             MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
@@ -83,9 +114,12 @@ struct RunCommand: AsyncParsableCommand {
         if let apiAddress {
             do {
                 server = try await APIServer.start(
-                    address: apiAddress, responder: APIResponder(runner: runner, registry: registry), logger: logger)
+                    address: apiAddress,
+                    responder: APIResponder(
+                        runner: runner, registry: registry,
+                        maxUnacknowledgedAge: pipeline.settings.maxUnacknowledgedAge), logger: logger)
             } catch {
-                standardError("logpipe: \(error); nothing was started")
+                say(.error, "\(error); nothing was started")
                 throw ExitCode(ExitStatus.configurationError)
             }
         }
@@ -105,8 +139,9 @@ struct RunCommand: AsyncParsableCommand {
                 // ledgers only ever cover acknowledged records, and what was
                 // in flight is read again (as after kill -9).
                 let unacknowledged = runner.progress().unacknowledged
-                standardError(
-                    "logpipe: aborted by a second signal with \(unacknowledged) record(s) unacknowledged; they will be read again where the source can replay"
+                say(
+                    .critical,
+                    "aborted by a second signal with \(unacknowledged) record(s) unacknowledged; they will be read again where the source can replay"
                 )
                 runner.stop(immediately: true)
                 _exit(ExitStatus.aborted)
@@ -114,13 +149,23 @@ struct RunCommand: AsyncParsableCommand {
         }
         defer { signals.cancel() }
 
-        let showStatus = !quiet && isatty(2) == 1 && statusInterval > 0
+        // On a terminal the status line is written as it is; elsewhere
+        // (systemd, a file) only when --status-interval was given, as a log
+        // line (so it is JSON with --log-format json).
+        let interval = statusInterval ?? 5
+        let onTerminal = isatty(2) == 1 && logFormat == "text"
+        let showStatus = !quiet && interval > 0 && (onTerminal || statusInterval != nil)
         let statusTask = Task {
             guard showStatus else { return }
             while !Task.isCancelled {
-                try? await Task.sleep(for: .seconds(statusInterval))
+                try? await Task.sleep(for: .seconds(interval))
                 if Task.isCancelled { break }
-                standardError(StatusFormatter.statusLine(runner.progress()))
+                let line = StatusFormatter.statusLine(runner.progress())
+                if onTerminal {
+                    standardError(line)
+                } else {
+                    logger.info("\(line.dropFirst("logpipe: ".count))")
+                }
             }
         }
         let summary: RunSummary
@@ -129,14 +174,14 @@ struct RunCommand: AsyncParsableCommand {
         } catch let error as PipelineError {
             statusTask.cancel()
             await server?.stop()
-            standardError("logpipe: \(error); nothing was started")
+            say(.error, "\(error); nothing was started")
             throw ExitCode(ExitStatus.configurationError)
         }
         statusTask.cancel()
         await server?.stop()
 
         if !quiet {
-            standardError(StatusFormatter.summaryLine(summary))
+            say(.notice, String(StatusFormatter.summaryLine(summary).dropFirst("logpipe: ".count)))
         }
         // Records given up under a policy are said even with --quiet: the
         // run may still end with status 0, as the options asked.
@@ -146,17 +191,19 @@ struct RunCommand: AsyncParsableCommand {
             }
         }
         if !notDelivered.isEmpty {
-            standardError(
-                "logpipe: some records were not delivered, as the options say (on_oversize, on_rejected) or because they could not be read: \(notDelivered.joined(separator: ", "))"
+            say(
+                .warning,
+                "some records were not delivered, as the options say (on_oversize, on_rejected) or because they could not be read: \(notDelivered.joined(separator: ", "))"
             )
         }
         if let failure = summary.failure {
-            standardError("logpipe: \(failure)")
+            say(.error, "\(failure)")
             throw ExitCode(ExitStatus.stageFailed)
         }
         if summary.timedOut || summary.progress.unacknowledged > 0 {
-            standardError(
-                "logpipe: shutdown deadline (\(Units.format(pipeline.settings.shutdownTimeout))) passed with \(summary.progress.unacknowledged) record(s) unacknowledged; they will be read again where the source can replay (raise shutdown_timeout or fix the stuck sink)"
+            say(
+                .error,
+                "shutdown deadline (\(Units.format(pipeline.settings.shutdownTimeout))) passed with \(summary.progress.unacknowledged) record(s) unacknowledged; they will be read again where the source can replay (raise shutdown_timeout or fix the stuck sink)"
             )
             throw ExitCode(ExitStatus.shutdownTimedOut)
         }

@@ -168,3 +168,62 @@ func stage(_ name: String, _ kind: StageKind, _ state: StageState, waitingFor: S
         #expect(v6.host == "::1" && v6.port == 9598)
     }
 }
+
+@Suite struct OutstandingBatchesTests {
+    @Test func theOldestBatchWaitsUntilEachOfItsRecordsIsAcknowledged() {
+        let start = ContinuousClock.now
+        let outstanding = OutstandingBatches()
+        let first = outstanding.emitted(3, at: start)
+        let second = outstanding.emitted(2, at: start + .seconds(1))
+        #expect(outstanding.snapshot.records == 5)
+        #expect(outstanding.snapshot.oldest == start)
+        // The second batch completes first: the first is still the oldest.
+        #expect(outstanding.acknowledged(second, count: 2, at: start + .seconds(2)) == .seconds(1))
+        #expect(outstanding.snapshot.oldest == start)
+        #expect(outstanding.acknowledged(first, count: 2, at: start + .seconds(3)) == nil)
+        #expect(outstanding.snapshot.records == 1)
+        #expect(outstanding.acknowledged(first, count: 1, at: start + .seconds(4)) == .seconds(4))
+        #expect(outstanding.snapshot.records == 0)
+        #expect(outstanding.snapshot.oldest == nil)
+        // Late or unknown acknowledgements change nothing.
+        #expect(outstanding.acknowledged(first, count: 1) == nil)
+        let third = outstanding.emitted(1, at: start + .seconds(5))
+        #expect(third == second + 1)
+        #expect(outstanding.snapshot.oldest == start + .seconds(5))
+    }
+}
+
+@Suite struct UnacknowledgedAgeTests {
+    @Test func aSourceWhoseOldestRecordWaitsTooLongIsNotReady() {
+        var source = stage("tail", .source, .running)
+        source.unacknowledgedRecords = 12
+        source.oldestUnacknowledgedAge = .seconds(90)
+        let verdict = Readiness(snapshot([source, stage("out", .sink, .running)]), maxUnacknowledgedAge: .seconds(60))
+        #expect(verdict.reasons.count == 1)
+        #expect(
+            verdict.reasons.first?.hasPrefix(
+                "source 'tail' has records unacknowledged for 90s (more than api.max_unacknowledged_age, 1m)") == true)
+        source.oldestUnacknowledgedAge = .seconds(30)
+        #expect(Readiness(snapshot([source]), maxUnacknowledgedAge: .seconds(60)).isReady)
+    }
+
+    @Test func aRunPublishesSourceGaugesAndTheDeliveryLatency() async throws {
+        let registry = PrometheusCollectorRegistry()
+        var pipeline = Pipeline(settings: PipelineSettings(dataDirectory: "/tmp/logpipe-unused"))
+        let (lines, continuation) = AsyncStream.makeStream(of: String.self)
+        for index in 0..<10 { continuation.yield("line \(index)") }
+        continuation.finish()
+        try pipeline.add("in", source: AsyncSequenceSource(lines: lines, host: "h"))
+        try pipeline.add("out", sink: BlackholeSink(), inputs: ["in"])
+        let runner = PipelineRunner(
+            pipeline: pipeline, metricsFactory: PrometheusMetricsFactory(registry: registry),
+            metricsInterval: .milliseconds(10))
+        _ = try await runner.run()
+        let text = registry.emitToString()
+        #expect(text.contains(#"logpipe_source_unacknowledged_records{stage="in"} 0"#), "\(text)")
+        #expect(text.contains(#"logpipe_source_oldest_unacknowledged_age_seconds{stage="in"} 0"#))
+        #expect(text.contains(#"logpipe_delivery_latency_seconds_count{stage="in"}"#))
+        let progress = runner.progress().stages[0]
+        #expect(progress.unacknowledgedRecords == 0 && progress.oldestUnacknowledgedAge == nil)
+    }
+}

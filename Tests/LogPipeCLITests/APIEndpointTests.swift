@@ -81,3 +81,84 @@ import Testing
         #expect(malformed.stderr.contains("API address 'localhost' is not host:port"))
     }
 }
+
+/// `--log-format json` and status lines without a terminal.
+@Suite struct LogFormatTests {
+    /// Each line of `stderr` as a JSON object with time, level and message.
+    static func objects(_ stderr: String) throws -> [[String: Any]] {
+        try stderr.split(separator: "\n").map { line in
+            let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            let parsed = try #require(object, "not a JSON object: \(line)")
+            #expect(parsed["time"] is String && parsed["level"] is String && parsed["message"] is String)
+            return parsed
+        }
+    }
+
+    /// Every line on stderr is one JSON object; a stage's events name the
+    /// stage; `--status-interval` given explicitly logs status lines although
+    /// stderr is a file.
+    @Test func jsonLogsAndStatusLinesWithoutATerminal() async throws {
+        let directory = try makeTemporaryDirectory()
+        try write(
+            """
+            sources:
+              demo: { type: demo_logs, count: 40, rate: 40 }
+            sinks:
+              out: { type: file, inputs: [demo], path: "\(directory)/out.log" }
+            """,
+            to: directory + "/p.yaml"
+        )
+        let result = try await CLI.run([
+            "run", directory + "/p.yaml", "--log-format", "json", "--status-interval", "0.2",
+        ])
+        #expect(result.status == 0, "\(result.stderr)")
+        let objects = try Self.objects(result.stderr)
+        #expect(
+            objects.contains {
+                ($0["message"] as? String)?.contains("unacknowledged=") == true && $0["level"] as? String == "info"
+            })
+        #expect(objects.contains { ($0["message"] as? String)?.hasPrefix("finished in") == true })
+
+        // A stage's events name it; the failure at the end is JSON too.
+        try write(
+            """
+            data_dir: \(directory)/data
+            sources:
+              tail: { type: file, include: ["\(directory)/none/*.log"], once: true }
+            sinks:
+              out: { type: file, inputs: [tail], path: "\(directory)/out.log" }
+            """,
+            to: directory + "/failing.yaml"
+        )
+        let failing = try await CLI.run(["run", directory + "/failing.yaml", "--log-format", "json"])
+        #expect(failing.status == 2, "\(failing.stderr)")
+        let events = try Self.objects(failing.stderr)
+        #expect(events.contains { $0["stage"] as? String == "tail" && $0["level"] as? String == "warning" })
+        #expect(
+            events.contains {
+                $0["level"] as? String == "error"
+                    && ($0["message"] as? String)?.hasPrefix("stage 'tail' failed") == true
+            })
+        let bad = try await CLI.run(["run", directory + "/p.yaml", "--log-format", "xml"])
+        #expect(bad.status != 0)
+        #expect(bad.stderr.contains("unknown log format 'xml'; use text or json"))
+    }
+
+    /// Without a terminal and without --status-interval, no status lines.
+    @Test func noStatusLinesUnlessAsked() async throws {
+        let directory = try makeTemporaryDirectory()
+        try write(
+            """
+            sources:
+              demo: { type: demo_logs, count: 20, rate: 40 }
+            sinks:
+              out: { type: file, inputs: [demo], path: "\(directory)/out.log" }
+            """,
+            to: directory + "/p.yaml"
+        )
+        let result = try await CLI.run(["run", directory + "/p.yaml"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(!result.stderr.contains("unacknowledged=0;"), "\(result.stderr)")
+        #expect(result.stderr.contains("logpipe: finished in"))
+    }
+}

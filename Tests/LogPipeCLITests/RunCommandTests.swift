@@ -293,7 +293,8 @@ import Testing
         return directory + "/p.yaml"
     }
 
-    /// On a terminal, status lines appear while running; the summary always.
+    /// On a terminal, status lines appear while running; elsewhere only when
+    /// asked for; the summary always.
     @Test func statusLinesOnATerminalOnly() async throws {
         let path = try pipeline()
         let command = "\(CLI.binary("logpipe")) run --status-interval 0.2 \(path)"
@@ -309,9 +310,14 @@ import Testing
             })
         #expect(onTerminal.stdout.contains("logpipe: finished in"))
 
+        // Not on a terminal: only when --status-interval is given, and as
+        // log lines (a journal or a file gets them with time and level).
         let piped = try await CLI.run(["run", "--status-interval", "0.2", path])
         #expect(piped.status == 0)
-        #expect(!piped.stderr.contains("logpipe: ["))
+        #expect(!piped.stderr.split(separator: "\n").contains { $0.hasPrefix("logpipe: [") })
+        #expect(piped.stderr.contains("info logpipe: [logpipe] ["), "\(piped.stderr)")
+        let unasked = try await CLI.run(["run", path])
+        #expect(!unasked.stderr.contains("unacknowledged=0;"), "\(unasked.stderr)")
         #expect(piped.stderr.contains("logpipe: finished in"))
         #expect(piped.stderr.contains("3000 records"))
     }

@@ -88,6 +88,9 @@ import Testing
         let first = CollectingOutput(acknowledgeFirst: 2)
         let run = start(options(directory), first, state: state)
         try await eventually { first.lines.count == 6 }
+        // Four lines of 7 bytes are read but not acknowledged: the
+        // checkpoint lags 28 bytes behind the file's end.
+        try await eventually { first.metrics.namedGauges["checkpoint_lag_bytes"] == 28 }
         first.stop.stop()
         // Four records stay unacknowledged: the tailer waits for them until
         // cancelled (the runtime's shutdown deadline), then saves.

@@ -210,9 +210,19 @@ private struct Builder {
                                 "'api.address' must be host:port", hint: "for example 127.0.0.1:9598",
                                 at: entry.value.location)
                         }
+                    case "max_unacknowledged_age":
+                        if let duration = entry.value.scalar.flatMap(Units.duration), duration > .zero {
+                            settings.maxUnacknowledgedAge = duration
+                        } else if entry.value.scalar != nil || entry.value.entries != nil || entry.value.list != nil {
+                            error(
+                                "'api.max_unacknowledged_age' must be a positive duration",
+                                hint: "for example 60s or 5m",
+                                at: entry.value.location)
+                        }
                     default:
                         error(
-                            "unknown key 'api.\(entry.key)'", hint: "valid keys: address", at: entry.keyLocation)
+                            "unknown key 'api.\(entry.key)'", hint: "valid keys: address, max_unacknowledged_age",
+                            at: entry.keyLocation)
                     }
                 }
             } else {

@@ -275,6 +275,7 @@ final class FileTailer {
         // How long the last wait for a change took (see `linger` below).
         var lastWait: Duration = .seconds(1)
         var pacer = ReadPacer(linger: options.linger, slowLinger: options.slowLinger)
+        var lagReported = clock.now - .seconds(1)
         if maxOpenFiles < options.maxOpenFiles {
             output.logger.notice(
                 "max_open_files lowered to \(maxOpenFiles), half of this process's descriptor limit (ulimit -n)")
@@ -291,6 +292,10 @@ final class FileTailer {
             let (progressed, readToTheEnd) = try await readRound()
             pacer.read(lines: linesRead, at: clock.now)
             try await finishQuietFiles()
+            if clock.now - lagReported >= .seconds(1) {
+                reportCheckpointLag()
+                lagReported = clock.now
+            }
             if options.once, !progressed, waiting == 0, files.allSatisfy({ $0.life.phase == .atEnd }) {
                 try checkOnceRead()
                 return
@@ -322,6 +327,17 @@ final class FileTailer {
         let start = clock.now
         await watcher.wait(timeout: options.pollInterval) { [output] in output.isStopping }
         return clock.now - start
+    }
+
+    /// Bytes of the open files that no checkpoint covers yet (read and in
+    /// flight, or not read): the `checkpoint_lag_bytes` gauge.
+    func reportCheckpointLag() {
+        var lag: Int64 = 0
+        for file in files {
+            let committed = file.progress?.tracker.committed ?? 0
+            lag += max(0, file.lastSize - committed)
+        }
+        output.metrics.setGauge("checkpoint_lag_bytes", to: Double(lag))
     }
 
     /// In `once` mode a back-fill that missed files must not look complete.

@@ -26,6 +26,10 @@ public struct PipelineSettings: Sendable {
     /// Where `logpipe run` serves `/metrics`, `/health` and `/ready`
     /// (`host:port`, the pipeline file's `api.address`); nil: no endpoint.
     public var apiAddress: String?
+    /// `/ready` answers 503 while a source's oldest unacknowledged record
+    /// is older than this (a stuck or far too slow sink); the pipeline
+    /// file's `api.max_unacknowledged_age`.
+    public var maxUnacknowledgedAge: Duration = .seconds(60)
 
     /// Creates settings; the defaults match the pipeline file's.
     public init(

@@ -18,6 +18,10 @@ import CoreMetrics
 /// | `logpipe_edge_fill_ratio` | gauge | `stage` (queued ÷ capacity) |
 /// | `logpipe_stage_up` | gauge | `stage` (1 running, 0 waiting, finished or failed) |
 /// | `logpipe_uptime_seconds` | gauge | |
+/// | `logpipe_source_unacknowledged_records` | gauge | `stage` (sources) |
+/// | `logpipe_source_oldest_unacknowledged_age_seconds` | gauge | `stage` (sources; 0 when none waits) |
+/// | `logpipe_delivery_latency_seconds` | histogram | `stage` (sources: emitted to acknowledged, per batch) |
+/// | `logpipe_<gauge>` | gauge | `stage` (a stage's named gauges, e.g. `checkpoint_lag_bytes`) |
 struct PipelineMetrics: Sendable {
     private let factory: any MetricsFactory
     private var counters: [String: (counter: Counter, last: Int)] = [:]
@@ -46,6 +50,17 @@ struct PipelineMetrics: Sendable {
                 count("logpipe_stage_events_total", [("stage", name), ("event", event)], to: value)
             }
             set("logpipe_stage_up", [("stage", name)], to: stage.state == .running ? 1 : 0)
+            if stage.kind == .source {
+                set("logpipe_source_unacknowledged_records", [("stage", name)], to: Double(stage.unacknowledgedRecords))
+                set(
+                    "logpipe_source_oldest_unacknowledged_age_seconds", [("stage", name)],
+                    to: stage.oldestUnacknowledgedAge.map {
+                        Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18
+                    } ?? 0)
+            }
+            for (gauge, value) in stage.gauges {
+                set("logpipe_" + gauge, [("stage", name)], to: value)
+            }
         }
         count("logpipe_records_emitted_total", [], to: progress.emitted)
         count("logpipe_records_acknowledged_total", [], to: progress.acknowledged)

@@ -46,6 +46,12 @@ public struct StageProgress: Sendable {
     public var queuedBatches: Int = 0
     /// How many batches its input holds before senders wait (0 for sources).
     public var inputCapacity: Int = 0
+    /// Records this source emitted that are not acknowledged yet (sources).
+    public var unacknowledgedRecords: Int = 0
+    /// How long the oldest of them has waited (sources; nil when none waits).
+    public var oldestUnacknowledgedAge: Duration? = nil
+    /// Named gauges (for example `checkpoint_lag_bytes`).
+    public var gauges: [String: Double] = [:]
 }
 
 /// Where a pipeline run is in its life.
@@ -113,10 +119,15 @@ public final class PipelineRunner: Sendable {
     private let stages: Mutex<[String: (state: StageState, input: BoundedChannel<Batch>?)]>
     private let metricsFactory: (any MetricsFactory)?
     private let metricsInterval: Duration
+    /// Per source: its batches not fully acknowledged.
+    private let outstanding: [String: OutstandingBatches]
 
     /// Prepares a run of `pipeline`. Nothing starts until ``run()``.
     ///
     /// - Parameters:
+    ///   - pipeline: the graph to run.
+    ///   - logger: the runtime's logger; each stage's logger adds its name
+    ///     as `stage` metadata.
     ///   - metricsFactory: where the run's counters and gauges go (named
     ///     `logpipe_*`, listed in the operations guide); by default the
     ///     backend bootstrapped in `MetricsSystem`, and none when nothing was
@@ -139,6 +150,10 @@ public final class PipelineRunner: Sendable {
             self.metricsFactory = bootstrapped is NOOPMetricsHandler ? nil : bootstrapped
         }
         self.metricsInterval = metricsInterval
+        self.outstanding = Dictionary(
+            uniqueKeysWithValues: pipeline.nodes.filter { $0.stage.kind == .source }.map {
+                ($0.name, OutstandingBatches())
+            })
     }
 
     /// Starts a graceful shutdown: sources stop reading, in-flight records
@@ -167,6 +182,7 @@ public final class PipelineRunner: Sendable {
                 let metrics = self.metrics[node.name]!
                 let stage = stages[node.name]
                 let waitingFor = metrics.waitingFor
+                let unacknowledged = self.outstanding[node.name]?.snapshot
                 var state = stage?.state ?? .starting
                 if state == .running, waitingFor != nil { state = .waiting }
                 return StageProgress(
@@ -179,7 +195,10 @@ public final class PipelineRunner: Sendable {
                     state: state,
                     recordsDelivered: metrics.recordsDelivered.load(ordering: .relaxed),
                     queuedBatches: stage?.input?.bufferedCount ?? 0,
-                    inputCapacity: stage?.input == nil ? 0 : pipeline.settings.edgeCapacity
+                    inputCapacity: stage?.input == nil ? 0 : pipeline.settings.edgeCapacity,
+                    unacknowledgedRecords: unacknowledged?.records ?? 0,
+                    oldestUnacknowledgedAge: unacknowledged?.oldest.map { ContinuousClock.now - $0 },
+                    gauges: metrics.namedGauges
                 )
             }
         )
@@ -327,8 +346,15 @@ public final class PipelineRunner: Sendable {
         do {
             switch node.stage {
             case .source(let source):
+                let latency = metricsFactory.map { factory in
+                    CoreMetrics.Timer(
+                        label: "logpipe_delivery_latency_seconds", dimensions: [("stage", node.name)],
+                        factory: factory)
+                }
                 try await source.run(
-                    SourceContext(stage: context, output: output, stopSignal: stopSignal, ledger: ledger)
+                    SourceContext(
+                        stage: context, output: output, stopSignal: stopSignal, ledger: ledger,
+                        outstanding: outstanding[node.name]!, latency: latency)
                 )
             case .transform(let transform):
                 try await transform.run(input: input!, output: output, context: context)

@@ -1,3 +1,5 @@
+import CoreMetrics
+import LogPipeBase
 import Logging
 import Synchronization
 
@@ -9,6 +11,10 @@ public struct SourceContext: Sendable {
     let output: BatchOutput
     let stopSignal: StopSignal
     let ledger: DeliveryCounters
+    /// This source's batches not fully acknowledged (for the oldest one's age).
+    let outstanding: OutstandingBatches
+    /// Source-to-acknowledgement time per batch, when metrics are on.
+    let latency: CoreMetrics.Timer?
 
     /// The stage's name in the pipeline.
     public var name: String { stage.name }
@@ -41,8 +47,14 @@ public struct SourceContext: Sendable {
         let count = records.count
         guard count > 0 else { return nil }
         let ledger = self.ledger
+        let outstanding = self.outstanding
+        let latency = self.latency
+        let batchID = outstanding.emitted(count)
         let token = AcknowledgementToken(count: count) { token, completed in
             ledger.acknowledged(completed.count)
+            if let took = outstanding.acknowledged(batchID, count: completed.count) {
+                latency?.recordNanoseconds(took.inNanoseconds)
+            }
             onAcknowledged?(token, completed)
         }
         var batch = Batch(records: consume records)

@@ -32,4 +32,15 @@ public final class StageMetrics: Sendable {
 
     /// All named event counters.
     public var namedCounters: [String: Int] { counters.withLock { $0 } }
+
+    private let gauges = Mutex<[String: Double]>([:])
+
+    /// Sets the named gauge (a level that goes up and down, for example
+    /// `checkpoint_lag_bytes`); exported as `logpipe_<name>{stage=...}`.
+    public func setGauge(_ name: String, to value: Double) {
+        gauges.withLock { $0[name] = value }
+    }
+
+    /// All named gauges.
+    public var namedGauges: [String: Double] { gauges.withLock { $0 } }
 }
