@@ -17,8 +17,9 @@ set -euo pipefail
 
 # System packages by purpose: the build links libpcre2-8 (regex stage); the
 # tests compare the regex stage with pcre2grep, run a private nats-server, and
-# make TLS certificates with openssl.
-build_packages=(libpcre2-dev pcre2-utils pkg-config nats-server openssl python3 python3-venv)
+# make TLS certificates with openssl; systemd-analyze verifies the unit in
+# packaging/.
+build_packages=(libpcre2-dev pcre2-utils pkg-config nats-server openssl python3 python3-venv systemd)
 bench_packages=(time curl gcc)
 
 wanted=("${build_packages[@]}")

@@ -123,6 +123,14 @@ struct RunCommand: AsyncParsableCommand {
                 throw ExitCode(ExitStatus.configurationError)
             }
         }
+        // Under systemd (Type=notify): READY once every stage started,
+        // STATUS with each status line, STOPPING when draining.
+        let notifier = SystemdNotifier()
+        let readiness = Task {
+            guard notifier.isActive else { return }
+            await runner.waitUntilStarted()
+            notifier.notify("READY=1\nSTATUS=running \(file)")
+        }
         let signals = SignalHandling.install { signal, count in
             if signal == SIGHUP {
                 logger.notice(
@@ -132,6 +140,7 @@ struct RunCommand: AsyncParsableCommand {
             }
             if count == 1 {
                 logger.notice("stopping: draining in-flight records (signal again to abort)")
+                notifier.notify("STOPPING=1\nSTATUS=draining in-flight records")
                 runner.stop()
             } else {
                 // A second signal means the operator will not wait: end the
@@ -156,15 +165,18 @@ struct RunCommand: AsyncParsableCommand {
         let onTerminal = isatty(2) == 1 && logFormat == "text"
         let showStatus = !quiet && interval > 0 && (onTerminal || statusInterval != nil)
         let statusTask = Task {
-            guard showStatus else { return }
+            guard showStatus || notifier.isActive, interval > 0 else { return }
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(interval))
                 if Task.isCancelled { break }
                 let line = StatusFormatter.statusLine(runner.progress())
+                let status = line.dropFirst("logpipe: ".count)
+                notifier.notify("STATUS=\(status.prefix(1000))")
+                guard showStatus else { continue }
                 if onTerminal {
                     standardError(line)
                 } else {
-                    logger.info("\(line.dropFirst("logpipe: ".count))")
+                    logger.info("\(status)")
                 }
             }
         }
@@ -178,6 +190,8 @@ struct RunCommand: AsyncParsableCommand {
             throw ExitCode(ExitStatus.configurationError)
         }
         statusTask.cancel()
+        readiness.cancel()
+        notifier.notify("STOPPING=1")
         await server?.stop()
 
         if !quiet {

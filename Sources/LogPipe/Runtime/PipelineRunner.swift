@@ -110,6 +110,8 @@ public final class PipelineRunner: Sendable {
     private let pipeline: Pipeline
     private let logger: Logger
     private let stopSignal = StopSignal()
+    /// Fired once every stage was started.
+    private let startedSignal = StopSignal()
     private let abort = Atomic<Bool>(false)
     private let ledger = DeliveryCounters()
     private let metrics: [String: StageMetrics]
@@ -204,6 +206,11 @@ public final class PipelineRunner: Sendable {
         )
     }
 
+    /// Returns once ``run()`` started every stage (at once if it did).
+    public func waitUntilStarted() async {
+        await startedSignal.wait()
+    }
+
     private func setState(_ state: StageState, of name: String) {
         stages.withLock { $0[name]?.state = state }
     }
@@ -267,6 +274,7 @@ public final class PipelineRunner: Sendable {
                 }
             }
             group.addTask { await self.watchdog(timeout: settings.shutdownTimeout) }
+            startedSignal.stop()
 
             var running = pipeline.nodes.count
             while let outcome = await group.next() {
