@@ -4,7 +4,9 @@
 
 import Glibc
 import LogPipe
+import Logging
 import NIOCore
+import ServiceLifecycle
 
 /// A custom transform: masks the value of `password=` in every line.
 struct RedactPasswords: BatchTransform {
@@ -81,3 +83,27 @@ guard let filePipeline = loaded.pipeline else {
 }
 let fileSummary = try await PipelineRunner(pipeline: filePipeline).run()
 print("pipeline-file run: \(fileSummary.progress.emitted) lines generated, clean: \(fileSummary.isClean)")
+
+// 3. A pipeline as a service in the app's own ServiceGroup
+// (swift-service-lifecycle): SIGTERM drains it with the app's other
+// services; here it ends by itself after its 50 lines, and the group with it.
+let servicePipeline = PipelineService(
+    runner: PipelineRunner(
+        pipeline: PipelineLoader(registry: registry).load(
+            yaml: """
+                sources:
+                  demo: { type: demo_logs, count: 50 }
+                sinks:
+                  none: { type: blackhole, inputs: [demo] }
+                """
+        ).pipeline!))
+let group = ServiceGroup(
+    configuration: ServiceGroupConfiguration(
+        // Ending by itself is no failure: shut the group down gracefully.
+        services: [.init(service: servicePipeline, successTerminationBehavior: .gracefullyShutdownGroup)],
+        gracefulShutdownSignals: [.sigterm, .sigint],
+        logger: Logger(label: "example")))
+try await group.run()
+print(
+    "service run: \(servicePipeline.summary?.progress.emitted ?? 0) lines, clean: \(servicePipeline.summary?.isClean ?? false)"
+)

@@ -8,6 +8,7 @@ import LogPipeBase
 import LogPipeNATS
 import Logging
 import Prometheus
+import ServiceLifecycle
 
 struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -180,19 +181,38 @@ struct RunCommand: AsyncParsableCommand {
                 }
             }
         }
-        let summary: RunSummary
+        // The pipeline and the API endpoint run as one ServiceGroup: SIGTERM
+        // or SIGINT shuts it down gracefully, the pipeline first (its
+        // sources stop and in-flight records drain, while /ready says
+        // "stopping" and /metrics still answers), then the endpoint. A
+        // pipeline that ends by itself ends the group too.
+        let pipelineService = PipelineService(runner: runner)
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let server { services.append(.init(service: APIServerService(server: server))) }
+        services.append(
+            .init(
+                service: pipelineService, successTerminationBehavior: .gracefullyShutdownGroup,
+                failureTerminationBehavior: .gracefullyShutdownGroup))
+        var groupLogger = logger
+        groupLogger.logLevel = max(logger.logLevel, .notice)  // not its start-up chatter
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: groupLogger))
+        var groupError: (any Error)?
         do {
-            summary = try await runner.run()
-        } catch let error as PipelineError {
-            statusTask.cancel()
-            await server?.stop()
-            say(.error, "\(error); nothing was started")
-            throw ExitCode(ExitStatus.configurationError)
+            try await group.run()
+        } catch {
+            groupError = error
         }
         statusTask.cancel()
         readiness.cancel()
         notifier.notify("STOPPING=1")
         await server?.stop()
+        guard let summary = pipelineService.summary else {
+            // The runner refused to start (an invalid graph, a locked data_dir).
+            say(.error, "\(groupError.map { "\($0)" } ?? "the pipeline did not run"); nothing was started")
+            throw ExitCode(ExitStatus.configurationError)
+        }
 
         if !quiet {
             say(.notice, String(StatusFormatter.summaryLine(summary).dropFirst("logpipe: ".count)))
@@ -307,5 +327,16 @@ enum StatusFormatter {
             summary.failure != nil ? "failed" : summary.timedOut ? "stopped at the shutdown deadline" : "finished"
         return
             "logpipe: \(state) in \(seconds(progress.elapsed)): \(progress.emitted) records (\(rate(progress.emitted, progress.elapsed))); \(stageCounts(progress)); acknowledged=\(progress.acknowledged) unacknowledged=\(progress.unacknowledged)\(counters(progress))"
+    }
+}
+
+/// The API endpoint in the ServiceGroup: it listens until the group shuts
+/// down (after the pipeline drained), then closes.
+struct APIServerService: Service {
+    let server: APIServer
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await server.stop()
     }
 }

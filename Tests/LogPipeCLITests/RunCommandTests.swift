@@ -238,6 +238,7 @@ import Testing
         #expect(result.stdout.contains("user alice logged in password=*** from 10.0.0.1"))
         #expect(result.stdout.contains("in-code pipeline: 2 lines, 0 unacknowledged"))
         #expect(result.stdout.contains("pipeline-file run: 200 lines generated, clean: true"))
+        #expect(result.stdout.contains("service run: 50 lines, clean: true"))
         let errorLines = result.stdout.split(separator: "\n").filter { $0.hasPrefix("ts=") }
         #expect(!errorLines.isEmpty)
         #expect(errorLines.allSatisfy { $0.contains("level=error") })

@@ -135,6 +135,11 @@ public enum PipelineError: Error, CustomStringConvertible {
     /// A stage's state directory under `data_dir` cannot be used: not
     /// writable, or locked by another process. Nothing was started.
     case stateUnavailable(stage: String, reason: String)
+    /// A graceful stop gave up waiting after `shutdown_timeout` with
+    /// records unacknowledged (they are read again where the source can
+    /// replay). Thrown by ``PipelineService``; ``PipelineRunner/run()``
+    /// reports it in ``RunSummary/timedOut``.
+    case shutdownTimedOut(unacknowledged: Int)
 
     public var description: String {
         switch self {
@@ -146,6 +151,9 @@ public enum PipelineError: Error, CustomStringConvertible {
             return "this PipelineRunner has already run; create a new one for another run"
         case .stateUnavailable(_, let reason):
             return reason
+        case .shutdownTimedOut(let unacknowledged):
+            return
+                "the shutdown deadline passed with \(unacknowledged) record(s) unacknowledged; they will be read again where the source can replay (raise shutdown_timeout or fix the stuck sink)"
         }
     }
 }
