@@ -19,6 +19,24 @@ func stage(_ name: String, _ kind: StageKind, _ state: StageState, waitingFor: S
         state: state)
 }
 
+/// Runs `lines` lines through `in` (a source) → `out` (a blackhole) with
+/// metrics sampled every 10 ms into a registry of its own; returns the
+/// runner, the summary and the registry's text.
+func runPublishingMetrics(lines count: Int) async throws -> (PipelineRunner, RunSummary, String) {
+    let registry = PrometheusCollectorRegistry()
+    var pipeline = Pipeline(settings: PipelineSettings(dataDirectory: "/tmp/logpipe-unused"))
+    let (lines, continuation) = AsyncStream.makeStream(of: String.self)
+    for index in 0..<count { continuation.yield("line \(index)") }
+    continuation.finish()
+    try pipeline.add("in", source: AsyncSequenceSource(lines: lines, host: "h"))
+    try pipeline.add("out", sink: BlackholeSink(), inputs: ["in"])
+    let runner = PipelineRunner(
+        pipeline: pipeline, metricsFactory: PrometheusMetricsFactory(registry: registry),
+        metricsInterval: .milliseconds(10))
+    let summary = try await runner.run()
+    return (runner, summary, registry.emitToString())
+}
+
 @Suite struct ReadinessTests {
     @Test func aRunningPipelineWhoseStagesRunIsReady() {
         let ready = Readiness(snapshot([stage("tail", .source, .running), stage("bus", .sink, .running)]))
@@ -91,19 +109,8 @@ func stage(_ name: String, _ kind: StageKind, _ state: StageState, waitingFor: S
     /// A real run publishes its counters into the registry it was given;
     /// the last values are published when the run ends.
     @Test func aRunPublishesItsCountersAndGauges() async throws {
-        let registry = PrometheusCollectorRegistry()
-        var pipeline = Pipeline(settings: PipelineSettings(dataDirectory: "/tmp/logpipe-unused"))
-        let (lines, continuation) = AsyncStream.makeStream(of: String.self)
-        for index in 0..<25 { continuation.yield("line \(index)") }
-        continuation.finish()
-        try pipeline.add("in", source: AsyncSequenceSource(lines: lines, host: "h"))
-        try pipeline.add("out", sink: BlackholeSink(), inputs: ["in"])
-        let runner = PipelineRunner(
-            pipeline: pipeline, metricsFactory: PrometheusMetricsFactory(registry: registry),
-            metricsInterval: .milliseconds(10))
-        let summary = try await runner.run()
+        let (runner, summary, text) = try await runPublishingMetrics(lines: 25)
         #expect(summary.isClean)
-        let text = registry.emitToString()
         #expect(text.contains(#"logpipe_records_total{stage="in",direction="out"} 25"#), "\(text)")
         #expect(text.contains(#"logpipe_records_total{stage="out",direction="in"} 25"#))
         #expect(text.contains(#"logpipe_records_delivered_total{stage="out"} 25"#))
@@ -208,18 +215,7 @@ func stage(_ name: String, _ kind: StageKind, _ state: StageState, waitingFor: S
     }
 
     @Test func aRunPublishesSourceGaugesAndTheDeliveryLatency() async throws {
-        let registry = PrometheusCollectorRegistry()
-        var pipeline = Pipeline(settings: PipelineSettings(dataDirectory: "/tmp/logpipe-unused"))
-        let (lines, continuation) = AsyncStream.makeStream(of: String.self)
-        for index in 0..<10 { continuation.yield("line \(index)") }
-        continuation.finish()
-        try pipeline.add("in", source: AsyncSequenceSource(lines: lines, host: "h"))
-        try pipeline.add("out", sink: BlackholeSink(), inputs: ["in"])
-        let runner = PipelineRunner(
-            pipeline: pipeline, metricsFactory: PrometheusMetricsFactory(registry: registry),
-            metricsInterval: .milliseconds(10))
-        _ = try await runner.run()
-        let text = registry.emitToString()
+        let (runner, _, text) = try await runPublishingMetrics(lines: 10)
         #expect(text.contains(#"logpipe_source_unacknowledged_records{stage="in"} 0"#), "\(text)")
         #expect(text.contains(#"logpipe_source_oldest_unacknowledged_age_seconds{stage="in"} 0"#))
         #expect(text.contains(#"logpipe_delivery_latency_seconds_count{stage="in"}"#))
