@@ -283,6 +283,7 @@ public struct JetStreamSink: Sink {
             context.logger.info("stream \(streamName) ready (\(ready!.state.messages) messages)")
         }
         let publisher = try await JetStreamPublisher(connection: connection)
+        context.metrics.observe("jetstream_pending_acks") { Double(publisher.pendingAcks) }
         let run = RunIdentity(hostname: context.hostname)
         // Publishing and settling run apart: the settler acknowledges
         // batches, in order, as their acks arrive, without waiting for more

@@ -148,6 +148,10 @@ enum NATSStageOptions {
         let logger = context.logger
         let metrics = context.metrics
         let reconnecting = "a NATS connection: reconnecting"
+        metrics.observe("nats_connected") { connection.connectedServer == nil ? 0 : 1 }
+        metrics.observe("nats_rtt_seconds") {
+            connection.roundTripTime.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 }
+        }
         let events = Task {
             for await event in connection.events {
                 switch event {

@@ -40,6 +40,8 @@ import Testing
             let metrics = await Self.get(address, "/metrics")?.body ?? ""
             return metrics.contains(#"logpipe_records_delivered_total{stage="bus"}"#)
                 && !metrics.contains(#"logpipe_records_delivered_total{stage="bus"} 0"#)
+                && metrics.contains(#"logpipe_nats_connected{stage="bus"} 1"#)
+                && metrics.contains(#"logpipe_nats_rtt_seconds{stage="bus"}"#)
         }
         #expect(await Self.get(address, "/health")?.status == 200)
 
@@ -47,6 +49,9 @@ import Testing
         try await eventually {
             guard let ready = await Self.get(address, "/ready") else { return false }
             return ready.status == 503 && ready.body.contains("sink 'bus' waits for a NATS connection")
+        }
+        try await eventually {
+            await Self.get(address, "/metrics")?.body.contains(#"logpipe_nats_connected{stage="bus"} 0"#) == true
         }
         try await server.start(port: port)
         try await eventually { await Self.get(address, "/ready")?.status == 200 }

@@ -172,7 +172,7 @@ import Testing
         let channel = FakeChannel("one")
         let generation = try connected(&machine, channel: channel)
         for _ in 0..<2 {
-            guard case .ping(let target) = machine.keepaliveTick(maxPingsOut: 2) else {
+            guard case .ping(let target, _) = machine.keepaliveTick(maxPingsOut: 2) else {
                 Issue.record("a connected keepalive pings")
                 return
             }

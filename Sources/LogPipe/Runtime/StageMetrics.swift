@@ -41,6 +41,23 @@ public final class StageMetrics: Sendable {
         gauges.withLock { $0[name] = value }
     }
 
-    /// All named gauges.
-    public var namedGauges: [String: Double] { gauges.withLock { $0 } }
+    private let observed = Mutex<[String: @Sendable () -> Double?]>([:])
+
+    /// Makes the named gauge read `provider` whenever metrics are sampled
+    /// (about once a second, and only when something reads them): for
+    /// levels a stage can look up cheaply but would otherwise have to
+    /// publish on every change (acks pending, a round-trip time). A nil
+    /// value leaves the gauge out.
+    public func observe(_ name: String, _ provider: @escaping @Sendable () -> Double?) {
+        observed.withLock { $0[name] = provider }
+    }
+
+    /// All named gauges, observed ones included.
+    public var namedGauges: [String: Double] {
+        var values = gauges.withLock { $0 }
+        for (name, provider) in observed.withLock({ $0 }) {
+            if let value = provider() { values[name] = value }
+        }
+        return values
+    }
 }

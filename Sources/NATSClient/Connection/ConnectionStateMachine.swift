@@ -301,8 +301,8 @@ struct ConnectionStateMachine<Channel> {
     /// What the keepalive does on one tick.
     enum KeepaliveAction {
         case none
-        /// Write a PING.
-        case ping(Channel)
+        /// Write a PING; the waiter is completed by its PONG.
+        case ping(Channel, pong: AsyncPromise<Void>)
         /// `maxPingsOut` PINGs went unanswered: the connection is stale;
         /// close the channel (that starts a reconnect).
         case closeStale(Channel)
@@ -314,8 +314,9 @@ struct ConnectionStateMachine<Channel> {
         if ready.pingsOut >= maxPingsOut { return .closeStale(ready.channel) }
         ready.pingsOut += 1
         state = .ready(ready)
-        pongWaiters.append(AsyncPromise<Void>())
-        return .ping(ready.channel)
+        let pong = AsyncPromise<Void>()
+        pongWaiters.append(pong)
+        return .ping(ready.channel, pong: pong)
     }
 
     // MARK: - Requests from callers

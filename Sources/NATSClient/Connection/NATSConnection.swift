@@ -148,6 +148,19 @@ public final class NATSConnection: Sendable {
     /// Connection life-cycle events (newest 256 kept if nobody reads them).
     public let events: AsyncStream<NATSConnectionEvent>
     private let credentials: NATSCredentials?
+    /// The last PING/PONG round trip in nanoseconds (-1: none yet).
+    private let lastRoundTrip = Atomic<Int64>(-1)
+
+    /// The last PING/PONG round trip to the server (a ``flush(timeout:)``
+    /// or a keepalive PING), or nil before the first.
+    public var roundTripTime: Duration? {
+        let nanoseconds = lastRoundTrip.load(ordering: .relaxed)
+        return nanoseconds < 0 ? nil : .nanoseconds(nanoseconds)
+    }
+
+    private func noteRoundTrip(_ duration: Duration) {
+        lastRoundTrip.store(duration.inNanoseconds, ordering: .relaxed)
+    }
     private let nkey: NKeyPair?
 
     private init(options: NATSOptions, pool: [ServerAddress], logger: Logger) throws {
@@ -477,8 +490,13 @@ public final class NATSConnection: Sendable {
                 case .closeStale(let channel):
                     self.logger.warning("no PONG for \(maxOut) PINGs; the connection is stale, reconnecting")
                     channel.close(promise: nil)
-                case .ping(let channel):
+                case .ping(let channel, let pong):
+                    let sent = ContinuousClock.now
                     channel.writeAndFlush(ByteBuffer(staticString: "PING\r\n"), promise: nil)
+                    Task { [weak self] in
+                        guard (try? await pong.value()) != nil else { return }
+                        self?.noteRoundTrip(ContinuousClock.now - sent)
+                    }
                 }
             }
         }
@@ -677,8 +695,10 @@ public final class NATSConnection: Sendable {
     ///   ``NATSError/timeout(_:)``.
     public func flush(timeout: Duration = .seconds(10)) async throws {
         let (channel, waiter) = try state.withLock { state throws(NATSError) in try state.machine.flushRequested() }
+        let sent = ContinuousClock.now
         channel.writeAndFlush(ByteBuffer(staticString: "PING\r\n"), promise: nil)
         try await waiter.value(timeout: timeout, onTimeout: NATSError.timeout("no PONG within \(timeout)"))
+        noteRoundTrip(ContinuousClock.now - sent)
     }
 
     /// Returns once connected (at once when connected now).

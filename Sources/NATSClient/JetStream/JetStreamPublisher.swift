@@ -277,6 +277,9 @@ public final class JetStreamPublisher: Sendable {
         _ = try? await waiter?.value()
     }
 
+    /// Messages published and not answered yet (the acks the server owes).
+    public var pendingAcks: Int { trackers.state.withLock { $0.outstanding } }
+
     /// Batches whose replies are still routed.
     public var inFlightBatches: Int { trackers.state.withLock { $0.byBatch.count } }
 }
