@@ -113,6 +113,9 @@ func runPublishingMetrics(lines count: Int) async throws -> (PipelineRunner, Run
         #expect(summary.isClean)
         #expect(text.contains(#"logpipe_records_total{stage="in",direction="out"} 25"#), "\(text)")
         #expect(text.contains(#"logpipe_records_total{stage="out",direction="in"} 25"#))
+        // "line 0" ... "line 24": 10 lines of 6 bytes and 15 of 7.
+        #expect(text.contains(#"logpipe_bytes_total{stage="in",direction="out"} 165"#))
+        #expect(text.contains(#"logpipe_bytes_total{stage="out",direction="in"} 165"#))
         #expect(text.contains(#"logpipe_records_delivered_total{stage="out"} 25"#))
         #expect(text.contains("logpipe_records_acknowledged_total 25"))
         #expect(text.contains("logpipe_records_unacknowledged 0"))

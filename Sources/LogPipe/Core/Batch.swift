@@ -27,6 +27,13 @@ public struct Batch: Sendable {
     /// Whether the batch has no records.
     public var isEmpty: Bool { records.isEmpty }
 
+    /// Bytes of the records' lines, together.
+    public var byteCount: Int {
+        var total = 0
+        for record in records { total &+= record.bytes.readableBytes }
+        return total
+    }
+
     /// Removes the records for which `shouldDrop` is true and acknowledges them
     /// as ``DeliveryStatus/dropped``. The records that stay keep their order;
     /// nothing is copied.

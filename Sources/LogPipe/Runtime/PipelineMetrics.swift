@@ -9,6 +9,7 @@ import CoreMetrics
 /// | name | kind | labels |
 /// |---|---|---|
 /// | `logpipe_records_total` | counter | `stage`, `direction` (`in`, `out`) |
+/// | `logpipe_bytes_total` | counter | `stage`, `direction` (the lines' bytes) |
 /// | `logpipe_records_delivered_total` | counter | `stage` (sinks) |
 /// | `logpipe_stage_events_total` | counter | `stage`, `event` (the stage's named counters: drops by reason, retries, errors) |
 /// | `logpipe_records_emitted_total` | counter | (all sources) |
@@ -37,12 +38,14 @@ struct PipelineMetrics: Sendable {
             let name = stage.name
             if stage.kind != .source {
                 count("logpipe_records_total", [("stage", name), ("direction", "in")], to: stage.recordsIn)
+                count("logpipe_bytes_total", [("stage", name), ("direction", "in")], to: stage.bytesIn)
                 let fill = stage.inputCapacity > 0 ? Double(stage.queuedBatches) / Double(stage.inputCapacity) : 0
                 set("logpipe_edge_queued_batches", [("stage", name)], to: Double(stage.queuedBatches))
                 set("logpipe_edge_fill_ratio", [("stage", name)], to: fill)
             }
             if stage.kind != .sink {
                 count("logpipe_records_total", [("stage", name), ("direction", "out")], to: stage.recordsOut)
+                count("logpipe_bytes_total", [("stage", name), ("direction", "out")], to: stage.bytesOut)
             } else {
                 count("logpipe_records_delivered_total", [("stage", name)], to: stage.recordsDelivered)
             }

@@ -52,6 +52,10 @@ public struct StageProgress: Sendable {
     public var oldestUnacknowledgedAge: Duration? = nil
     /// Named gauges (for example `checkpoint_lag_bytes`).
     public var gauges: [String: Double] = [:]
+    /// Bytes of the lines received from upstream.
+    public var bytesIn: Int = 0
+    /// Bytes of the lines sent downstream.
+    public var bytesOut: Int = 0
 }
 
 /// Where a pipeline run is in its life.
@@ -200,7 +204,9 @@ public final class PipelineRunner: Sendable {
                     inputCapacity: stage?.input == nil ? 0 : pipeline.settings.edgeCapacity,
                     unacknowledgedRecords: unacknowledged?.records ?? 0,
                     oldestUnacknowledgedAge: unacknowledged?.oldest.map { ContinuousClock.now - $0 },
-                    gauges: metrics.namedGauges
+                    gauges: metrics.namedGauges,
+                    bytesIn: metrics.bytesIn.load(ordering: .relaxed),
+                    bytesOut: metrics.bytesOut.load(ordering: .relaxed)
                 )
             }
         )

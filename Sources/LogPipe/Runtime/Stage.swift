@@ -104,6 +104,7 @@ public struct BatchInput: AsyncSequence, Sendable {
         public mutating func next() async -> Batch? {
             guard let batch = await channel.receive() else { return nil }
             metrics.recordsIn.add(batch.count, ordering: .relaxed)
+            metrics.bytesIn.add(batch.byteCount, ordering: .relaxed)
             return batch
         }
     }
@@ -118,6 +119,7 @@ public struct BatchInput: AsyncSequence, Sendable {
     public func nextIfReady() -> Batch? {
         guard let batch = channel.tryReceive() else { return nil }
         metrics.recordsIn.add(batch.count, ordering: .relaxed)
+        metrics.bytesIn.add(batch.byteCount, ordering: .relaxed)
         return batch
     }
 }
@@ -135,6 +137,7 @@ public struct BatchOutput: Sendable {
     public func send(_ batch: Batch) async throws {
         guard !batch.isEmpty else { return }
         metrics.recordsOut.add(batch.count, ordering: .relaxed)
+        metrics.bytesOut.add(batch.byteCount, ordering: .relaxed)
         if channels.isEmpty {
             // Nobody listens (allowed with a warning): the records are done.
             batch.acknowledge(.dropped)

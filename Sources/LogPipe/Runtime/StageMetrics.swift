@@ -8,6 +8,10 @@ public final class StageMetrics: Sendable {
     public let recordsOut = Atomic<Int>(0)
     /// Records a sink acknowledged as delivered.
     public let recordsDelivered = Atomic<Int>(0)
+    /// Bytes of the lines received from upstream (transforms and sinks).
+    public let bytesIn = Atomic<Int>(0)
+    /// Bytes of the lines sent downstream (sources and transforms).
+    public let bytesOut = Atomic<Int>(0)
     private let counters = Mutex<[String: Int]>([:])
     private let waitingState = Mutex<String?>(nil)
 
