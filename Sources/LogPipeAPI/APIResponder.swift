@@ -1,5 +1,6 @@
 import Foundation
 import LogPipe
+import LogPipeBase
 import Prometheus
 
 /// What the API answers, apart from HTTP: `GET /metrics`, `/health` and
@@ -140,9 +141,7 @@ struct ReadyBody: Encodable {
                 records_in: stage.recordsIn, records_out: stage.recordsOut, queued_batches: stage.queuedBatches,
                 counters: stage.counters,
                 unacknowledged_records: stage.kind == .source ? stage.unacknowledgedRecords : nil,
-                oldest_unacknowledged_age_seconds: stage.oldestUnacknowledgedAge.map {
-                    Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18
-                })
+                oldest_unacknowledged_age_seconds: stage.oldestUnacknowledgedAge?.inSeconds)
         }
     }
 }

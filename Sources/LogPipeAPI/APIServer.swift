@@ -25,13 +25,8 @@ public final class APIServer: Sendable {
     /// Splits `host:port` (`[::1]:9598` for IPv6).
     /// - Throws: ``APIServerError/invalidAddress(_:)``.
     public static func parse(address: String) throws -> (host: String, port: Int) {
-        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
-            (0...65535).contains(port)
-        else { throw APIServerError.invalidAddress(address) }
-        var host = String(address[..<colon])
-        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        guard !host.isEmpty else { throw APIServerError.invalidAddress(address) }
-        return (host, port)
+        guard let parsed = Units.hostAndPort(address) else { throw APIServerError.invalidAddress(address) }
+        return parsed
     }
 
     /// Listens on `address` (`host:port`) and answers with `responder`.

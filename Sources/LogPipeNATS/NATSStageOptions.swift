@@ -1,4 +1,5 @@
 import LogPipe
+import LogPipeBase
 import Logging
 import NATSClient
 
@@ -150,7 +151,7 @@ enum NATSStageOptions {
         let reconnecting = "a NATS connection: reconnecting"
         metrics.observe("nats_connected") { connection.connectedServer == nil ? 0 : 1 }
         metrics.observe("nats_rtt_seconds") {
-            connection.roundTripTime.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 }
+            connection.roundTripTime?.inSeconds
         }
         let events = Task {
             for await event in connection.events {

@@ -37,8 +37,8 @@ struct JSONLogHandler: LogHandler {
                     separator: ",") + "}"
         }
         text += ",\"module\":" + Self.quoted(event.source) + "}\n"
-        var bytes = Array(text.utf8)
-        bytes.withUnsafeMutableBytes { buffer in
+        let bytes = Array(text.utf8)
+        bytes.withUnsafeBytes { buffer in
             var offset = 0
             while offset < buffer.count {
                 let written = write(2, buffer.baseAddress! + offset, buffer.count - offset)

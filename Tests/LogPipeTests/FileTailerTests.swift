@@ -124,7 +124,7 @@ import Testing
 
     /// Rotation by rename: the old file is read to its end (lines written
     /// to it after the rename too), the new one from its start.
-    @Test func aRotatedFileIsFinishedAndTheNewOneRead() async throws {
+    @Test func aRotatedFileIsReadToItsEndAndTheNewOneRead() async throws {
         let directory = try temporaryDirectory()
         let path = directory + "/app.log"
         try write("first 1\n", to: path, append: false)

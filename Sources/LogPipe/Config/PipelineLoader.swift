@@ -203,7 +203,7 @@ private struct Builder {
                 for entry in entries {
                     switch entry.key {
                     case "address":
-                        if let text = entry.value.scalar, Self.isHostAndPort(text) {
+                        if let text = entry.value.scalar, Units.hostAndPort(text) != nil {
                             settings.apiAddress = text
                         } else if entry.value.scalar != nil || entry.value.entries != nil || entry.value.list != nil {
                             error(
@@ -588,14 +588,6 @@ private struct Builder {
             if rest.hasPrefix("|") || rest.hasPrefix(">") { blockScalarIndent = indent }
         }
         return found
-    }
-
-    /// `host:port`, `[v6]:port`: what `api.address` takes (port 0: any free one).
-    static func isHostAndPort(_ text: String) -> Bool {
-        guard let colon = text.lastIndex(of: ":"), colon != text.startIndex,
-            let port = Int(text[text.index(after: colon)...])
-        else { return false }
-        return (0...65535).contains(port) && !text[..<colon].contains(" ")
     }
 
     mutating func applyOverrides(_ overrides: [String], to config: inout ConfigNode) {

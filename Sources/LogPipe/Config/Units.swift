@@ -75,6 +75,18 @@ public enum Units {
     }
 
     /// Formats a duration the way pipeline files write it (`30s`, `500ms`).
+    /// Splits `host:port` (`[::1]:9598` for IPv6; port 0 means any free
+    /// one), or nil when `text` is not that: what `api.address` takes.
+    public static func hostAndPort(_ text: String) -> (host: String, port: Int)? {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+            (0...65535).contains(port)
+        else { return nil }
+        var host = String(text[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty, !host.contains(" ") else { return nil }
+        return (host, port)
+    }
+
     public static func format(_ duration: Duration) -> String {
         let milliseconds = duration.inMilliseconds
         if milliseconds % 86_400_000 == 0, milliseconds > 0 { return "\(milliseconds / 86_400_000)d" }

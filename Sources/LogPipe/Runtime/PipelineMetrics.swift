@@ -1,4 +1,5 @@
 import CoreMetrics
+import LogPipeBase
 
 /// A pipeline's counters published through swift-metrics, from snapshots
 /// (``PipelineProgress``) taken every metrics interval: nothing is counted
@@ -57,9 +58,7 @@ struct PipelineMetrics: Sendable {
                 set("logpipe_source_unacknowledged_records", [("stage", name)], to: Double(stage.unacknowledgedRecords))
                 set(
                     "logpipe_source_oldest_unacknowledged_age_seconds", [("stage", name)],
-                    to: stage.oldestUnacknowledgedAge.map {
-                        Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18
-                    } ?? 0)
+                    to: stage.oldestUnacknowledgedAge?.inSeconds ?? 0)
             }
             for (gauge, value) in stage.gauges {
                 set("logpipe_" + gauge, [("stage", name)], to: value)
@@ -68,7 +67,7 @@ struct PipelineMetrics: Sendable {
         count("logpipe_records_emitted_total", [], to: progress.emitted)
         count("logpipe_records_acknowledged_total", [], to: progress.acknowledged)
         set("logpipe_records_unacknowledged", [], to: Double(progress.unacknowledged))
-        set("logpipe_uptime_seconds", [], to: Double(progress.elapsed.components.seconds))
+        set("logpipe_uptime_seconds", [], to: progress.elapsed.inSeconds)
     }
 
     private static func key(_ label: String, _ dimensions: [(String, String)]) -> String {
