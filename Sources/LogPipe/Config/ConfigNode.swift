@@ -123,4 +123,21 @@ public struct ConfigNode: Sendable, ExpressibleByStringLiteral, ExpressibleByArr
         case .map: "a map"
         }
     }
+
+    /// The value as text that ignores where it was written and the order of
+    /// map keys: equal for two nodes that configure a stage the same way
+    /// (what a reload compares to keep a stage running).
+    public var canonicalText: String {
+        switch value {
+        case .scalar(nil): return "~"
+        case .scalar(let text?):
+            return "\"" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+                + "\""
+        case .list(let items): return "[" + items.map(\.canonicalText).joined(separator: ",") + "]"
+        case .map(let entries):
+            return "{"
+                + entries.sorted { $0.key < $1.key }.map { "\"\($0.key)\":\($0.value.canonicalText)" }.joined(
+                    separator: ",") + "}"
+        }
+    }
 }

@@ -284,8 +284,12 @@ private struct Builder {
                 stageName: stage.name, node: stage.node, specs: definition.options, settings: settings)
             do {
                 let instance = try definition.make(options)
+                var configured = stage.node
+                configured.value = .map((stage.node.entries ?? []).filter { $0.key != "inputs" })
                 try pipeline.add(
-                    Pipeline.Node(name: stage.name, stage: instance, inputs: stage.inputs, typeName: definition.type))
+                    Pipeline.Node(
+                        name: stage.name, stage: instance, inputs: stage.inputs, typeName: definition.type,
+                        configuration: configured.canonicalText))
             } catch let optionError as OptionError {
                 error(
                     "stage '\(stage.name)': \(optionError.message)", hint: optionError.hint,

@@ -30,6 +30,9 @@ public final class BoundedChannel<Element: Sendable>: Sendable {
         var nextWaiterID: UInt64 = 0
         var senders: CircularBuffer<Waiter> = CircularBuffer()
         var receiver: CheckedContinuation<Element?, Never>?
+        /// Bumped by ``detachConsumer()``: a receive on behalf of an older
+        /// consumer ends instead of taking an element.
+        var consumerGeneration: UInt64 = 0
     }
 
     private let state: Mutex<State>
@@ -111,6 +114,32 @@ public final class BoundedChannel<Element: Sendable>: Sendable {
         receiver?.resume(returning: nil)
     }
 
+    /// Adds a producer: the channel now ends after one more
+    /// ``finishProducer()`` (a stage that starts sending to it on a reload).
+    public func addProducer() {
+        state.withLock { $0.openProducers += 1 }
+    }
+
+    /// The current consumer's generation: pass it to ``receive(generation:)``.
+    public var consumerGeneration: UInt64 { state.withLock { $0.consumerGeneration } }
+
+    /// Ends the input of the current consumer without closing the channel:
+    /// its waiting and later receives return `nil` (as if every producer
+    /// finished) while the queued elements and the producers stay for the
+    /// next consumer, which receives with the returned generation. How a
+    /// stage is swapped on a reload with nothing lost or reordered.
+    @discardableResult
+    public func detachConsumer() -> UInt64 {
+        let (generation, receiver): (UInt64, CheckedContinuation<Element?, Never>?) = state.withLock { state in
+            state.consumerGeneration += 1
+            let receiver = state.receiver
+            state.receiver = nil
+            return (state.consumerGeneration, receiver)
+        }
+        receiver?.resume(returning: nil)
+        return generation
+    }
+
     /// Closes the channel from the consumer side: queued and waiting elements
     /// are discarded and every current and future `send` throws.
     public func close() {
@@ -130,8 +159,8 @@ public final class BoundedChannel<Element: Sendable>: Sendable {
 
     /// Takes the next element if one is queued (or a sender waits), without
     /// waiting; `nil` otherwise.
-    public func tryReceive() -> Element? {
-        let taken: Take = state.withLock { state in Self.takeLocked(&state) }
+    public func tryReceive(generation: UInt64? = nil) -> Element? {
+        let taken: Take = state.withLock { state in Self.takeLocked(&state, generation: generation) }
         guard case .element(let element, let wake) = taken else { return nil }
         wake?.resume()
         return element
@@ -139,8 +168,10 @@ public final class BoundedChannel<Element: Sendable>: Sendable {
 
     /// Takes the next element, waiting for one; `nil` once every producer
     /// finished and the queue is empty, or when the receiving task is cancelled.
-    public func receive() async -> Element? {
-        let immediate: Take = state.withLock { state in Self.takeLocked(&state) }
+    /// With a `generation` (see ``detachConsumer()``), also `nil` once a
+    /// newer consumer took over.
+    public func receive(generation: UInt64? = nil) async -> Element? {
+        let immediate: Take = state.withLock { state in Self.takeLocked(&state, generation: generation) }
         switch immediate {
         case .element(let element, let wake):
             wake?.resume()
@@ -151,7 +182,7 @@ public final class BoundedChannel<Element: Sendable>: Sendable {
         return await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Element?, Never>) in
                 let result: Take = state.withLock { state in
-                    let taken = Self.takeLocked(&state)
+                    let taken = Self.takeLocked(&state, generation: generation)
                     if case .wait = taken {
                         if Task.isCancelled { return .end }
                         state.receiver = continuation
@@ -205,7 +236,8 @@ public final class BoundedChannel<Element: Sendable>: Sendable {
         case wait
     }
 
-    private static func takeLocked(_ state: inout State) -> Take {
+    private static func takeLocked(_ state: inout State, generation: UInt64?) -> Take {
+        if let generation, generation != state.consumerGeneration { return .end }
         if let element = state.buffer.popFirst() {
             // A slot freed up: move the oldest waiting sender's element in.
             if let waiter = state.senders.popFirst() {

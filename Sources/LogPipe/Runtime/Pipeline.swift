@@ -65,6 +65,22 @@ public struct Pipeline: Sendable {
         public var inputs: [String]
         /// The registered type name, when built from a pipeline file.
         public var typeName: String?
+        /// The stage's configuration as comparable text (its type and
+        /// options, not its inputs), when built from a pipeline file. A
+        /// reload keeps a stage running when its type name and this are
+        /// unchanged; `nil` counts as changed (the stage is swapped).
+        public var configuration: String?
+
+        /// Creates a node.
+        public init(
+            name: String, stage: AnyStage, inputs: [String], typeName: String? = nil, configuration: String? = nil
+        ) {
+            self.name = name
+            self.stage = stage
+            self.inputs = inputs
+            self.typeName = typeName
+            self.configuration = configuration
+        }
     }
 
     /// Pipeline-wide settings.

@@ -82,8 +82,13 @@ public struct PipelineProgress: Sendable {
     public var acknowledged: Int
     /// Records emitted but not yet acknowledged.
     public var unacknowledged: Int { emitted - acknowledged }
-    /// Per-stage counters in pipeline order.
+    /// Per-stage counters in pipeline order (stages a reload removed
+    /// follow while they drain).
     public var stages: [StageProgress]
+    /// Reloads applied.
+    public var reloads: Int = 0
+    /// Reloads refused (the new file had errors, or could not be applied).
+    public var failedReloads: Int = 0
 }
 
 /// How a pipeline run ended.
@@ -102,31 +107,43 @@ public struct RunSummary: Sendable {
 /// Runs a ``Pipeline``: starts every stage, connects them with bounded
 /// channels, and ends when the sources are done and every record is
 /// acknowledged, or when ``stop(immediately:)`` was called and the in-flight records
-/// drained (or the shutdown deadline passed).
+/// drained (or the shutdown deadline passed). While it runs,
+/// ``reload(to:)`` applies a changed graph without stopping the stages
+/// that did not change.
 public final class PipelineRunner: Sendable {
     private enum Outcome: Sendable {
         case stageFinished
         case stageFailed(String, any Error)
         case deadline
         case watchdogEnded
+        case spawn([StageSlot])
     }
 
-    private let pipeline: Pipeline
+    /// The graph as it runs now: the last applied pipeline, a slot per
+    /// stage, and the slots a reload removed that still drain.
+    private struct Topology {
+        var pipeline: Pipeline
+        var slots: [String: StageSlot]
+        var draining: [StageSlot] = []
+    }
+
     private let logger: Logger
     private let stopSignal = StopSignal()
     /// Fired once every stage was started.
     private let startedSignal = StopSignal()
     private let abort = Atomic<Bool>(false)
     private let ledger = DeliveryCounters()
-    private let metrics: [String: StageMetrics]
     private let started = Mutex<ContinuousClock.Instant?>(nil)
     private let ended = Atomic<Bool>(false)
-    /// Per stage: its state (set as stages start and end) and its input.
-    private let stages: Mutex<[String: (state: StageState, input: BoundedChannel<Batch>?)]>
+    private let topology: Mutex<Topology>
     private let metricsFactory: (any MetricsFactory)?
     private let metricsInterval: Duration
-    /// Per source: its batches not fully acknowledged.
-    private let outstanding: [String: OutstandingBatches]
+    /// Slots a reload added, for the run loop to start.
+    private let spawns = BoundedChannel<[StageSlot]>(capacity: 64)
+    private let reloading = Atomic<Bool>(false)
+    private let reloadCounts = Mutex((applied: 0, failed: 0))
+    /// State directory locks by stage name, held while the stage runs.
+    private let locks = Mutex<[String: StateLock]>([:])
 
     /// Prepares a run of `pipeline`. Nothing starts until ``run()``.
     ///
@@ -144,11 +161,8 @@ public final class PipelineRunner: Sendable {
         pipeline: Pipeline, logger: Logger = Logger(label: "logpipe"), metricsFactory: (any MetricsFactory)? = nil,
         metricsInterval: Duration = .seconds(1)
     ) {
-        self.pipeline = pipeline
         self.logger = logger
-        self.metrics = Dictionary(uniqueKeysWithValues: pipeline.nodes.map { ($0.name, StageMetrics()) })
-        self.stages = Mutex(
-            Dictionary(uniqueKeysWithValues: pipeline.nodes.map { ($0.name, (StageState.starting, nil)) }))
+        self.topology = Mutex(Topology(pipeline: pipeline, slots: Self.makeSlots(for: pipeline.nodes, in: pipeline)))
         if let metricsFactory {
             self.metricsFactory = metricsFactory
         } else {
@@ -156,11 +170,28 @@ public final class PipelineRunner: Sendable {
             self.metricsFactory = bootstrapped is NOOPMetricsHandler ? nil : bootstrapped
         }
         self.metricsInterval = metricsInterval
-        self.outstanding = Dictionary(
-            uniqueKeysWithValues: pipeline.nodes.filter { $0.stage.kind == .source }.map {
-                ($0.name, OutstandingBatches())
-            })
     }
+
+    /// Slots for `nodes` of `pipeline`, wired to each other; their routes
+    /// leave out consumers outside `nodes` (the caller adds those).
+    private static func makeSlots(for nodes: [Pipeline.Node], in pipeline: Pipeline) -> [String: StageSlot] {
+        var inputs: [String: BoundedChannel<Batch>] = [:]
+        for node in nodes where node.stage.kind != .source {
+            inputs[node.name] = BoundedChannel(
+                capacity: pipeline.settings.edgeCapacity, producers: node.inputs.count)
+        }
+        var slots: [String: StageSlot] = [:]
+        for node in nodes {
+            let consumers = pipeline.consumers(of: node.name).compactMap { name in
+                inputs[name].map { (name: name, channel: $0) }
+            }
+            slots[node.name] = StageSlot(node: node, input: inputs[node.name], route: OutputRoute(consumers))
+        }
+        return slots
+    }
+
+    /// The settings of the pipeline running now (the last reload's).
+    public var settings: PipelineSettings { topology.withLock { $0.pipeline.settings } }
 
     /// Starts a graceful shutdown: sources stop reading, in-flight records
     /// drain to the sinks, and ``run()`` returns once they are acknowledged
@@ -171,54 +202,60 @@ public final class PipelineRunner: Sendable {
         stopSignal.stop()
     }
 
+    private var phase: PipelinePhase {
+        started.withLock { $0 } == nil
+            ? .notStarted
+            : ended.load(ordering: .acquiring) ? .ended : stopSignal.isStopped ? .stopping : .running
+    }
+
     /// The current counters.
     public func progress() -> PipelineProgress {
         let start = started.withLock { $0 }
-        let stages = self.stages.withLock { $0 }
-        let phase: PipelinePhase =
-            start == nil
-            ? .notStarted
-            : ended.load(ordering: .acquiring) ? .ended : stopSignal.isStopped ? .stopping : .running
+        let (pipeline, slots) = topology.withLock { topology in
+            (
+                topology.pipeline,
+                topology.pipeline.nodes.compactMap { topology.slots[$0.name] }
+                    + topology.draining.filter { $0.stageState != .finished }
+            )
+        }
+        let reloads = reloadCounts.withLock { $0 }
         return PipelineProgress(
             phase: phase,
             elapsed: start.map { ContinuousClock.now - $0 } ?? .zero,
             emitted: ledger.emitted,
             acknowledged: ledger.acknowledged,
-            stages: pipeline.nodes.map { node in
-                let metrics = self.metrics[node.name]!
-                let stage = stages[node.name]
+            stages: slots.map { slot in
+                let metrics = slot.metrics
                 let waitingFor = metrics.waitingFor
-                let unacknowledged = self.outstanding[node.name]?.snapshot
-                var state = stage?.state ?? .starting
+                let unacknowledged = slot.outstanding?.snapshot
+                var state = slot.stageState
                 if state == .running, waitingFor != nil { state = .waiting }
                 return StageProgress(
-                    name: node.name,
-                    kind: node.stage.kind,
+                    name: slot.name,
+                    kind: slot.kind,
                     recordsIn: metrics.recordsIn.load(ordering: .relaxed),
                     recordsOut: metrics.recordsOut.load(ordering: .relaxed),
                     counters: metrics.namedCounters,
                     waitingFor: waitingFor,
                     state: state,
                     recordsDelivered: metrics.recordsDelivered.load(ordering: .relaxed),
-                    queuedBatches: stage?.input?.bufferedCount ?? 0,
-                    inputCapacity: stage?.input == nil ? 0 : pipeline.settings.edgeCapacity,
+                    queuedBatches: slot.input?.bufferedCount ?? 0,
+                    inputCapacity: slot.input == nil ? 0 : pipeline.settings.edgeCapacity,
                     unacknowledgedRecords: unacknowledged?.records ?? 0,
                     oldestUnacknowledgedAge: unacknowledged?.oldest.map { ContinuousClock.now - $0 },
                     gauges: metrics.namedGauges,
                     bytesIn: metrics.bytesIn.load(ordering: .relaxed),
                     bytesOut: metrics.bytesOut.load(ordering: .relaxed)
                 )
-            }
+            },
+            reloads: reloads.applied,
+            failedReloads: reloads.failed
         )
     }
 
     /// Returns once ``run()`` started every stage (at once if it did).
     public func waitUntilStarted() async {
         await startedSignal.wait()
-    }
-
-    private func setState(_ state: StageState, of name: String) {
-        stages.withLock { $0[name]?.state = state }
     }
 
     /// Runs the pipeline to its end.
@@ -228,23 +265,18 @@ public final class PipelineRunner: Sendable {
     /// - Throws: ``PipelineError/invalidGraph(_:)`` before anything starts, or
     ///   ``PipelineError/alreadyStarted`` if this runner ran before.
     public func run() async throws -> RunSummary {
+        let (pipeline, initialSlots) = topology.withLock { ($0.pipeline, $0.slots) }
         try pipeline.validate()
         let alreadyStarted = started.withLock { start in
             defer { start = start ?? .now }
             return start != nil
         }
         if alreadyStarted { throw PipelineError.alreadyStarted }
-        let settings = pipeline.settings
-        let locks = try lockStateDirectories(settings.dataDirectory)
-        defer { for lock in locks { lock.release() } }
+        try lockStateDirectories(of: pipeline.nodes, dataDirectory: pipeline.settings.dataDirectory)
+        defer {
+            for lock in locks.withLock({ $0.values }) { lock.release() }
+        }
         let hostname = Host.name
-        var inputs: [String: BoundedChannel<Batch>] = [:]
-        for node in pipeline.nodes where node.stage.kind != .source {
-            inputs[node.name] = BoundedChannel(capacity: settings.edgeCapacity, producers: node.inputs.count)
-        }
-        stages.withLock { stages in
-            for (name, channel) in inputs { stages[name]?.input = channel }
-        }
         let timedOut = Atomic<Bool>(false)
         var failure: PipelineError?
         let reporter = metricsFactory.map { factory in
@@ -261,25 +293,11 @@ public final class PipelineRunner: Sendable {
 
         await withTaskGroup(of: Outcome.self) { group in
             for node in pipeline.nodes {
-                var stageLogger = logger
-                stageLogger[metadataKey: "stage"] = "\(node.name)"
-                let context = StageContext(
-                    name: node.name,
-                    logger: stageLogger,
-                    metrics: metrics[node.name]!,
-                    dataDirectory: settings.dataDirectory,
-                    hostname: hostname
-                )
-                let output = BatchOutput(
-                    channels: pipeline.consumers(of: node.name).map { inputs[$0]! },
-                    metrics: context.metrics
-                )
-                let input = inputs[node.name].map { BatchInput(channel: $0, metrics: context.metrics) }
-                group.addTask {
-                    await self.runNode(node, context: context, input: input, output: output)
-                }
+                let slot = initialSlots[node.name]!
+                group.addTask { await self.runSlot(slot, hostname: hostname) }
             }
-            group.addTask { await self.watchdog(timeout: settings.shutdownTimeout) }
+            group.addTask { await self.watchdog() }
+            group.addTask { await self.nextSpawn() }
             startedSignal.stop()
 
             var running = pipeline.nodes.count
@@ -302,6 +320,13 @@ public final class PipelineRunner: Sendable {
                     group.cancelAll()
                 case .watchdogEnded:
                     break
+                case .spawn(let slots):
+                    guard !Task.isCancelled else { break }
+                    running += slots.count
+                    for slot in slots {
+                        group.addTask { await self.runSlot(slot, hostname: hostname) }
+                    }
+                    group.addTask { await self.nextSpawn() }
                 }
             }
         }
@@ -324,12 +349,19 @@ public final class PipelineRunner: Sendable {
         return RunSummary(progress: progress(), timedOut: timedOut.load(ordering: .relaxed), failure: failure)
     }
 
-    /// Locks the state directory of every stage that keeps state, before
-    /// any stage starts: a second process on the same state fails here with
-    /// the holder's name instead of overwriting checkpoints or ledgers.
-    private func lockStateDirectories(_ dataDirectory: String) throws -> [StateLock] {
-        var locks: [StateLock] = []
-        for node in pipeline.nodes {
+    private func nextSpawn() async -> Outcome {
+        guard let slots = await spawns.receive() else { return .watchdogEnded }
+        return .spawn(slots)
+    }
+
+    /// Locks the state directory of every stage of `nodes` that keeps state
+    /// and holds none yet, before it starts: a second process on the same
+    /// state fails here with the holder's name instead of overwriting
+    /// checkpoints or ledgers. On failure, the locks it took are released.
+    private func lockStateDirectories(of nodes: [Pipeline.Node], dataDirectory: String) throws {
+        var taken: [String: StateLock] = [:]
+        let held = Set(locks.withLock { $0.keys })
+        for node in nodes where !held.contains(node.name) {
             let stateful: (any StatefulStage)? =
                 switch node.stage {
                 case .source(let source): source as? any StatefulStage
@@ -338,25 +370,55 @@ public final class PipelineRunner: Sendable {
                 }
             guard let stateful, stateful.keepsState else { continue }
             do {
-                locks.append(try StateLock.acquire(dataDirectory: dataDirectory, stage: node.name))
+                taken[node.name] = try StateLock.acquire(dataDirectory: dataDirectory, stage: node.name)
             } catch {
-                for lock in locks { lock.release() }
+                for lock in taken.values { lock.release() }
                 throw PipelineError.stateUnavailable(stage: node.name, reason: "\(error)")
             }
         }
-        return locks
+        locks.withLock { $0.merge(taken) { first, _ in first } }
     }
 
-    private func runNode(_ node: Pipeline.Node, context: StageContext, input: BatchInput?, output: BatchOutput) async
-        -> Outcome
-    {
-        defer {
-            output.finish()
-            // A stage that returned stops receiving: wake its producers with an
-            // error instead of leaving them suspended on a full channel.
-            input?.channel.close()
+    /// Runs the slot's instances one after the other (a reload swaps them)
+    /// until one returns with no replacement asked for, then lets go of the
+    /// slot's consumers and input.
+    private func runSlot(_ slot: StageSlot, hostname: String) async -> Outcome {
+        var outcome: Outcome
+        while true {
+            let instance = slot.currentInstance()
+            outcome = await runInstance(instance, of: slot, hostname: hostname)
+            var failed = false
+            if case .stageFailed = outcome { failed = true }
+            // A cancelled run (the shutdown deadline) starts nothing new.
+            guard slot.instanceReturned(failed: failed, mayContinue: !Task.isCancelled) else { break }
         }
-        setState(.running, of: node.name)
+        slot.route.finishAll()
+        // A stage that returned stops receiving: wake its producers with an
+        // error instead of leaving them suspended on a full channel.
+        slot.input?.close()
+        if slot.isRemoved {
+            let lock = locks.withLock { $0.removeValue(forKey: slot.name) }
+            lock?.release()
+            topology.withLock { $0.draining.removeAll { $0 === slot } }
+        }
+        return outcome
+    }
+
+    private func runInstance(
+        _ instance: (node: Pipeline.Node, stop: StopSignal, generation: UInt64?), of slot: StageSlot,
+        hostname: String
+    ) async -> Outcome {
+        let node = instance.node
+        var stageLogger = logger
+        stageLogger[metadataKey: "stage"] = "\(node.name)"
+        let context = StageContext(
+            name: node.name,
+            logger: stageLogger,
+            metrics: slot.metrics,
+            dataDirectory: settings.dataDirectory,
+            hostname: hostname
+        )
+        let output = BatchOutput(route: slot.route, metrics: slot.metrics)
         do {
             switch node.stage {
             case .source(let source):
@@ -367,30 +429,29 @@ public final class PipelineRunner: Sendable {
                 }
                 try await source.run(
                     SourceContext(
-                        stage: context, output: output, stopSignal: stopSignal, ledger: ledger,
-                        outstanding: outstanding[node.name]!, latency: latency)
+                        stage: context, output: output, stopSignal: stopSignal, instanceStop: instance.stop,
+                        ledger: ledger, outstanding: slot.outstanding!, latency: latency)
                 )
             case .transform(let transform):
-                try await transform.run(input: input!, output: output, context: context)
+                let input = BatchInput(channel: slot.input!, metrics: slot.metrics, generation: instance.generation)
+                try await transform.run(input: input, output: output, context: context)
             case .sink(let sink):
-                try await sink.run(input: input!, context: context)
+                let input = BatchInput(channel: slot.input!, metrics: slot.metrics, generation: instance.generation)
+                try await sink.run(input: input, context: context)
             }
-            setState(.finished, of: node.name)
             return .stageFinished
         } catch {
             if Task.isCancelled, error is CancellationError || error is ChannelClosedError {
-                setState(.finished, of: node.name)
                 return .stageFinished
             }
-            setState(.failed, of: node.name)
             return .stageFailed(node.name, error)
         }
     }
 
-    private func watchdog(timeout: Duration) async -> Outcome {
+    private func watchdog() async -> Outcome {
         await stopSignal.wait()
         if Task.isCancelled { return .watchdogEnded }
-        let deadline = ContinuousClock.now + timeout
+        let deadline = ContinuousClock.now + settings.shutdownTimeout
         while ContinuousClock.now < deadline {
             if abort.load(ordering: .acquiring) { return .deadline }
             do {
@@ -400,6 +461,117 @@ public final class PipelineRunner: Sendable {
             }
         }
         return .deadline
+    }
+
+    // MARK: Reload
+
+    /// Counts a reload that failed before it reached ``reload(to:)`` (the
+    /// new pipeline file did not load), for ``PipelineProgress/failedReloads``.
+    public func countFailedReload() {
+        reloadCounts.withLock { $0.failed += 1 }
+    }
+
+    /// Replaces the running graph with `pipeline`, stage by stage.
+    ///
+    /// Stages whose name, type and configuration are the same keep running
+    /// with their connections, checkpoints and in-flight records. A stage
+    /// whose options changed is drained and swapped: the old instance
+    /// finishes what it holds and returns (a source once its records are
+    /// acknowledged), then the new one takes over its input and output, so
+    /// no record is lost, duplicated or reordered. Added stages start;
+    /// removed ones drain and stop. Settings apply where they can
+    /// (`shutdown_timeout`, `api.max_unacknowledged_age`); the report names
+    /// those that wait for a restart. Returns once the swapped and removed
+    /// stages finished draining, or after `shutdown_timeout` (the report
+    /// then names those still draining).
+    ///
+    /// - Throws: ``ReloadError``; the running pipeline is unchanged then.
+    @discardableResult
+    public func reload(to pipeline: Pipeline) async throws -> ReloadReport {
+        do {
+            let report = try await applyReload(pipeline)
+            reloadCounts.withLock { $0.applied += 1 }
+            logger.notice("reloaded the pipeline: \(report)")
+            return report
+        } catch {
+            countFailedReload()
+            throw error
+        }
+    }
+
+    private func applyReload(_ new: Pipeline) async throws -> ReloadReport {
+        guard phase == .running else { throw ReloadError.notRunning(phase) }
+        guard !reloading.exchange(true, ordering: .acquiring) else { throw ReloadError.inProgress }
+        defer { reloading.store(false, ordering: .releasing) }
+        do {
+            try new.validate()
+        } catch PipelineError.invalidGraph(let problems) {
+            throw ReloadError.rejected(problems)
+        }
+        let old = topology.withLock { $0.pipeline }
+        let plan = ReloadPlan(from: old, to: new)
+        guard plan.problems.isEmpty else { throw ReloadError.rejected(plan.problems) }
+
+        let addedNodes = new.nodes.filter { plan.added.contains($0.name) }
+        do {
+            try lockStateDirectories(of: addedNodes, dataDirectory: new.settings.dataDirectory)
+        } catch {
+            throw ReloadError.rejected(["\(error)"])
+        }
+
+        // 1. New slots, wired among themselves; the new graph becomes current.
+        let addedSlots = Self.makeSlots(for: addedNodes, in: new)
+        let slots: [String: StageSlot] = topology.withLock { topology in
+            for name in plan.removed {
+                if let slot = topology.slots.removeValue(forKey: name) { topology.draining.append(slot) }
+            }
+            topology.slots.merge(addedSlots) { first, _ in first }
+            topology.pipeline = new
+            return topology.slots.merging(
+                topology.draining.map { ($0.name, $0) }, uniquingKeysWith: { current, _ in current })
+        }
+        // 2. Edges into existing consumers from new stages, and every edge
+        //    new to an existing producer.
+        for (name, slot) in addedSlots {
+            for consumer in new.consumers(of: name) where addedSlots[consumer] == nil {
+                guard let channel = slots[consumer]?.input else { continue }
+                channel.addProducer()
+                slot.route.add(consumer, channel)
+            }
+        }
+        for edge in plan.edgesAdded {
+            guard let producer = slots[edge.producer], let channel = slots[edge.consumer]?.input else { continue }
+            if addedSlots[edge.consumer] == nil { channel.addProducer() }
+            producer.route.add(edge.consumer, channel)
+        }
+        // 3. Start the new stages; drain the changed and removed ones.
+        if !addedSlots.isEmpty {
+            try? await spawns.send(new.nodes.compactMap { addedSlots[$0.name] })
+        }
+        var drained: [(String, StopSignal)] = []
+        for name in plan.changed {
+            guard let slot = slots[name], let node = new.node(named: name) else { continue }
+            drained.append((name, slot.replace(with: node)))
+        }
+        for name in plan.removed {
+            guard let slot = slots[name] else { continue }
+            drained.append((name, slot.remove()))
+        }
+        // 4. Edges that go: no more sends, then one producer fewer.
+        for edge in plan.edgesRemoved {
+            guard let producer = slots[edge.producer], let channel = await producer.route.remove(edge.consumer)
+            else { continue }
+            channel.finishProducer()
+        }
+        // 5. Wait for the drains, up to the shutdown timeout.
+        let deadline = ContinuousClock.now + new.settings.shutdownTimeout
+        var stillDraining: [String] = []
+        for (name, ended) in drained {
+            if !(await ended.wait(until: deadline)) { stillDraining.append(name) }
+        }
+        return ReloadReport(
+            added: plan.added, removed: plan.removed, changed: plan.changed, unchanged: plan.unchanged,
+            stillDraining: stillDraining, notes: plan.notes)
     }
 }
 

@@ -10,6 +10,8 @@ public struct SourceContext: Sendable {
     public let stage: StageContext
     let output: BatchOutput
     let stopSignal: StopSignal
+    /// Stops this instance alone (a reload that swaps or removes the source).
+    let instanceStop: StopSignal?
     let ledger: DeliveryCounters
     /// This source's batches not fully acknowledged (for the oldest one's age).
     let outstanding: OutstandingBatches
@@ -24,11 +26,20 @@ public struct SourceContext: Sendable {
     public var metrics: StageMetrics { stage.metrics }
 
     /// True once the pipeline is shutting down; return from `run` soon after.
-    public var isStopping: Bool { stopSignal.isStopped }
+    /// Also true when a reload replaces or removes this source: it returns
+    /// the same way, after its records are acknowledged.
+    public var isStopping: Bool { stopSignal.isStopped || instanceStop?.isStopped == true }
 
-    /// Suspends until the pipeline starts shutting down (or the task is cancelled).
+    /// Suspends until the pipeline starts shutting down, or a reload stops
+    /// this source (or the task is cancelled).
     public func waitForStop() async {
-        await stopSignal.wait()
+        guard let instanceStop else { return await stopSignal.wait() }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.stopSignal.wait() }
+            group.addTask { await instanceStop.wait() }
+            await group.next()
+            group.cancelAll()
+        }
     }
 
     /// Emits records as one batch, suspending while downstream is full.
@@ -89,6 +100,23 @@ final class StopSignal: Sendable {
         }
         flag.store(true, ordering: .releasing)
         for waiter in waiters { waiter.resume() }
+    }
+
+    /// Waits until the signal fires or `deadline` passes: true if it fired.
+    func wait(until deadline: ContinuousClock.Instant) async -> Bool {
+        await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                await self.wait()
+                return true
+            }
+            group.addTask {
+                try? await Task.sleep(until: deadline)
+                return false
+            }
+            _ = await group.next()
+            group.cancelAll()
+            return self.isStopped
+        }
     }
 
     func wait() async {

@@ -1,4 +1,5 @@
 import Logging
+import Synchronization
 
 /// The three roles a stage can play in a pipeline graph.
 public enum StageKind: String, Sendable, Hashable, CaseIterable {
@@ -95,14 +96,24 @@ public struct BatchInput: AsyncSequence, Sendable {
     public typealias Element = Batch
     let channel: BoundedChannel<Batch>
     let metrics: StageMetrics
+    /// The consumer generation this stage instance receives as (a reload
+    /// that swaps the stage ends this input without closing the channel).
+    let generation: UInt64?
+
+    init(channel: BoundedChannel<Batch>, metrics: StageMetrics, generation: UInt64? = nil) {
+        self.channel = channel
+        self.metrics = metrics
+        self.generation = generation
+    }
 
     /// Iterates over incoming batches.
     public struct AsyncIterator: AsyncIteratorProtocol {
         let channel: BoundedChannel<Batch>
         let metrics: StageMetrics
+        let generation: UInt64?
 
         public mutating func next() async -> Batch? {
-            guard let batch = await channel.receive() else { return nil }
+            guard let batch = await channel.receive(generation: generation) else { return nil }
             metrics.recordsIn.add(batch.count, ordering: .relaxed)
             metrics.bytesIn.add(batch.byteCount, ordering: .relaxed)
             return batch
@@ -110,14 +121,14 @@ public struct BatchInput: AsyncSequence, Sendable {
     }
 
     public func makeAsyncIterator() -> AsyncIterator {
-        AsyncIterator(channel: channel, metrics: metrics)
+        AsyncIterator(channel: channel, metrics: metrics, generation: generation)
     }
 
     /// The next batch if one is already waiting, without suspending: lets a
     /// sink whose cost is per write (an fsync) take what queued up meanwhile
     /// and write it in one go.
     public func nextIfReady() -> Batch? {
-        guard let batch = channel.tryReceive() else { return nil }
+        guard let batch = channel.tryReceive(generation: generation) else { return nil }
         metrics.recordsIn.add(batch.count, ordering: .relaxed)
         metrics.bytesIn.add(batch.byteCount, ordering: .relaxed)
         return batch
@@ -130,14 +141,25 @@ public struct BatchInput: AsyncSequence, Sendable {
 /// record is done only when every branch acknowledged it. `send` waits while
 /// any downstream input is full.
 public struct BatchOutput: Sendable {
-    let channels: [BoundedChannel<Batch>]
+    let route: OutputRoute
     let metrics: StageMetrics
+
+    init(route: OutputRoute, metrics: StageMetrics) {
+        self.route = route
+        self.metrics = metrics
+    }
+
+    init(channels: [BoundedChannel<Batch>], metrics: StageMetrics) {
+        self.init(route: OutputRoute(channels.enumerated().map { ("\($0.offset)", $0.element) }), metrics: metrics)
+    }
 
     /// Sends `batch` to every downstream stage, suspending while any is full.
     public func send(_ batch: Batch) async throws {
         guard !batch.isEmpty else { return }
         metrics.recordsOut.add(batch.count, ordering: .relaxed)
         metrics.bytesOut.add(batch.byteCount, ordering: .relaxed)
+        let (channels, ticket) = route.beginSend()
+        defer { route.endSend(ticket) }
         if channels.isEmpty {
             // Nobody listens (allowed with a warning): the records are done.
             batch.acknowledge(.dropped)
@@ -150,6 +172,81 @@ public struct BatchOutput: Sendable {
     }
 
     func finish() {
+        route.finishAll()
+    }
+}
+
+/// The inputs a stage's output goes to, by consumer name. A reload adds and
+/// removes consumers between sends: a removed consumer's channel is let go
+/// only once no send that could still reach it is in flight.
+final class OutputRoute: Sendable {
+    private struct State {
+        var consumers: [(name: String, channel: BoundedChannel<Batch>)]
+        var channels: [BoundedChannel<Batch>]
+        /// Bumped by each removal; sends in flight per epoch they began in.
+        var epoch: UInt64 = 0
+        var inFlight: [UInt64: Int] = [:]
+    }
+
+    private let state: Mutex<State>
+
+    init(_ consumers: [(name: String, channel: BoundedChannel<Batch>)]) {
+        state = Mutex(State(consumers: consumers, channels: consumers.map(\.channel)))
+    }
+
+    /// The consumers' names.
+    var consumerNames: [String] { state.withLock { $0.consumers.map(\.name) } }
+
+    func beginSend() -> ([BoundedChannel<Batch>], UInt64) {
+        state.withLock { state in
+            state.inFlight[state.epoch, default: 0] += 1
+            return (state.channels, state.epoch)
+        }
+    }
+
+    func endSend(_ epoch: UInt64) {
+        state.withLock { state in
+            state.inFlight[epoch, default: 1] -= 1
+            if state.inFlight[epoch] == 0 { state.inFlight[epoch] = nil }
+        }
+    }
+
+    /// Sends from now on go to `channel` too.
+    func add(_ name: String, _ channel: BoundedChannel<Batch>) {
+        state.withLock { state in
+            state.consumers.append((name, channel))
+            state.channels.append(channel)
+        }
+    }
+
+    /// Sends from now on skip `name`; returns its channel once no send
+    /// begun before is still in flight (so the caller may finish it as a
+    /// producer without a batch arriving after).
+    func remove(_ name: String) async -> BoundedChannel<Batch>? {
+        let (removed, epoch): (BoundedChannel<Batch>?, UInt64) = state.withLock { state in
+            guard let index = state.consumers.firstIndex(where: { $0.name == name }) else { return (nil, 0) }
+            let removed = state.consumers.remove(at: index).channel
+            state.channels = state.consumers.map(\.channel)
+            state.epoch += 1
+            return (removed, state.epoch)
+        }
+        guard let removed else { return nil }
+        // Reloads are rare; a short poll keeps the send path lock-light.
+        while state.withLock({ state in state.inFlight.keys.contains { $0 < epoch } }) {
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        return removed
+    }
+
+    /// The stage ended: every consumer loses this producer.
+    func finishAll() {
+        let channels = state.withLock { state in
+            defer {
+                state.consumers = []
+                state.channels = []
+            }
+            return state.channels
+        }
         for channel in channels { channel.finishProducer() }
     }
 }

@@ -64,4 +64,12 @@ public final class StageMetrics: Sendable {
         }
         return values
     }
+
+    /// Forgets the gauges and what the stage waited for: a reload replaced
+    /// the stage, and the new instance publishes its own.
+    func resetForNewInstance() {
+        gauges.withLock { $0 = [:] }
+        observed.withLock { $0 = [:] }
+        waitingFor = nil
+    }
 }
