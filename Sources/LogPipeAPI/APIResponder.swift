@@ -21,32 +21,56 @@ public struct APIResponder: Sendable {
 
     let progress: @Sendable () -> PipelineProgress
     let registry: PrometheusCollectorRegistry
-    let maxUnacknowledgedAge: Duration
+    let maxUnacknowledgedAge: @Sendable () -> Duration
+    let reload: ReloadHandler?
+
+    /// What `POST /reload` runs: re-read the pipeline's configuration and
+    /// apply it (``PipelineRunner/reload(to:)``).
+    public typealias ReloadHandler = @Sendable () async -> ReloadOutcome
+
+    /// What a reload came to, for `POST /reload`'s answer.
+    public enum ReloadOutcome: Sendable, Equatable {
+        /// Applied: what changed.
+        case applied(ReloadReport)
+        /// The new configuration has errors (each one said); nothing changed.
+        case invalid([String])
+        /// The runner refused it; nothing changed.
+        case refused(ReloadError)
+    }
 
     /// Answers for the pipeline `runner` runs, with metrics from `registry`
     /// (the one the `PrometheusMetricsFactory` given to the runner writes
     /// to); `/ready` is 503 while a source's oldest unacknowledged record is
-    /// older than `maxUnacknowledgedAge`.
-    public init(runner: PipelineRunner, registry: PrometheusCollectorRegistry, maxUnacknowledgedAge: Duration) {
+    /// older than the runner's `api.max_unacknowledged_age` (as last
+    /// reloaded). With `reload`, `POST /reload` runs it.
+    public init(runner: PipelineRunner, registry: PrometheusCollectorRegistry, reload: ReloadHandler? = nil) {
         self.init(
-            progress: { runner.progress() }, registry: registry, maxUnacknowledgedAge: maxUnacknowledgedAge)
+            progress: { runner.progress() }, registry: registry,
+            maxUnacknowledgedAge: { runner.settings.maxUnacknowledgedAge }, reload: reload)
     }
 
     init(
         progress: @escaping @Sendable () -> PipelineProgress, registry: PrometheusCollectorRegistry,
-        maxUnacknowledgedAge: Duration = .seconds(60)
+        maxUnacknowledgedAge: @escaping @Sendable () -> Duration = { .seconds(60) }, reload: ReloadHandler? = nil
     ) {
         self.progress = progress
         self.registry = registry
         self.maxUnacknowledgedAge = maxUnacknowledgedAge
+        self.reload = reload
     }
 
     /// The answer to `method` `path` (a query string is ignored).
     public func respond(method: String, path: String) async -> Response {
         let route = path.split(separator: "?", maxSplits: 1).first.map(String.init) ?? path
-        let known = ["/metrics", "/health", "/ready"]
+        let known = ["/metrics", "/health", "/ready"] + (reload == nil ? [] : ["/reload"])
         guard known.contains(route) else {
             return Self.json(404, ["error": "no such endpoint '\(route)'; try \(known.joined(separator: ", "))"])
+        }
+        if route == "/reload" {
+            guard method == "POST", let reload else {
+                return Self.json(405, ["error": "/reload answers POST only (curl -X POST .../reload)"])
+            }
+            return Self.answer(await reload())
         }
         guard method == "GET" || method == "HEAD" else {
             return Self.json(405, ["error": "\(route) answers GET only"])
@@ -62,8 +86,46 @@ public struct APIResponder: Sendable {
             return Self.json(200, ["status": "alive", "phase": phase.rawValue])
         default:
             let snapshot = progress()
-            let verdict = Readiness(snapshot, maxUnacknowledgedAge: maxUnacknowledgedAge)
+            let verdict = Readiness(snapshot, maxUnacknowledgedAge: maxUnacknowledgedAge())
             return Self.json(verdict.isReady ? 200 : 503, ReadyBody(snapshot, verdict))
+        }
+    }
+
+    /// 200 with what changed; 422 when the file has errors or the change
+    /// cannot apply live; 409 while another reload runs; 503 when the
+    /// pipeline is not running.
+    static func answer(_ outcome: ReloadOutcome) -> Response {
+        struct Body: Encodable {
+            var status: String
+            var message: String? = nil
+            var errors: [String]? = nil
+            var changed: [String]? = nil
+            var added: [String]? = nil
+            var removed: [String]? = nil
+            var unchanged: [String]? = nil
+            var still_draining: [String]? = nil
+            var notes: [String]? = nil
+        }
+        switch outcome {
+        case .applied(let report):
+            return json(
+                200,
+                Body(
+                    status: "reloaded", changed: report.changed, added: report.added, removed: report.removed,
+                    unchanged: report.unchanged, still_draining: report.stillDraining, notes: report.notes))
+        case .invalid(let errors):
+            return json(422, Body(status: "rejected", message: "the pipeline keeps running unchanged", errors: errors))
+        case .refused(let error):
+            let status =
+                switch error {
+                case .inProgress: 409
+                case .notRunning: 503
+                case .rejected: 422
+                }
+            let errors: [String]
+            if case .rejected(let problems) = error { errors = problems } else { errors = ["\(error)"] }
+            return json(
+                status, Body(status: "rejected", message: "the pipeline keeps running unchanged", errors: errors))
         }
     }
 

@@ -52,7 +52,8 @@ public final class APIServer: Sendable {
             let shownHost = local.ipAddress.map { $0.contains(":") ? "[\($0)]" : $0 } ?? host
             return "\(shownHost):\(local.port ?? port)"
         }
-        logger.info("API listening on http://\(bound ?? address) (/metrics, /health, /ready)")
+        let endpoints = "/metrics, /health, /ready" + (responder.reload == nil ? "" : ", POST /reload")
+        logger.info("API listening on http://\(bound ?? address) (\(endpoints))")
         return APIServer(channel: channel, address: bound ?? address)
     }
 

@@ -83,15 +83,18 @@ struct RunCommand: AsyncParsableCommand {
             }
         }
 
-        let result = PipelineLoader(registry: .all()).load(file: file, overrides: overrides)
-        if json {
-            for diagnostic in result.diagnostics {
-                logger.log(level: diagnostic.severity == .error ? .error : .warning, "\(diagnostic)")
+        let showDiagnostics: @Sendable ([Diagnostic]) -> Void = { diagnostics in
+            if json {
+                for diagnostic in diagnostics {
+                    logger.log(level: diagnostic.severity == .error ? .error : .warning, "\(diagnostic)")
+                }
+            } else {
+                printDiagnostics(diagnostics)
             }
-        } else {
-            printDiagnostics(result.diagnostics)
         }
-        guard let pipeline = result.pipeline else {
+        let result = PipelineLoader(registry: .all()).load(file: file, overrides: overrides)
+        showDiagnostics(result.diagnostics)
+        guard var pipeline = result.pipeline else {
             say(.error, "\(file) has \(result.errors.count) error(s); nothing was started")
             throw ExitCode(ExitStatus.configurationError)
         }
@@ -100,6 +103,7 @@ struct RunCommand: AsyncParsableCommand {
         // registry it serves; it listens before the pipeline starts, so an
         // address in use stops the run before anything is read.
         let apiAddress = self.apiAddress ?? pipeline.settings.apiAddress
+        pipeline.settings.apiAddress = apiAddress
         let registry = PrometheusCollectorRegistry()
         if let apiAddress {
             do {
@@ -111,6 +115,13 @@ struct RunCommand: AsyncParsableCommand {
             MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         }
         let runner = PipelineRunner(pipeline: pipeline, logger: logger)
+        // Under systemd (Type=notify): READY once every stage started,
+        // STATUS with each status line, RELOADING while a reload applies,
+        // STOPPING when draining.
+        let notifier = SystemdNotifier()
+        let reloader = PipelineReloader(
+            file: file, overrides: overrides, apiAddress: apiAddress, runner: runner, logger: logger,
+            notifier: notifier, showDiagnostics: showDiagnostics)
         var server: APIServer?
         if let apiAddress {
             do {
@@ -118,15 +129,12 @@ struct RunCommand: AsyncParsableCommand {
                     address: apiAddress,
                     responder: APIResponder(
                         runner: runner, registry: registry,
-                        maxUnacknowledgedAge: pipeline.settings.maxUnacknowledgedAge), logger: logger)
+                        reload: { await reloader.reload(trigger: "POST /reload received") }), logger: logger)
             } catch {
                 say(.error, "\(error); nothing was started")
                 throw ExitCode(ExitStatus.configurationError)
             }
         }
-        // Under systemd (Type=notify): READY once every stage started,
-        // STATUS with each status line, STOPPING when draining.
-        let notifier = SystemdNotifier()
         let readiness = Task {
             guard notifier.isActive else { return }
             await runner.waitUntilStarted()
@@ -134,9 +142,7 @@ struct RunCommand: AsyncParsableCommand {
         }
         let signals = SignalHandling.install { signal, count in
             if signal == SIGHUP {
-                logger.notice(
-                    "SIGHUP received: reloading the pipeline file is not supported yet; the pipeline keeps running unchanged (restart to apply changes)"
-                )
+                Task { _ = await reloader.reload(trigger: "SIGHUP received") }
                 return
             }
             if count == 1 {
@@ -237,7 +243,7 @@ struct RunCommand: AsyncParsableCommand {
         if summary.timedOut || summary.progress.unacknowledged > 0 {
             say(
                 .error,
-                "shutdown deadline (\(Units.format(pipeline.settings.shutdownTimeout))) passed with \(summary.progress.unacknowledged) record(s) unacknowledged; they will be read again where the source can replay (raise shutdown_timeout or fix the stuck sink)"
+                "shutdown deadline (\(Units.format(runner.settings.shutdownTimeout))) passed with \(summary.progress.unacknowledged) record(s) unacknowledged; they will be read again where the source can replay (raise shutdown_timeout or fix the stuck sink)"
             )
             throw ExitCode(ExitStatus.shutdownTimedOut)
         }

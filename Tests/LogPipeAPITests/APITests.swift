@@ -103,6 +103,46 @@ func runPublishingMetrics(lines count: Int) async throws -> (PipelineRunner, Run
         #expect(missing.text.contains("no such endpoint '/reload'"))
         #expect(await responder.respond(method: "POST", path: "/ready").status == 405)
     }
+
+    @Test func reloadAnswersWhatChangedOrWhyNothingDid() async throws {
+        let outcome = Mutex<APIResponder.ReloadOutcome>(
+            .applied(
+                ReloadReport(
+                    added: [], removed: ["old"], changed: ["filter"], unchanged: ["tail"], stillDraining: [],
+                    notes: [])))
+        let calls = Atomic<Int>(0)
+        let responder = APIResponder(
+            progress: { snapshot([]) }, registry: PrometheusCollectorRegistry(),
+            reload: {
+                calls.add(1, ordering: .relaxed)
+                return outcome.withLock { $0 }
+            })
+        let applied = await responder.respond(method: "POST", path: "/reload")
+        #expect(applied.status == 200)
+        #expect(applied.text.contains(#""changed":["filter"]"#), "\(applied.text)")
+        #expect(applied.text.contains(#""removed":["old"]"#))
+        #expect(applied.text.contains(#""status":"reloaded""#))
+
+        outcome.withLock { $0 = .invalid(["p.yaml:3:5: error: unknown option 'paht'"]) }
+        let invalid = await responder.respond(method: "POST", path: "/reload")
+        #expect(invalid.status == 422)
+        #expect(invalid.text.contains("unknown option 'paht'"))
+        #expect(invalid.text.contains("keeps running unchanged"))
+
+        outcome.withLock { $0 = .refused(.inProgress) }
+        #expect(await responder.respond(method: "POST", path: "/reload").status == 409)
+        outcome.withLock { $0 = .refused(.notRunning(.stopping)) }
+        #expect(await responder.respond(method: "POST", path: "/reload").status == 503)
+
+        // Reading it changes nothing.
+        let get = await responder.respond(method: "GET", path: "/reload")
+        #expect(get.status == 405)
+        #expect(get.text.contains("POST"))
+        #expect(calls.load(ordering: .relaxed) == 4)
+        let unknown = await responder.respond(method: "POST", path: "/reolad")
+        #expect(unknown.status == 404)
+        #expect(unknown.text.contains("/reload"))
+    }
 }
 
 @Suite struct PipelineMetricsTests {
@@ -121,6 +161,7 @@ func runPublishingMetrics(lines count: Int) async throws -> (PipelineRunner, Run
         #expect(text.contains("logpipe_records_unacknowledged 0"))
         #expect(text.contains(#"logpipe_stage_up{stage="out"} 0"#))  // finished
         #expect(text.contains(#"logpipe_edge_fill_ratio{stage="out"} 0"#))
+        #expect(text.contains(#"logpipe_reloads_total{result="failed"} 0"#))
         #expect(runner.progress().phase == .ended)
     }
 

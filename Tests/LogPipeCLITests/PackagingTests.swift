@@ -58,8 +58,8 @@ import Testing
     }
 
     /// Started with `NOTIFY_SOCKET` (as systemd does for Type=notify), the
-    /// run says READY=1 once its stages started and STOPPING=1 when SIGTERM
-    /// makes it drain.
+    /// run says READY=1 once its stages started, RELOADING=1 then READY=1 on
+    /// SIGHUP, and STOPPING=1 when SIGTERM makes it drain.
     @Test func notifiesSystemdWhenReadyAndWhenStopping() async throws {
         let directory = try makeTemporaryDirectory()
         let socketPath = directory + "/notify.sock"
@@ -80,6 +80,11 @@ import Testing
         let ready = try #require(await listener.next { $0.contains("READY=1") }, "\(running.stderr)")
         #expect(ready.contains("STATUS=running"))
         #expect(await listener.next { $0.hasPrefix("STATUS=") && $0.contains("demo[out=") } != nil)
+        // A reload: RELOADING=1 with the monotonic time systemd asks for, then READY=1 again.
+        running.signal(SIGHUP)
+        let reloading = try #require(await listener.next { $0.contains("RELOADING=1") })
+        #expect(reloading.contains("MONOTONIC_USEC="))
+        #expect(await listener.next { $0.contains("READY=1") } != nil)
         running.signal(SIGTERM)
         #expect(await listener.next { $0.contains("STOPPING=1") } != nil)
         let result = try await running.wait()

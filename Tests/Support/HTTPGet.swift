@@ -9,6 +9,11 @@ import Foundation
 /// A blocking HTTP/1.1 GET for tests of the API endpoint: returns the
 /// status and the body, or nil when nothing listens (or no full answer came).
 public func httpGet(_ address: String, _ path: String) -> (status: Int, body: String)? {
+    httpRequest("GET", address, path)
+}
+
+/// A blocking HTTP/1.1 request without a body (`POST /reload`); as ``httpGet(_:_:)``.
+public func httpRequest(_ method: String, _ address: String, _ path: String) -> (status: Int, body: String)? {
     guard let colon = address.lastIndex(of: ":"), let port = UInt16(address[address.index(after: colon)...]) else {
         return nil
     }
@@ -16,7 +21,7 @@ public func httpGet(_ address: String, _ path: String) -> (status: Int, body: St
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { return nil }
     defer { close(fd) }
-    var timeout = timeval(tv_sec: 30, tv_usec: 0)
+    var timeout = timeval(tv_sec: 120, tv_usec: 0)  // a reload may wait for a drain
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     var socketAddress = sockaddr_in()
     socketAddress.sin_family = sa_family_t(AF_INET)
@@ -28,7 +33,8 @@ public func httpGet(_ address: String, _ path: String) -> (status: Int, body: St
         }
     }
     guard connected == 0 else { return nil }
-    let request = Array("GET \(path) HTTP/1.1\r\nHost: \(address)\r\nConnection: close\r\n\r\n".utf8)
+    let request = Array(
+        "\(method) \(path) HTTP/1.1\r\nHost: \(address)\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".utf8)
     guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == request.count else { return nil }
     var response: [UInt8] = []
     var chunk = [UInt8](repeating: 0, count: 65536)

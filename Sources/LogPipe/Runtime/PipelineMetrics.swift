@@ -20,6 +20,7 @@ import LogPipeBase
 /// | `logpipe_edge_fill_ratio` | gauge | `stage` (queued ÷ capacity) |
 /// | `logpipe_stage_up` | gauge | `stage` (1 running, 0 waiting, finished or failed) |
 /// | `logpipe_uptime_seconds` | gauge | |
+/// | `logpipe_reloads_total` | counter | `result` (`applied`, `failed`) |
 /// | `logpipe_source_unacknowledged_records` | gauge | `stage` (sources) |
 /// | `logpipe_source_oldest_unacknowledged_age_seconds` | gauge | `stage` (sources; 0 when none waits) |
 /// | `logpipe_delivery_latency_seconds` | histogram | `stage` (sources: emitted to acknowledged, per batch) |
@@ -28,6 +29,9 @@ struct PipelineMetrics: Sendable {
     private let factory: any MetricsFactory
     private var counters: [String: (counter: Counter, last: Int)] = [:]
     private var gauges: [String: Gauge] = [:]
+    /// The stages of the last snapshot, to zero the gauges of those a
+    /// reload removed.
+    private var stagesSeen: [String: StageKind] = [:]
 
     init(factory: any MetricsFactory) {
         self.factory = factory
@@ -64,6 +68,20 @@ struct PipelineMetrics: Sendable {
                 set("logpipe_" + gauge, [("stage", name)], to: value)
             }
         }
+        let current = Dictionary(progress.stages.map { ($0.name, $0.kind) }, uniquingKeysWith: { first, _ in first })
+        for (name, kind) in stagesSeen where current[name] == nil {
+            set("logpipe_stage_up", [("stage", name)], to: 0)
+            if kind == .source {
+                set("logpipe_source_unacknowledged_records", [("stage", name)], to: 0)
+                set("logpipe_source_oldest_unacknowledged_age_seconds", [("stage", name)], to: 0)
+            } else {
+                set("logpipe_edge_queued_batches", [("stage", name)], to: 0)
+                set("logpipe_edge_fill_ratio", [("stage", name)], to: 0)
+            }
+        }
+        stagesSeen = current
+        count("logpipe_reloads_total", [("result", "applied")], to: progress.reloads)
+        count("logpipe_reloads_total", [("result", "failed")], to: progress.failedReloads)
         count("logpipe_records_emitted_total", [], to: progress.emitted)
         count("logpipe_records_acknowledged_total", [], to: progress.acknowledged)
         set("logpipe_records_unacknowledged", [], to: Double(progress.unacknowledged))

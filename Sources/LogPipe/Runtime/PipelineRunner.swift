@@ -487,7 +487,7 @@ public final class PipelineRunner: Sendable {
     ///
     /// - Throws: ``ReloadError``; the running pipeline is unchanged then.
     @discardableResult
-    public func reload(to pipeline: Pipeline) async throws -> ReloadReport {
+    public func reload(to pipeline: Pipeline) async throws(ReloadError) -> ReloadReport {
         do {
             let report = try await applyReload(pipeline)
             reloadCounts.withLock { $0.applied += 1 }
@@ -499,7 +499,7 @@ public final class PipelineRunner: Sendable {
         }
     }
 
-    private func applyReload(_ new: Pipeline) async throws -> ReloadReport {
+    private func applyReload(_ new: Pipeline) async throws(ReloadError) -> ReloadReport {
         guard phase == .running else { throw ReloadError.notRunning(phase) }
         guard !reloading.exchange(true, ordering: .acquiring) else { throw ReloadError.inProgress }
         defer { reloading.store(false, ordering: .releasing) }
@@ -507,6 +507,8 @@ public final class PipelineRunner: Sendable {
             try new.validate()
         } catch PipelineError.invalidGraph(let problems) {
             throw ReloadError.rejected(problems)
+        } catch {
+            throw ReloadError.rejected(["\(error)"])
         }
         let old = topology.withLock { $0.pipeline }
         let plan = ReloadPlan(from: old, to: new)
