@@ -145,9 +145,19 @@ enum NATSStageOptions {
     static func connectLoggingEvents(_ options: NATSOptions, context: StageContext) async throws -> (
         NATSConnection, Task<Void, Never>
     ) {
-        let connection = try await NATSConnection.connect(options, logger: context.logger)
-        let logger = context.logger
         let metrics = context.metrics
+        // Not ready (/ready, the status line) until the first connection is up.
+        let connecting = "a NATS connection: connecting"
+        metrics.waitingFor = connecting
+        let connection: NATSConnection
+        do {
+            connection = try await NATSConnection.connect(options, logger: context.logger)
+        } catch {
+            metrics.waitingFor = nil
+            throw error
+        }
+        if metrics.waitingFor == connecting { metrics.waitingFor = nil }
+        let logger = context.logger
         let reconnecting = "a NATS connection: reconnecting"
         metrics.observe("nats_connected") { connection.connectedServer == nil ? 0 : 1 }
         metrics.observe("nats_rtt_seconds") {

@@ -62,6 +62,55 @@ import Testing
         #expect(await Self.get(address, "/health") == nil, "the endpoint closes with the run")
     }
 
+    /// Scrapes during a long drain (SIGTERM while the sink's server is
+    /// down) still answer: /health alive, /ready 503 saying it stops,
+    /// /metrics with the unacknowledged records; once the server is back the
+    /// drain ends and the run exits 0 with nothing lost.
+    @Test func scrapesDuringALongDrainAnswer() async throws {
+        let server = try await NATSServer(jetstream: false)
+        defer { server.stop() }
+        let port = server.port
+        let directory = try makeTemporaryDirectory()
+        try write(
+            """
+            shutdown_timeout: 10m
+            sources:
+              demo: { type: demo_logs, count: 0, rate: 500, hosts: 2 }
+            sinks:
+              bus: { type: nats, inputs: [demo], servers: ["\(server.url)"], subject: "demo.{host}" }
+            """,
+            to: directory + "/p.yaml"
+        )
+        let running = try CLI.Running(["run", directory + "/p.yaml", "--api-address", "127.0.0.1:0"])
+        let address = try await Self.apiAddress(running)
+        try await eventually { await Self.get(address, "/ready")?.status == 200 }
+        server.kill()
+        // Records wait for the server: the drain below has something to wait for.
+        try await eventually {
+            guard let body = await Self.get(address, "/ready")?.body,
+                let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
+            else { return false }
+            return body.contains("waits for a NATS connection: reconnecting")
+                && (object["unacknowledged_records"] as? Int ?? 0) > 0
+        }
+        running.signal(SIGTERM)
+        try await eventually { running.stderr.contains("stopping: draining in-flight records") }
+        for _ in 0..<3 {
+            let ready = try #require(await Self.get(address, "/ready"))
+            #expect(ready.status == 503)
+            #expect(ready.body.contains("the pipeline is stopping (draining in-flight records)"), "\(ready.body)")
+            let health = try #require(await Self.get(address, "/health"))
+            #expect(health.status == 200 && health.body.contains(#""phase":"stopping""#))
+            let metrics = try #require(await Self.get(address, "/metrics"))
+            #expect(metrics.status == 200 && metrics.body.contains("logpipe_records_unacknowledged"))
+            #expect(await Self.get(address, "/reload")?.status == 405)
+        }
+        try await server.start(port: port)
+        let result = try await running.wait()
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.contains("unacknowledged=0"))
+    }
+
     /// An address in use stops the run before anything starts, and says so.
     @Test func anAddressInUseIsAConfigurationError() async throws {
         let server = try await NATSServer(jetstream: false)
