@@ -15,8 +15,8 @@ import Logging
 struct PipelineReloader: Sendable {
     let file: String
     let overrides: [String]
-    /// The API address in effect (`--api-address` wins over the file).
-    let apiAddress: String?
+    /// `--api-address`, which wins over the file's `api.address`.
+    let apiAddressOverride: String?
     let runner: PipelineRunner
     let logger: Logger
     let notifier: SystemdNotifier
@@ -36,7 +36,7 @@ struct PipelineReloader: Sendable {
                 "reload failed: \(file) has \(loaded.errors.count) error(s); the pipeline keeps running unchanged")
             return .invalid(loaded.errors.map { "\($0)" })
         }
-        pipeline.settings.apiAddress = apiAddress
+        if let apiAddressOverride { pipeline.settings.apiAddress = apiAddressOverride }
         do {
             return .applied(try await runner.reload(to: pipeline))
         } catch {

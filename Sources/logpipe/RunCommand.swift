@@ -120,7 +120,7 @@ struct RunCommand: AsyncParsableCommand {
         // STOPPING when draining.
         let notifier = SystemdNotifier()
         let reloader = PipelineReloader(
-            file: file, overrides: overrides, apiAddress: apiAddress, runner: runner, logger: logger,
+            file: file, overrides: overrides, apiAddressOverride: self.apiAddress, runner: runner, logger: logger,
             notifier: notifier, showDiagnostics: showDiagnostics)
         var server: APIServer?
         if let apiAddress {

@@ -51,6 +51,7 @@ import Testing
         let directory = try makeTemporaryDirectory()
         try FileManager.default.createDirectory(atPath: directory + "/logs", withIntermediateDirectories: true)
         let log = directory + "/logs/app.log"
+        try write("", to: log)  // there from the start: no "matches no file yet" warning
         try pipeline(directory, pattern: "^x ", out: "out-a")
         let running = try CLI.Running(["run", directory + "/pipeline.yaml", "--log-level", "info"])
         let writer = Task { try await append("x", 0..<50_000, to: log) }
@@ -86,11 +87,11 @@ import Testing
     @Test func aBrokenReloadLeavesThePipelineRunning() async throws {
         let directory = try makeTemporaryDirectory()
         let file = directory + "/pipeline.yaml"
-        func pipeline(rate: Int, extra: String = "") throws {
+        func pipeline(rate: Int, extra: String = "", api: String = "127.0.0.1:0") throws {
             try write(
                 """
                 data_dir: \(directory)/data
-                api: { address: "127.0.0.1:0" }
+                api: { address: "\(api)" }
                 sources:
                   demo: { type: demo_logs, count: 0, rate: \(rate), hosts: 2 }
                 sinks:
@@ -134,12 +135,14 @@ import Testing
         }
         #expect(await Self.request("GET", address, "/ready")?.status == 200)
 
-        // A good file: the source is swapped, the sink keeps running.
-        try pipeline(rate: 1000)
+        // A good file: the source is swapped, the sink keeps running; the
+        // API stays where it is until a restart, and the answer says so.
+        try pipeline(rate: 1000, api: "127.0.0.1:9")
         let applied = try #require(await Self.request("POST", address, "/reload"))
         #expect(applied.status == 200, "\(applied.body)")
         #expect(applied.body.contains(#""changed":["demo"]"#), "\(applied.body)")
         #expect(applied.body.contains(#""unchanged":["out"]"#))
+        #expect(applied.body.contains("api.address changes at the next restart"))
         try await eventually {
             await Self.request("GET", address, "/metrics")?.body.contains(#"logpipe_reloads_total{result="applied"} 1"#)
                 == true
