@@ -16,16 +16,13 @@ import Testing
         await Task.detached { httpGet(address, path) }.value
     }
 
-    /// `/ready` follows the sink's connection: 503 naming the sink within
-    /// seconds of the server going away, 200 again once it is back; the
-    /// metrics count what went through.
-    @Test func readyFollowsTheSinksConnection() async throws {
-        let server = try await NATSServer(jetstream: false)
-        defer { server.stop() }
-        let port = server.port
+    /// Runs demo lines (500/s) into a nats sink `bus` on `server`, with the
+    /// API on a free port: the run and the API's address.
+    static func runDemoToNATS(_ server: NATSServer, settings: String = "") async throws -> (CLI.Running, String) {
         let directory = try makeTemporaryDirectory()
         try write(
             """
+            \(settings)
             sources:
               demo: { type: demo_logs, count: 0, rate: 500, hosts: 2 }
             sinks:
@@ -34,7 +31,17 @@ import Testing
             to: directory + "/p.yaml"
         )
         let running = try CLI.Running(["run", directory + "/p.yaml", "--api-address", "127.0.0.1:0"])
-        let address = try await Self.apiAddress(running)
+        return (running, try await apiAddress(running))
+    }
+
+    /// `/ready` follows the sink's connection: 503 naming the sink within
+    /// seconds of the server going away, 200 again once it is back; the
+    /// metrics count what went through.
+    @Test func readyFollowsTheSinksConnection() async throws {
+        let server = try await NATSServer(jetstream: false)
+        defer { server.stop() }
+        let port = server.port
+        let (running, address) = try await Self.runDemoToNATS(server)
         try await eventually { await Self.get(address, "/ready")?.status == 200 }
         try await eventually {
             let metrics = await Self.get(address, "/metrics")?.body ?? ""
@@ -70,19 +77,7 @@ import Testing
         let server = try await NATSServer(jetstream: false)
         defer { server.stop() }
         let port = server.port
-        let directory = try makeTemporaryDirectory()
-        try write(
-            """
-            shutdown_timeout: 10m
-            sources:
-              demo: { type: demo_logs, count: 0, rate: 500, hosts: 2 }
-            sinks:
-              bus: { type: nats, inputs: [demo], servers: ["\(server.url)"], subject: "demo.{host}" }
-            """,
-            to: directory + "/p.yaml"
-        )
-        let running = try CLI.Running(["run", directory + "/p.yaml", "--api-address", "127.0.0.1:0"])
-        let address = try await Self.apiAddress(running)
+        let (running, address) = try await Self.runDemoToNATS(server, settings: "shutdown_timeout: 10m")
         try await eventually { await Self.get(address, "/ready")?.status == 200 }
         server.kill()
         // Records wait for the server: the drain below has something to wait for.

@@ -43,6 +43,11 @@ private final class Shared: Sendable {
     let value = Atomic<Int>(0)
 }
 
+/// The source `in`: numbers 0 ..< ReloadTests.total from `cursor`.
+private func numbers(from cursor: Shared, batchSize: Int = 50, config: String = "s") -> Pipeline.Node {
+    node("in", .source(CursorSource(cursor: cursor, end: ReloadTests.total, batchSize: batchSize)), config: config)
+}
+
 private func node(_ name: String, _ stage: AnyStage, inputs: [String] = [], config: String) -> Pipeline.Node {
     Pipeline.Node(name: name, stage: stage, inputs: inputs, typeName: "test", configuration: config)
 }
@@ -79,8 +84,7 @@ private func isRejected(_ error: any Error) -> Bool {
     @Test func aChangedTransformIsSwappedWithEveryRecordOnceAndInOrder() async throws {
         let shared = Shared()
         let collected = LockedBox<[String]>([])
-        let source = node(
-            "in", .source(CursorSource(cursor: shared, end: Self.total, batchSize: 50)), config: "s")
+        let source = numbers(from: shared)
         let sink = node("out", .sink(CollectingSink(collected: collected)), inputs: ["tag"], config: "k")
         let runner = PipelineRunner(
             pipeline: try graph([
@@ -105,8 +109,7 @@ private func isRejected(_ error: any Error) -> Bool {
         let shared = Shared()
         let first = LockedBox<[String]>([])
         let second = LockedBox<[String]>([])
-        let source = node(
-            "in", .source(CursorSource(cursor: shared, end: Self.total, batchSize: 50)), config: "s")
+        let source = numbers(from: shared)
         let runner = PipelineRunner(
             pipeline: try graph([
                 source, node("out", .sink(CollectingSink(collected: first)), inputs: ["in"], config: "1"),
@@ -129,14 +132,14 @@ private func isRejected(_ error: any Error) -> Bool {
         let sink = node("out", .sink(CollectingSink(collected: collected)), inputs: ["in"], config: "k")
         let runner = PipelineRunner(
             pipeline: try graph([
-                node("in", .source(CursorSource(cursor: shared, end: Self.total, batchSize: 50)), config: "1"),
+                numbers(from: shared, batchSize: 50, config: "1"),
                 sink,
             ]))
         let run = Task { try await runner.run() }
         try await eventually { collected.withLock { $0.count } > 10_000 }
         let report = try await runner.reload(
             to: try graph([
-                node("in", .source(CursorSource(cursor: shared, end: Self.total, batchSize: 100)), config: "2"),
+                numbers(from: shared, batchSize: 100, config: "2"),
                 sink,
             ]))
         #expect(report.changed == ["in"])
@@ -149,8 +152,7 @@ private func isRejected(_ error: any Error) -> Bool {
         let shared = Shared()
         let main = LockedBox<[String]>([])
         let audit = LockedBox<[String]>([])
-        let source = node(
-            "in", .source(CursorSource(cursor: shared, end: Self.total, batchSize: 50)), config: "s")
+        let source = numbers(from: shared)
         let mainSink = node("out", .sink(CollectingSink(collected: main)), inputs: ["in"], config: "k")
         let auditSink = node("audit", .sink(CollectingSink(collected: audit)), inputs: ["in"], config: "a")
         let runner = PipelineRunner(pipeline: try graph([source, mainSink]))
@@ -176,8 +178,7 @@ private func isRejected(_ error: any Error) -> Bool {
     @Test func aReloadThatCannotApplyLeavesThePipelineRunning() async throws {
         let shared = Shared()
         let collected = LockedBox<[String]>([])
-        let source = node(
-            "in", .source(CursorSource(cursor: shared, end: Self.total, batchSize: 50)), config: "s")
+        let source = numbers(from: shared)
         // Slow enough that every reload below finds it running.
         let sink = node(
             "out", .sink(CollectingSink(collected: collected, delay: .milliseconds(1))), inputs: ["in"], config: "k")
