@@ -1,4 +1,5 @@
 import Foundation
+import LogPipeBase
 import Logging
 import Synchronization
 
@@ -27,16 +28,16 @@ struct JSONLogHandler: LogHandler {
         if let explicit = event.metadata { merged.merge(explicit) { $1 } }
         let stage = merged.removeValue(forKey: "stage")
         var text = "{\"time\":\"" + Self.timestamp() + "\",\"level\":\"" + event.level.rawValue + "\""
-        if let stage { text += ",\"stage\":" + Self.quoted("\(stage)") }
-        text += ",\"message\":" + Self.quoted(event.message.description)
-        if let error = event.error { text += ",\"error\":" + Self.quoted("\(error)") }
+        if let stage { text += ",\"stage\":" + JSONText.quoted("\(stage)") }
+        text += ",\"message\":" + JSONText.quoted(event.message.description)
+        if let error = event.error { text += ",\"error\":" + JSONText.quoted("\(error)") }
         if !merged.isEmpty {
             text +=
                 ",\"metadata\":{"
-                + merged.sorted { $0.key < $1.key }.map { Self.quoted($0.key) + ":" + Self.json($0.value) }.joined(
+                + merged.sorted { $0.key < $1.key }.map { JSONText.quoted($0.key) + ":" + Self.json($0.value) }.joined(
                     separator: ",") + "}"
         }
-        text += ",\"module\":" + Self.quoted(event.source) + "}\n"
+        text += ",\"module\":" + JSONText.quoted(event.source) + "}\n"
         let bytes = Array(text.utf8)
         bytes.withUnsafeBytes { buffer in
             var offset = 0
@@ -51,32 +52,15 @@ struct JSONLogHandler: LogHandler {
 
     static func json(_ value: Logger.Metadata.Value) -> String {
         switch value {
-        case .string(let string): quoted(string)
-        case .stringConvertible(let convertible): quoted(convertible.description)
+        case .string(let string): JSONText.quoted(string)
+        case .stringConvertible(let convertible): JSONText.quoted(convertible.description)
         case .array(let values): "[" + values.map(json).joined(separator: ",") + "]"
         case .dictionary(let values):
-            "{" + values.sorted { $0.key < $1.key }.map { quoted($0.key) + ":" + json($0.value) }.joined(separator: ",")
+            "{"
+                + values.sorted { $0.key < $1.key }.map { JSONText.quoted($0.key) + ":" + json($0.value) }.joined(
+                    separator: ",")
                 + "}"
         }
-    }
-
-    /// A JSON string literal: quotes, backslashes and control characters escaped.
-    static func quoted(_ text: String) -> String {
-        var out = "\""
-        out.reserveCapacity(text.utf8.count + 2)
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20:
-                out += String(format: "\\u%04x", scalar.value)
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
     }
 
     static func timestamp() -> String {

@@ -1,4 +1,5 @@
 import Foundation
+import LogPipeBase
 
 #if canImport(Glibc)
     import Glibc
@@ -274,7 +275,7 @@ final class WrittenLedger {
             append(#","floors":{"#)
             for (index, (stream, floor)) in floors.sorted(by: { $0.key < $1.key }).enumerated() {
                 if index > 0 { bytes.append(UInt8(ascii: ",")) }
-                append(Self.quoted(stream))
+                append(JSONText.quoted(stream))
                 bytes.append(UInt8(ascii: ":"))
                 append(floor)
             }
@@ -283,13 +284,13 @@ final class WrittenLedger {
         append(#","files":{"#)
         for (fileIndex, (file, state)) in files.sorted(by: { $0.key < $1.key }).enumerated() {
             if fileIndex > 0 { bytes.append(UInt8(ascii: ",")) }
-            append(Self.quoted(file))
+            append(JSONText.quoted(file))
             append(#":{"size":"#)
             append(state.size)
             append(#","ranges":{"#)
             for (streamIndex, (stream, ranges)) in state.ranges.sorted(by: { $0.key < $1.key }).enumerated() {
                 if streamIndex > 0 { bytes.append(UInt8(ascii: ",")) }
-                append(Self.quoted(stream))
+                append(JSONText.quoted(stream))
                 append(":[")
                 for (index, range) in ranges.enumerated() {
                     append(index > 0 ? ",[" : "[")
@@ -304,25 +305,6 @@ final class WrittenLedger {
         }
         append("}}")
         return bytes
-    }
-
-    /// A JSON string literal.
-    static func quoted(_ value: String) -> String {
-        var text = "\""
-        for scalar in value.unicodeScalars {
-            switch scalar {
-            case "\"": text += "\\\""
-            case "\\": text += "\\\\"
-            case "\n": text += "\\n"
-            case "\r": text += "\\r"
-            case "\t": text += "\\t"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                text += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: text.unicodeScalars.append(scalar)
-            }
-        }
-        return text + "\""
     }
 
     /// Raises the floors of streams (never lowers one) and forgets the
