@@ -74,7 +74,6 @@ public enum Units {
         return String(bytes)
     }
 
-    /// Formats a duration the way pipeline files write it (`30s`, `500ms`).
     /// Splits `host:port` (`[::1]:9598` for IPv6; port 0 means any free
     /// one), or nil when `text` is not that: what `api.address` takes.
     public static func hostAndPort(_ text: String) -> (host: String, port: Int)? {
@@ -87,6 +86,7 @@ public enum Units {
         return (host, port)
     }
 
+    /// Formats a duration the way pipeline files write it (`30s`, `500ms`).
     public static func format(_ duration: Duration) -> String {
         let milliseconds = duration.inMilliseconds
         if milliseconds % 86_400_000 == 0, milliseconds > 0 { return "\(milliseconds / 86_400_000)d" }
