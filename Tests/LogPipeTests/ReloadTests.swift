@@ -17,6 +17,8 @@ private struct TagTransform: BatchTransform {
 
 /// Emits numbers taken from a shared cursor, as a file tail reads from a
 /// shared checkpoint: a replaced instance goes on where the old one stopped.
+/// At each number of `cursor.holds` it waits for that gate (or a stop), so
+/// that a test's reload always finds the pipeline running.
 private struct CursorSource: Source {
     var producedFields: Set<String> { [] }
     let cursor: Shared
@@ -27,7 +29,17 @@ private struct CursorSource: Source {
         while !context.isStopping {
             let first = cursor.value.load(ordering: .relaxed)
             guard first < end else { return }
-            let last = min(first + batchSize, end)
+            if let gate = cursor.holds[first] {
+                await withTaskGroup(of: Void.self) { group in
+                    group.addTask { await gate.wait() }
+                    group.addTask { await context.waitForStop() }
+                    await group.next()
+                    group.cancelAll()
+                }
+                if context.isStopping { return }
+            }
+            // A batch ends at a hold, so that the next one starts there.
+            let last = cursor.holds.keys.filter { $0 > first }.reduce(min(first + batchSize, end)) { min($0, $1) }
             let records = (first..<last).map {
                 Record(
                     bytes: ByteBuffer(string: String($0)), source: context.name, origin: "test", host: "h",
@@ -41,6 +53,15 @@ private struct CursorSource: Source {
 
 private final class Shared: Sendable {
     let value = Atomic<Int>(0)
+    /// Where the source waits for a gate; each is opened by the test.
+    let holds: [Int: Gate]
+
+    init(holdingAt positions: [Int] = []) {
+        holds = Dictionary(uniqueKeysWithValues: positions.map { ($0, Gate()) })
+    }
+
+    /// Lets the source go on past `position`.
+    func release(_ position: Int) { holds[position]!.open() }
 }
 
 /// The source `in`: numbers 0 ..< ReloadTests.total from `cursor`.
@@ -82,7 +103,7 @@ private func isRejected(_ error: any Error) -> Bool {
     static let total = 100_000
 
     @Test func aChangedTransformIsSwappedWithEveryRecordOnceAndInOrder() async throws {
-        let shared = Shared()
+        let shared = Shared(holdingAt: [90_000])
         let collected = LockedBox<[String]>([])
         let source = numbers(from: shared)
         let sink = node("out", .sink(CollectingSink(collected: collected)), inputs: ["tag"], config: "k")
@@ -97,6 +118,7 @@ private func isRejected(_ error: any Error) -> Bool {
         #expect(report.changed == ["tag"])
         #expect(report.unchanged == ["in", "out"])
         #expect(report.stillDraining.isEmpty)
+        shared.release(90_000)
         let summary = try await run.value
         #expect(summary.isClean)
         let (numbers, tags) = split(collected.withLock { $0 })
@@ -106,7 +128,7 @@ private func isRejected(_ error: any Error) -> Bool {
     }
 
     @Test func aChangedSinkDrainsBeforeTheNewOneTakesOver() async throws {
-        let shared = Shared()
+        let shared = Shared(holdingAt: [90_000])
         let first = LockedBox<[String]>([])
         let second = LockedBox<[String]>([])
         let source = numbers(from: shared)
@@ -118,6 +140,7 @@ private func isRejected(_ error: any Error) -> Bool {
         try await eventually { first.withLock { $0.count } > 10_000 }
         try await runner.reload(
             to: try graph([source, node("out", .sink(CollectingSink(collected: second)), inputs: ["in"], config: "2")]))
+        shared.release(90_000)
         let summary = try await run.value
         #expect(summary.isClean)
         let before = first.withLock { $0 }.map { Int($0)! }
@@ -127,7 +150,7 @@ private func isRejected(_ error: any Error) -> Bool {
     }
 
     @Test func aChangedSourceStopsBeforeTheNewOneReads() async throws {
-        let shared = Shared()
+        let shared = Shared(holdingAt: [90_000])
         let collected = LockedBox<[String]>([])
         let sink = node("out", .sink(CollectingSink(collected: collected)), inputs: ["in"], config: "k")
         let runner = PipelineRunner(
@@ -143,13 +166,14 @@ private func isRejected(_ error: any Error) -> Bool {
                 sink,
             ]))
         #expect(report.changed == ["in"])
+        shared.release(90_000)
         let summary = try await run.value
         #expect(summary.isClean)
         #expect(collected.withLock { $0 }.map { Int($0)! } == Array(0..<Self.total))
     }
 
     @Test func anAddedSinkGetsWhatFollowsAndARemovedOneDrains() async throws {
-        let shared = Shared()
+        let shared = Shared(holdingAt: [50_000, 90_000])
         let main = LockedBox<[String]>([])
         let audit = LockedBox<[String]>([])
         let source = numbers(from: shared)
@@ -160,10 +184,12 @@ private func isRejected(_ error: any Error) -> Bool {
         try await eventually { main.withLock { $0.count } > 10_000 }
         let added = try await runner.reload(to: try graph([source, mainSink, auditSink]))
         #expect(added.added == ["audit"])
+        shared.release(50_000)
         try await eventually { audit.withLock { $0.count } > 10_000 }
         let removed = try await runner.reload(to: try graph([source, mainSink]))
         #expect(removed.removed == ["audit"])
         #expect(removed.stillDraining.isEmpty)
+        shared.release(90_000)
         let summary = try await run.value
         #expect(summary.isClean)
         #expect(main.withLock { $0 }.map { Int($0)! } == Array(0..<Self.total))
@@ -176,12 +202,10 @@ private func isRejected(_ error: any Error) -> Bool {
     }
 
     @Test func aReloadThatCannotApplyLeavesThePipelineRunning() async throws {
-        let shared = Shared()
+        let shared = Shared(holdingAt: [50_000])
         let collected = LockedBox<[String]>([])
         let source = numbers(from: shared)
-        // Slow enough that every reload below finds it running.
-        let sink = node(
-            "out", .sink(CollectingSink(collected: collected, delay: .milliseconds(1))), inputs: ["in"], config: "k")
+        let sink = node("out", .sink(CollectingSink(collected: collected)), inputs: ["in"], config: "k")
         let runner = PipelineRunner(pipeline: try graph([source, sink]))
         await #expect(throws: ReloadError.notRunning(.notStarted)) {
             try await runner.reload(to: try graph([source, sink]))
@@ -199,6 +223,7 @@ private func isRejected(_ error: any Error) -> Bool {
             throws: isRejected)
         // A graph with no sink is refused before anything is touched.
         await #expect(performing: { try await runner.reload(to: try graph([source])) }, throws: isRejected)
+        shared.release(50_000)
         let summary = try await run.value
         #expect(summary.isClean)
         #expect(collected.withLock { $0 }.map { Int($0)! } == Array(0..<Self.total))
