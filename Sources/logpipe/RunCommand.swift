@@ -49,7 +49,7 @@ struct RunCommand: AsyncParsableCommand {
 
     @Option(
         help: ArgumentHelp(
-            "Serve /metrics (Prometheus), /health and /ready on this address (overrides the pipeline file's api.address; port 0 picks a free port).",
+            "Serve /metrics (Prometheus), /health, /ready and POST /reload on this address (overrides the pipeline file's api.address; port 0 picks a free port).",
             valueName: "host:port"))
     var apiAddress: String?
 

@@ -143,20 +143,26 @@ import Testing
         }
     }
 
-    /// Every line on stderr is one JSON object; a stage's events name the
-    /// stage; `--status-interval` given explicitly logs status lines although
-    /// stderr is a file.
-    @Test func jsonLogsAndStatusLinesWithoutATerminal() async throws {
+    /// A directory with `p.yaml`: `count` demo lines at 40 a second into `out.log`.
+    static func demoToFile(count: Int) throws -> String {
         let directory = try makeTemporaryDirectory()
         try write(
             """
             sources:
-              demo: { type: demo_logs, count: 40, rate: 40 }
+              demo: { type: demo_logs, count: \(count), rate: 40 }
             sinks:
               out: { type: file, inputs: [demo], path: "\(directory)/out.log" }
             """,
             to: directory + "/p.yaml"
         )
+        return directory
+    }
+
+    /// Every line on stderr is one JSON object; a stage's events name the
+    /// stage; `--status-interval` given explicitly logs status lines although
+    /// stderr is a file.
+    @Test func jsonLogsAndStatusLinesWithoutATerminal() async throws {
+        let directory = try Self.demoToFile(count: 40)
         let result = try await CLI.run([
             "run", directory + "/p.yaml", "--log-format", "json", "--status-interval", "0.2",
         ])
@@ -195,16 +201,7 @@ import Testing
 
     /// Without a terminal and without --status-interval, no status lines.
     @Test func noStatusLinesUnlessAsked() async throws {
-        let directory = try makeTemporaryDirectory()
-        try write(
-            """
-            sources:
-              demo: { type: demo_logs, count: 20, rate: 40 }
-            sinks:
-              out: { type: file, inputs: [demo], path: "\(directory)/out.log" }
-            """,
-            to: directory + "/p.yaml"
-        )
+        let directory = try Self.demoToFile(count: 20)
         let result = try await CLI.run(["run", directory + "/p.yaml"])
         #expect(result.status == 0, "\(result.stderr)")
         #expect(!result.stderr.contains("unacknowledged=0;"), "\(result.stderr)")
