@@ -419,6 +419,7 @@ public final class PipelineRunner: Sendable {
             hostname: hostname
         )
         let output = BatchOutput(route: slot.route, metrics: slot.metrics)
+        let input = slot.input.map { BatchInput(channel: $0, metrics: slot.metrics, generation: instance.generation) }
         do {
             switch node.stage {
             case .source(let source):
@@ -433,11 +434,9 @@ public final class PipelineRunner: Sendable {
                         ledger: ledger, outstanding: slot.outstanding!, latency: latency)
                 )
             case .transform(let transform):
-                let input = BatchInput(channel: slot.input!, metrics: slot.metrics, generation: instance.generation)
-                try await transform.run(input: input, output: output, context: context)
+                try await transform.run(input: input!, output: output, context: context)
             case .sink(let sink):
-                let input = BatchInput(channel: slot.input!, metrics: slot.metrics, generation: instance.generation)
-                try await sink.run(input: input, context: context)
+                try await sink.run(input: input!, context: context)
             }
             return .stageFinished
         } catch {

@@ -149,10 +149,6 @@ public struct BatchOutput: Sendable {
         self.metrics = metrics
     }
 
-    init(channels: [BoundedChannel<Batch>], metrics: StageMetrics) {
-        self.init(route: OutputRoute(channels.enumerated().map { ("\($0.offset)", $0.element) }), metrics: metrics)
-    }
-
     /// Sends `batch` to every downstream stage, suspending while any is full.
     public func send(_ batch: Batch) async throws {
         guard !batch.isEmpty else { return }
