@@ -233,7 +233,7 @@ struct RunCommand: AsyncParsableCommand {
         if !notDelivered.isEmpty {
             say(
                 .warning,
-                "some records were not delivered, as the options say (on_oversize, on_rejected) or because they could not be read: \(notDelivered.joined(separator: ", "))"
+                "some records were not delivered, as the options say (on_oversize, on_rejected, on_failure) or because they could not be read: \(notDelivered.joined(separator: ", "))"
             )
         }
         if let failure = summary.failure {
@@ -285,7 +285,9 @@ final class SignalCounter: Sendable {
 
 enum StatusFormatter {
     /// Counters of records a stage gave up on (by policy or necessity).
-    static let notDeliveredCounters = ["oversize_messages", "rejected", "files_missed", "unreadable_files"]
+    static let notDeliveredCounters = [
+        "oversize_messages", "rejected", "files_missed", "unreadable_files", "failed_records",
+    ]
 
     static func rate(_ count: Int, _ elapsed: Duration) -> String {
         let seconds = elapsed.inSeconds

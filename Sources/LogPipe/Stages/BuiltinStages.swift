@@ -8,6 +8,7 @@ enum BuiltinStages {
         registry.register(SeverityTransform.definition)
         registry.register(PartitionTransform.definition)
         registry.register(ReplaceTransform.definition)
+        registry.register(ExecTransform.definition)
         registry.register(FileSink.definition)
         registry.register(StdoutSink.definition)
         registry.register(BlackholeSink.definition)

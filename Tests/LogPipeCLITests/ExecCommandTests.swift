@@ -1,0 +1,70 @@
+import Foundation
+import Testing
+
+/// The `exec` transform through the real binary: a file read once, the
+/// shipped Python plugin, a file written.
+@Suite struct ExecCommandTests {
+    @Test func theExamplePluginRunsInAPipelineFile() async throws {
+        let directory = try makeTemporaryDirectory()
+        let lines = (0..<3_000).map { index in
+            switch index % 3 {
+            case 0: "user u\(index)@example.com logged in"
+            case 1: "GET /healthz 200"
+            default: "call \(index) Authorization: Bearer tok\(index)"
+            }
+        }
+        try write(lines.joined(separator: "\n") + "\n", to: directory + "/app.log")
+        try write(
+            """
+            data_dir: \(directory)/data
+            sources:
+              in: { type: file, include: ['\(directory)/app.log'], once: true }
+            transforms:
+              redact: { type: exec, inputs: [in], command: [python3, -u, '\(CLI.packageRoot)/examples/plugins/redact.py'] }
+            sinks:
+              out: { type: file, inputs: [redact], path: "\(directory)/out.log" }
+            """,
+            to: directory + "/p.yaml")
+        let result = try await CLI.run(["run", directory + "/p.yaml"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let out = try String(contentsOfFile: directory + "/out.log", encoding: .utf8).split(separator: "\n")
+        let expected = lines.enumerated().compactMap { index, _ -> String? in
+            switch index % 3 {
+            case 0: "user <email> logged in"
+            case 1: nil
+            default: "call \(index) Authorization: Bearer <token>"
+            }
+        }
+        #expect(out.map(String.init) == expected)
+        #expect(result.stderr.contains("acknowledged=3000 unacknowledged=0"), "\(result.stderr)")
+    }
+
+    /// A line the plugin dies on every time is dropped under
+    /// `on_failure: drop`, and the run's last line says so even with --quiet.
+    @Test func aDroppedPoisonLineIsNamedAtTheEnd() async throws {
+        let directory = try makeTemporaryDirectory()
+        try write("ok 1\npoison\nok 2\n", to: directory + "/app.log")
+        try write(
+            #"""
+            data_dir: DIR/data
+            sources:
+              in: { type: file, include: ['DIR/app.log'], once: true }
+            transforms:
+              check:
+                type: exec
+                inputs: [in]
+                command: [sh, -c, 'while IFS= read -r l; do [ "$l" != poison ] || exit 1; printf "%s\n" "$l"; done']
+                max_attempts: 2
+                on_failure: drop
+            sinks:
+              out: { type: file, inputs: [check], path: "DIR/out.log" }
+            """#.replacingOccurrences(of: "DIR", with: directory),
+            to: directory + "/p.yaml")
+        let result = try await CLI.run(["run", "--quiet", directory + "/p.yaml"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(try String(contentsOfFile: directory + "/out.log", encoding: .utf8) == "ok 1\nok 2\n")
+        #expect(result.stderr.contains("some records were not delivered"), "\(result.stderr)")
+        #expect(result.stderr.contains("check.failed_records=1"))
+        #expect(result.stderr.contains("dropping the line 'poison' (on_failure: drop)"))
+    }
+}
