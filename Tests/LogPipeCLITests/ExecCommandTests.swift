@@ -67,4 +67,33 @@ import Testing
         #expect(result.stderr.contains("check.failed_records=1"))
         #expect(result.stderr.contains("dropping the line 'poison' (on_failure: drop)"))
     }
+
+    /// The plugin's stderr reaches logpipe's log with the stage's name; a
+    /// flood is cut to 20 lines a second and the rest counted.
+    @Test func thePluginsStderrIsLoggedAndAFloodIsCounted() async throws {
+        let directory = try makeTemporaryDirectory()
+        try write((0..<2_000).map { "line \($0)\n" }.joined(), to: directory + "/app.log")
+        try write(
+            #"""
+            data_dir: DIR/data
+            sources:
+              in: { type: file, include: ['DIR/app.log'], once: true }
+            transforms:
+              noisy:
+                type: exec
+                inputs: [in]
+                command: [sh, -c, 'while IFS= read -r l; do echo "checked $l" >&2; printf "%s\n" "$l"; done']
+            sinks:
+              out: { type: file, inputs: [noisy], path: "DIR/out.log" }
+            """#.replacingOccurrences(of: "DIR", with: directory),
+            to: directory + "/p.yaml")
+        let result = try await CLI.run(["run", directory + "/p.yaml"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.contains("stage=noisy [LogPipe] child stderr: checked line 0"), "\(result.stderr)")
+        let logged = result.stderr.components(separatedBy: "child stderr: ").count - 1
+        #expect(logged >= 20 && logged < 2_000)
+        #expect(result.stderr.contains("noisy.stderr_lines_suppressed="), "\(result.stderr.suffix(500))")
+        #expect(
+            try String(contentsOfFile: directory + "/out.log", encoding: .utf8).split(separator: "\n").count == 2_000)
+    }
 }

@@ -148,14 +148,15 @@ final class ChildProcess: Sendable {
         return true
     }
 
-    /// Reads what one of the child's pipes (`output`, `errors`) holds, up
-    /// to `maximum` bytes, waiting for some (blocking); nil at its end.
-    static func read(_ fd: Int32, upTo maximum: Int) -> ByteBuffer? {
-        var buffer = ByteBufferAllocator().buffer(capacity: maximum)
+    /// Appends to `buffer` what one of the child's pipes (`output`,
+    /// `errors`) holds, up to `maximum` bytes, waiting for some (blocking);
+    /// nil at the pipe's end.
+    static func read(_ fd: Int32, appendingTo buffer: ByteBuffer, upTo maximum: Int) -> ByteBuffer? {
+        var buffer = buffer
         while true {
             var result = 0
             buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: maximum) { raw in
-                result = Glibc.read(fd, raw.baseAddress, raw.count)
+                result = Glibc.read(fd, raw.baseAddress, min(raw.count, maximum))
                 return max(0, result)
             }
             if result > 0 { return buffer }

@@ -312,24 +312,15 @@ final class ExecExchange: Sendable {
     /// downstream once all its records are answered. Returns whether any
     /// answer came.
     private func readAnswers(from child: ChildProcess, output: BatchOutput) async throws -> Bool {
-        var carry = ByteBuffer()
+        // An answer longer than 64 MiB is cut there: bounded, and still one answer.
+        var splitter = LineSplitter(maxLineBytes: 64 << 20, oversize: .truncate, stripCarriageReturn: true)
         var answered = false
         while true {
-            let chunk = try await BlockingIO.run { ChildProcess.read(child.output, upTo: 65536) }
-            guard var chunk else { return answered }
+            let empty = splitter.makeReadBuffer(capacity: 65536)
+            let chunk = try await BlockingIO.run { ChildProcess.read(child.output, appendingTo: empty, upTo: 65536) }
+            guard let chunk else { return answered }
             var lines: [ByteBuffer] = []
-            while let newline = chunk.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) {
-                var line = chunk.readSlice(length: newline - chunk.readerIndex)!
-                chunk.moveReaderIndex(forwardBy: 1)
-                if carry.readableBytes > 0 {
-                    carry.writeBuffer(&line)
-                    line = carry
-                    carry = ByteBuffer()
-                }
-                if line.readableBytesView.last == UInt8(ascii: "\r") { line.moveWriterIndex(to: line.writerIndex - 1) }
-                lines.append(line)
-            }
-            if chunk.readableBytes > 0 { carry.writeBuffer(&chunk) }
+            splitter.consume(chunk) { line, _ in lines.append(line) }
             guard !lines.isEmpty else { continue }
             answered = true
             let (done, extra) = assign(lines)
@@ -406,16 +397,16 @@ final class ExecExchange: Sendable {
     /// Logs the child's stderr lines as warnings naming the stage, at most
     /// 20 a second (the rest counted as `stderr_lines_suppressed`).
     private func logErrors(of child: ChildProcess) async {
-        var splitter = ByteBuffer()
+        var splitter = LineSplitter(maxLineBytes: 16 << 10, oversize: .truncate, stripCarriageReturn: true)
         var windowStart = ContinuousClock.now
         var inWindow = 0
         while true {
-            let read = try? await BlockingIO.run { ChildProcess.read(child.errors, upTo: 4096) }
-            guard var chunk = read else { return }
-            splitter.writeBuffer(&chunk)
-            while let newline = splitter.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) {
-                let line = splitter.readString(length: newline - splitter.readerIndex) ?? ""
-                splitter.moveReaderIndex(forwardBy: 1)
+            let empty = splitter.makeReadBuffer(capacity: 4096)
+            let read = try? await BlockingIO.run { ChildProcess.read(child.errors, appendingTo: empty, upTo: 4096) }
+            guard let chunk = read else { return }
+            var lines: [String] = []
+            splitter.consume(chunk) { line, _ in lines.append(String(buffer: line)) }
+            for line in lines {
                 if ContinuousClock.now - windowStart > .seconds(1) {
                     windowStart = .now
                     inWindow = 0
@@ -427,7 +418,6 @@ final class ExecExchange: Sendable {
                     context.metrics.count("stderr_lines_suppressed")
                 }
             }
-            splitter.discardReadBytes()
         }
     }
 
