@@ -4,8 +4,30 @@ import Testing
 /// The `exec` transform through the real binary: a file read once, the
 /// shipped Python plugin, a file written.
 @Suite struct ExecCommandTests {
-    @Test func theExamplePluginRunsInAPipelineFile() async throws {
+    /// A directory with `app.log` holding `log`, and `p.yaml` reading it once
+    /// through the exec transform `name` (its options in `stage`, in block
+    /// style) into `out.log`.
+    static func pipeline(log: String, name: String, stage: String) throws -> String {
         let directory = try makeTemporaryDirectory()
+        try write(log, to: directory + "/app.log")
+        try write(
+            """
+            data_dir: \(directory)/data
+            sources:
+              in: { type: file, include: ['\(directory)/app.log'], once: true }
+            transforms:
+              \(name):
+                type: exec
+                inputs: [in]
+            \(stage.split(separator: "\n").map { "    " + $0 }.joined(separator: "\n"))
+            sinks:
+              out: { type: file, inputs: [\(name)], path: "\(directory)/out.log" }
+            """,
+            to: directory + "/p.yaml")
+        return directory
+    }
+
+    @Test func theExamplePluginRunsInAPipelineFile() async throws {
         let lines = (0..<3_000).map { index in
             switch index % 3 {
             case 0: "user u\(index)@example.com logged in"
@@ -13,18 +35,9 @@ import Testing
             default: "call \(index) Authorization: Bearer tok\(index)"
             }
         }
-        try write(lines.joined(separator: "\n") + "\n", to: directory + "/app.log")
-        try write(
-            """
-            data_dir: \(directory)/data
-            sources:
-              in: { type: file, include: ['\(directory)/app.log'], once: true }
-            transforms:
-              redact: { type: exec, inputs: [in], command: [python3, -u, '\(CLI.packageRoot)/examples/plugins/redact.py'] }
-            sinks:
-              out: { type: file, inputs: [redact], path: "\(directory)/out.log" }
-            """,
-            to: directory + "/p.yaml")
+        let directory = try Self.pipeline(
+            log: lines.joined(separator: "\n") + "\n", name: "redact",
+            stage: "command: [python3, -u, '\(CLI.packageRoot)/examples/plugins/redact.py']")
         let result = try await CLI.run(["run", directory + "/p.yaml"])
         #expect(result.status == 0, "\(result.stderr)")
         let out = try String(contentsOfFile: directory + "/out.log", encoding: .utf8).split(separator: "\n")
@@ -42,24 +55,13 @@ import Testing
     /// A line the plugin dies on every time is dropped under
     /// `on_failure: drop`, and the run's last line says so even with --quiet.
     @Test func aDroppedPoisonLineIsNamedAtTheEnd() async throws {
-        let directory = try makeTemporaryDirectory()
-        try write("ok 1\npoison\nok 2\n", to: directory + "/app.log")
-        try write(
-            #"""
-            data_dir: DIR/data
-            sources:
-              in: { type: file, include: ['DIR/app.log'], once: true }
-            transforms:
-              check:
-                type: exec
-                inputs: [in]
+        let directory = try Self.pipeline(
+            log: "ok 1\npoison\nok 2\n", name: "check",
+            stage: #"""
                 command: [sh, -c, 'while IFS= read -r l; do [ "$l" != poison ] || exit 1; printf "%s\n" "$l"; done']
                 max_attempts: 2
                 on_failure: drop
-            sinks:
-              out: { type: file, inputs: [check], path: "DIR/out.log" }
-            """#.replacingOccurrences(of: "DIR", with: directory),
-            to: directory + "/p.yaml")
+                """#)
         let result = try await CLI.run(["run", "--quiet", directory + "/p.yaml"])
         #expect(result.status == 0, "\(result.stderr)")
         #expect(try String(contentsOfFile: directory + "/out.log", encoding: .utf8) == "ok 1\nok 2\n")
@@ -71,22 +73,11 @@ import Testing
     /// The plugin's stderr reaches logpipe's log with the stage's name; a
     /// flood is cut to 20 lines a second and the rest counted.
     @Test func thePluginsStderrIsLoggedAndAFloodIsCounted() async throws {
-        let directory = try makeTemporaryDirectory()
-        try write((0..<2_000).map { "line \($0)\n" }.joined(), to: directory + "/app.log")
-        try write(
-            #"""
-            data_dir: DIR/data
-            sources:
-              in: { type: file, include: ['DIR/app.log'], once: true }
-            transforms:
-              noisy:
-                type: exec
-                inputs: [in]
+        let directory = try Self.pipeline(
+            log: (0..<2_000).map { "line \($0)\n" }.joined(), name: "noisy",
+            stage: #"""
                 command: [sh, -c, 'while IFS= read -r l; do echo "checked $l" >&2; printf "%s\n" "$l"; done']
-            sinks:
-              out: { type: file, inputs: [noisy], path: "DIR/out.log" }
-            """#.replacingOccurrences(of: "DIR", with: directory),
-            to: directory + "/p.yaml")
+                """#)
         let result = try await CLI.run(["run", directory + "/p.yaml"])
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stderr.contains("stage=noisy [LogPipe] child stderr: checked line 0"), "\(result.stderr)")
